@@ -1,0 +1,72 @@
+"""``odmaug data info``: images per grade and split, the imbalance ratio, and an example grid."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import List, Optional
+
+import numpy as np
+import typer
+from rich.table import Table
+
+from odmaug.cli.app import DataDirOption, RecipeOption, SetOption, data_app, recipe_from_options
+from odmaug.console import console
+from odmaug.data import ImageTable, load_table, prepare, table_from_spec
+from odmaug.data.sources import counts_by_split
+from odmaug.errors import OdmaugError
+from odmaug.figures import grade_grid
+
+
+def counts_table(table: ImageTable) -> Table:
+    """A rich table: one row per split, one column per grade, total and imbalance ratio."""
+    out = Table(title=f"{table.name}: images per grade", title_justify="left")
+    out.add_column("split")
+    for g in range(table.num_classes):
+        out.add_column(f"grade {g}", justify="right")
+    out.add_column("total", justify="right")
+    out.add_column("imbalance", justify="right")
+    for split, counts in counts_by_split(table).items():
+        nonzero = counts[counts > 0]
+        ratio = f"{counts.max() / nonzero.min():.1f}" if len(nonzero) == len(counts) else "inf"
+        out.add_row(split, *[str(c) for c in counts], str(counts.sum()), ratio)
+    return out
+
+
+def example_rows(table: ImageTable, per_grade: int, size: int, crop_box, seed: int) -> list[np.ndarray]:
+    """Up to ``per_grade`` prepared images of every grade, chosen reproducibly by ``seed``."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for grade in range(table.num_classes):
+        idx = np.flatnonzero(table.labels == grade)
+        chosen = np.sort(rng.choice(idx, size=min(per_grade, len(idx)), replace=False)) if len(idx) else []
+        rows.append(np.stack([prepare(table.read(int(i)), size, crop_box) for i in chosen])
+                    if len(chosen) else np.zeros((0, size, size, 3), np.uint8))
+    return rows
+
+
+@data_app.command("info")
+def info(
+    recipe: Optional[Path] = RecipeOption,
+    source: Optional[str] = typer.Option(
+        None,
+        "--source",
+        help="Instead of the recipe's data: retinamnist, synthetic, a folder root/<grade>/*.png, "
+        "or a manifest .csv; add :train/:val/:test for one split.",
+    ),
+    grid: Optional[Path] = typer.Option(None, "--grid", help="Save a PNG grid of examples, one row per grade."),
+    per_grade: int = typer.Option(8, "--per-grade", min=1, max=64, help="Examples per grade in the grid."),
+    split: str = typer.Option("train", "--split", help="Split the grid draws from."),
+    overrides: Optional[List[str]] = SetOption,
+    data_dir: Optional[Path] = DataDirOption,
+) -> None:
+    """Print images per grade and split with the imbalance ratio; optionally save an example grid."""
+    cfg = recipe_from_options(recipe, overrides, data_dir)
+    table = table_from_spec(source, cfg.data) if source else load_table(cfg.data)
+    console.print(counts_table(table))
+    if grid is not None:
+        part = table.split(split) if split in table.splits() else None
+        if part is None or len(part) == 0:
+            raise OdmaugError(f"no '{split}' split to draw examples from (have {', '.join(table.splits())})")
+        rows = example_rows(part, per_grade, cfg.data.image_size, cfg.data.crop_box, cfg.seed)
+        grade_grid(rows, grid, title=f"{table.name} ({split}, {cfg.data.image_size}px)")
+        console.print(f"wrote {grid}")

@@ -1,0 +1,284 @@
+"""Typed recipes: strict YAML loading, validation and ``--set section.key=value`` overrides.
+
+A recipe is a YAML file with one mapping per stage (``data``, ``generator``, ``diffusion``,
+``train``, ``sample``, ``augment``, ``classifier``, ``metrics``, ``benchmark``). Every section is a
+pydantic model that forbids unknown keys, so a typo is an error that names the key, the section
+and the file instead of a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from odmaug.errors import OdmaugError
+
+
+class Section(BaseModel):
+    """Base of every recipe section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class SyntheticDataConfig(Section):
+    """The built-in synthetic ordinal dataset (fundus-like discs, lesions grow with grade)."""
+
+    counts: list[int] = Field(default_factory=lambda: [60, 30, 24, 16, 10])
+    """Images per grade, before splitting into train/val/test."""
+    native_size: int = Field(64, ge=16, le=512)
+    """Resolution at which the images are drawn (then resized to ``data.image_size``)."""
+    seed: int = 0
+    """Seed of the drawings: the same seed gives the same images."""
+
+
+class DataConfig(Section):
+    """Where images come from and how they are shaped."""
+
+    source: Literal["retinamnist", "synthetic", "folder", "manifest"] = "retinamnist"
+    path: Optional[str] = None
+    """Folder (``root/<grade>/*.png``) or manifest CSV, for ``folder`` and ``manifest`` sources."""
+    data_dir: Optional[str] = None
+    """Folder holding ``retinamnist.npz``; default ``$ODMAUG_DATA_DIR``, then the user cache."""
+    num_classes: int = Field(5, ge=2, le=100)
+    image_size: int = Field(32, ge=8, le=1024)
+    crop_box: Optional[tuple[int, int, int, int]] = None
+    """(left, top, right, bottom) in source pixels, applied before resizing (LIMUC: centre 128x128)."""
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
+    split_seed: int = 0
+    """Seed of the stratified (and grouped) split for sources that have no split column."""
+    synthetic: SyntheticDataConfig = Field(default_factory=SyntheticDataConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> "DataConfig":
+        if self.source in ("folder", "manifest") and not self.path:
+            raise ValueError(f"data.path is required when data.source is '{self.source}'")
+        if self.val_fraction + self.test_fraction >= 1.0:
+            raise ValueError("data.val_fraction + data.test_fraction must be below 1")
+        if self.crop_box is not None:
+            left, top, right, bottom = self.crop_box
+            if not (0 <= left < right and 0 <= top < bottom):
+                raise ValueError("data.crop_box must be (left, top, right, bottom) with left < right, top < bottom")
+        if self.source == "synthetic" and len(self.synthetic.counts) != self.num_classes:
+            raise ValueError("data.synthetic.counts needs one count per grade (data.num_classes)")
+        return self
+
+
+class GeneratorConfig(Section):
+    """The class-conditional U-Net of Ho et al."""
+
+    name: str = "unet"
+    base_channels: int = Field(64, ge=8, le=1024)
+    channel_mult: list[int] = Field(default_factory=lambda: [1, 2, 2, 2])
+    num_res_blocks: int = Field(2, ge=1, le=8)
+    attention_resolutions: list[int] = Field(default_factory=lambda: [16])
+    num_heads: int = Field(1, ge=1, le=64)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+
+
+class OrdinalConfig(Section):
+    """The ordinal loss of METHOD.md section 2 (gamma = 0 gives the plain DM)."""
+
+    gamma: float = Field(1.0, ge=0.0)
+    mode: Literal["same-xt", "cross-image"] = "same-xt"
+    triplets: Literal["random", "include-true"] = "random"
+    distance: Literal["l2", "squared"] = "l2"
+    spacing: Literal["none", "proportional"] = "none"
+    fraction: float = Field(1.0, gt=0.0, le=1.0)
+    """Share of the batch that gets the ordinal term (a cost knob)."""
+
+
+class DiffusionConfig(Section):
+    timesteps: int = Field(1000, ge=2, le=10000)
+    schedule: Literal["linear", "cosine"] = "linear"
+    beta_start: float = Field(1e-4, gt=0.0, lt=1.0)
+    beta_end: float = Field(0.02, gt=0.0, lt=1.0)
+    p_uncond: float = Field(0.1, ge=0.0, lt=1.0)
+    """Probability of dropping a label to the null class (classifier-free guidance)."""
+    ordinal: OrdinalConfig = Field(default_factory=OrdinalConfig)
+
+
+class TrainConfig(Section):
+    """Generator training."""
+
+    steps: int = Field(10000, ge=1)
+    batch_size: int = Field(32, ge=1)
+    lr: float = Field(2e-4, gt=0.0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = Field(0.0, ge=0.0)
+    grad_clip: Optional[float] = Field(1.0, gt=0.0)
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
+    ema_warmup: int = Field(100, ge=0)
+    """EMA decay ramps as min(ema_decay, (1 + step) / (10 + step)) during the first steps."""
+    hflip: bool = True
+    vflip: bool = False
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    compile: bool = False
+    checkpoint_every: int = Field(1000, ge=1)
+    sample_every: int = Field(1000, ge=1)
+    log_every: int = Field(50, ge=1)
+
+
+class SampleConfig(Section):
+    sampler: Literal["ddim", "ddpm"] = "ddim"
+    steps: int = Field(100, ge=1)
+    eta: float = Field(0.0, ge=0.0, le=1.0)
+    guidance_scale: float = Field(2.0, ge=0.0)
+    """s in eps = eps_u + s (eps_c - eps_u); s = 1 is the plain conditional model."""
+    clip_x0: bool = True
+    batch_size: int = Field(64, ge=1)
+    use_ema: bool = True
+
+
+class AugmentConfig(Section):
+    target_classes: str = "auto"
+    """``auto`` (every grade below the target count), one grade ``4`` or several ``3,4``."""
+    n: Optional[int] = Field(None, ge=1)
+    to_count: Optional[int] = Field(None, ge=1)
+    seed_start: int = Field(0, ge=0)
+    strategy: Literal["match-majority", "to-count", "oversample"] = "match-majority"
+    max_synthetic_share: float = Field(1.0, gt=0.0, le=1.0)
+
+
+class ClassifierConfig(Section):
+    model: str = "resnet18"
+    pretrained: Optional[str] = None
+    """Path to a local weights file (safetensors); None trains from random initialisation."""
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0.0)
+    weight_decay: float = Field(0.05, ge=0.0)
+    warmup_epochs: int = Field(1, ge=0)
+    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    balanced_sampling: bool = False
+    augment: bool = True
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    num_workers: int = Field(0, ge=0)
+
+
+class MetricsConfig(Section):
+    extractors: list[str] = Field(default_factory=lambda: ["domain", "inception"])
+    inception_weights: Optional[str] = None
+    min_per_grade: int = Field(20, ge=2)
+    small_set: int = Field(2000, ge=1)
+    """Below this many images FID is biased: the table marks the figure."""
+    kid_subset_size: int = Field(1000, ge=2)
+    kid_subsets: int = Field(100, ge=1)
+    nearest_k: int = Field(3, ge=1)
+
+
+class BenchmarkConfig(Section):
+    arms: list[str] = Field(default_factory=lambda: ["real", "oversample", "dm", "odm"])
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+
+
+class Recipe(Section):
+    """A whole recipe: every section with its defaults, plus a name, a seed and a device."""
+
+    name: str = "run"
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
+    data: DataConfig = Field(default_factory=DataConfig)
+    generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
+    diffusion: DiffusionConfig = Field(default_factory=DiffusionConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    sample: SampleConfig = Field(default_factory=SampleConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    classifier: ClassifierConfig = Field(default_factory=ClassifierConfig)
+    metrics: MetricsConfig = Field(default_factory=MetricsConfig)
+    benchmark: BenchmarkConfig = Field(default_factory=BenchmarkConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _name_is_path_safe(cls, value: str) -> str:
+        if not value or any(ch in value for ch in "/\\\0") or value.startswith("."):
+            raise ValueError("name must be a plain folder name (no slashes, not starting with '.')")
+        return value
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain, YAML-serialisable dict of every setting (defaults included)."""
+        return self.model_dump(mode="json")
+
+
+def _format_validation_error(err: ValidationError, origin: str) -> str:
+    first = err.errors()[0]
+    loc = [str(p) for p in first["loc"]]
+    if first["type"] == "extra_forbidden":
+        key, section = loc[-1], ".".join(loc[:-1]) or "top level"
+        return f"{origin}: unknown key '{key}' in section '{section}'"
+    where = ".".join(loc) or "recipe"
+    msg = first["msg"].removeprefix("Value error, ")
+    value = first.get("input")
+    shown = "" if isinstance(value, dict) or value is None else f" (got {value!r})"
+    return f"{origin}: {where}: {msg}{shown}"
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """Parse ``section.key=value`` into a key path and a YAML-typed value."""
+    if "=" not in text:
+        raise OdmaugError(f"--set expects section.key=value, got '{text}'")
+    key, raw = text.split("=", 1)
+    path = [p for p in key.strip().split(".") if p]
+    if not path:
+        raise OdmaugError(f"--set expects section.key=value, got '{text}'")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return path, value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Return a copy of ``raw`` with every ``section.key=value`` override applied."""
+    out = copy.deepcopy(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = out
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            if not isinstance(child, dict):
+                raise OdmaugError(f"--set {text}: '{part}' is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return out
+
+
+def recipe_from_dict(raw: dict[str, Any], origin: str = "recipe", overrides: list[str] | None = None) -> Recipe:
+    """Validate a recipe mapping (after overrides); raise OdmaugError with one line on failure."""
+    if not isinstance(raw, dict):
+        raise OdmaugError(f"{origin}: a recipe must be a mapping of sections")
+    raw = apply_overrides(raw, overrides or [])
+    try:
+        return Recipe.model_validate(raw)
+    except ValidationError as err:
+        raise OdmaugError(_format_validation_error(err, origin)) from None
+
+
+def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> Recipe:
+    """Load and validate a recipe YAML file; ``None`` gives the defaults (plus overrides)."""
+    if path is None:
+        return recipe_from_dict({}, "defaults", overrides)
+    path = Path(path)
+    if not path.is_file():
+        raise OdmaugError(f"recipe not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except (yaml.YAMLError, UnicodeDecodeError) as err:
+        line = getattr(getattr(err, "problem_mark", None), "line", None)
+        where = f" (line {line + 1})" if line is not None else ""
+        raise OdmaugError(f"{path}: not valid YAML{where}") from None
+    recipe = recipe_from_dict(raw, str(path), overrides)
+    if "name" not in raw and not any(o.split("=", 1)[0].strip() == "name" for o in overrides or []):
+        recipe.name = path.stem
+    return recipe
+
+
+def dump_recipe(recipe: Recipe) -> str:
+    """The resolved recipe as YAML text (every default written out)."""
+    return yaml.safe_dump(recipe.to_dict(), sort_keys=False)

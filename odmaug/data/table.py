@@ -1,0 +1,164 @@
+"""The one dataset interface: a table of image references with grades, splits and groups.
+
+Every source (RetinaMNIST, an image folder, a CSV manifest, the synthetic set, synthetic images
+from a generator) becomes an :class:`ImageTable`: a pandas DataFrame with the columns
+
+    path    image reference: a file path, or ``retinamnist://<split>/<i>``,
+            ``synthetic://<size>/<seed>/<i>/<grade>`` for images that live in memory
+    label   integer grade 0..C-1
+    split   train / val / test
+    group   optional group id (a patient), kept within one split
+    source  real / synthetic (/ oversampled)
+
+File paths are absolute once loaded; manifests store them relative to the manifest's folder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from odmaug.data import retinamnist
+from odmaug.data.synthetic import draw_fundus
+from odmaug.errors import OdmaugError
+
+COLUMNS = ["path", "label", "split", "group", "source"]
+RETINAMNIST_SCHEME = "retinamnist://"
+SYNTHETIC_SCHEME = "synthetic://"
+SCHEMES = (RETINAMNIST_SCHEME, SYNTHETIC_SCHEME)
+
+
+def read_image(ref: str, data_dir: str | Path | None = None, num_classes: int = 5) -> np.ndarray:
+    """Load one image reference as uint8 RGB [H, W, 3]; a corrupt file names itself in the error."""
+    if ref.startswith(RETINAMNIST_SCHEME):
+        split, index = ref[len(RETINAMNIST_SCHEME):].split("/")
+        images, _ = retinamnist.load_split(split, data_dir)
+        return images[int(index)]
+    if ref.startswith(SYNTHETIC_SCHEME):
+        size, seed, index, grade = (int(p) for p in ref[len(SYNTHETIC_SCHEME):].split("/"))
+        return draw_fundus(grade, num_classes, size, seed, index)
+    try:
+        with Image.open(ref) as img:
+            img.load()
+            return np.asarray(img.convert("RGB"))
+    except FileNotFoundError:
+        raise OdmaugError(f"image not found: {ref}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
+        raise OdmaugError(f"corrupt or unreadable image: {ref} ({err})") from None
+
+
+@dataclass
+class ImageTable:
+    """Images with grades: the dataset interface every stage reads.
+
+    Attributes:
+        frame: DataFrame with the columns in ``COLUMNS``.
+        num_classes: number of grades C (labels are 0..C-1).
+        name: a short description of where the images come from.
+        data_dir: folder for ``retinamnist://`` references (None: the usual lookup).
+    """
+
+    frame: pd.DataFrame
+    num_classes: int
+    name: str = "dataset"
+    data_dir: str | None = None
+
+    def __post_init__(self) -> None:
+        frame = self.frame.copy()
+        for column, default in (("split", "train"), ("group", None), ("source", "real")):
+            if column not in frame.columns:
+                frame[column] = default
+        self.frame = frame[COLUMNS + [c for c in frame.columns if c not in COLUMNS]].reset_index(drop=True)
+        self.frame["label"] = self.frame["label"].astype(np.int64)
+
+    def __len__(self) -> int:
+        return len(self.frame)
+
+    @property
+    def labels(self) -> np.ndarray:
+        return self.frame["label"].to_numpy()
+
+    @property
+    def paths(self) -> list[str]:
+        return self.frame["path"].tolist()
+
+    def split(self, *names: str) -> "ImageTable":
+        """Only the rows of the given split(s)."""
+        rows = self.frame[self.frame["split"].isin(names)]
+        return ImageTable(rows, self.num_classes, f"{self.name}/{'+'.join(names)}", self.data_dir)
+
+    def splits(self) -> list[str]:
+        order = {"train": 0, "val": 1, "test": 2}
+        return sorted(self.frame["split"].unique(), key=lambda s: (order.get(s, 9), s))
+
+    def counts(self) -> np.ndarray:
+        """Images per grade, [C]."""
+        return np.bincount(self.labels, minlength=self.num_classes)
+
+    def read(self, index: int) -> np.ndarray:
+        """Image ``index`` as uint8 RGB [H, W, 3]."""
+        return read_image(self.frame.at[index, "path"], self.data_dir, self.num_classes)
+
+    def require_every_grade(self, what: str = "training split") -> None:
+        """Raise when a grade has no images (a classifier or generator cannot learn it)."""
+        missing = [str(g) for g, c in enumerate(self.counts()) if c == 0]
+        if missing:
+            raise OdmaugError(f"{self.name}: grade {', '.join(missing)} has no images in the {what}")
+
+
+def validate_labels(values: Iterable, num_classes: int, origin: str) -> np.ndarray:
+    """Grades as int64, or an error naming the first bad value and where it came from."""
+    out = []
+    for row, value in enumerate(values):
+        try:
+            number = float(value)
+            if not number.is_integer():
+                raise ValueError
+        except (TypeError, ValueError):
+            raise OdmaugError(f"{origin}: label {value!r} (row {row + 1}) is not an integer grade") from None
+        if not 0 <= number < num_classes:
+            raise OdmaugError(
+                f"{origin}: label {int(number)} (row {row + 1}) is outside 0..{num_classes - 1}"
+            )
+        out.append(int(number))
+    return np.asarray(out, dtype=np.int64)
+
+
+def resolve_path(raw: str, base: Path, origin: str) -> str:
+    """A manifest path: references pass through, relative paths must stay inside ``base``."""
+    raw = str(raw).strip()
+    if raw.startswith(SCHEMES):
+        return raw
+    path = Path(raw)
+    if path.is_absolute():
+        return str(path)
+    resolved = (base / path).resolve()
+    if not resolved.is_relative_to(base.resolve()):
+        raise OdmaugError(f"{origin}: path '{raw}' escapes the manifest's folder {base}")
+    return str(resolved)
+
+
+def write_manifest(table: ImageTable | pd.DataFrame, target: str | Path) -> Path:
+    """Write a manifest CSV atomically; file paths inside its folder are stored relative to it."""
+    from odmaug.runs import atomic_path
+
+    target = Path(target)
+    frame = table.frame if isinstance(table, ImageTable) else table
+    frame = frame.copy()
+    base = target.parent.resolve()
+
+    def rel(p: str) -> str:
+        if p.startswith(SCHEMES):
+            return p
+        path = Path(p).resolve()
+        return str(path.relative_to(base)) if path.is_relative_to(base) else str(path)
+
+    frame["path"] = frame["path"].map(rel)
+    with atomic_path(target) as tmp:
+        frame.to_csv(tmp, index=False)
+    return target

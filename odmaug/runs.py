@@ -1,0 +1,225 @@
+"""Run folders: one folder per run, with its resolved recipe, environment record and JSONL log.
+
+Layout (later stages add their sub-folders)::
+
+    runs/<id>-<name>/
+      config.yaml  env.json  log.jsonl
+      generator/  synthetic/  datasets/  classifiers/  metrics/  report/
+
+Every file that another stage reads (config, manifests, checkpoints) is written atomically: to a
+temporary file in the same folder, flushed, then renamed over the target, so a crash leaves either
+the old file or the new one, never half of one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import re
+import subprocess
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+
+from odmaug.config import Recipe, dump_recipe, load_recipe
+from odmaug.errors import OdmaugError
+
+RUNS_DIR_ENV = "ODMAUG_RUNS_DIR"
+
+
+@contextmanager
+def atomic_path(target: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``target``; on success it is renamed over ``target``.
+
+    Use for writers that want a path (``save_file``, ``Image.save``, ``DataFrame.to_csv``). On an
+    exception the temporary file is removed and ``target`` is untouched.
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp_path = Path(tmp)
+    try:
+        yield tmp_path
+        with open(tmp_path, "rb") as fh:
+            os.fsync(fh.fileno())
+        os.replace(tmp_path, target)
+    finally:
+        if tmp_path.exists():
+            tmp_path.unlink()
+
+
+def atomic_write_bytes(target: str | Path, data: bytes) -> None:
+    """Write ``data`` to ``target`` atomically."""
+    with atomic_path(target) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(target: str | Path, text: str) -> None:
+    """Write ``text`` (UTF-8) to ``target`` atomically."""
+    atomic_write_bytes(target, text.encode("utf-8"))
+
+
+def atomic_write_json(target: str | Path, obj: Any) -> None:
+    """Write ``obj`` as indented JSON to ``target`` atomically."""
+    atomic_write_text(target, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def git_commit(cwd: str | Path | None = None) -> str | None:
+    """The current git commit of ``cwd`` (or of the odmaug source tree), or None."""
+    where = Path(cwd) if cwd else Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=where, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def environment_record(seed: int | None = None, device: str | None = None) -> dict[str, Any]:
+    """Versions, host, device and seed: enough to tell two runs' circumstances apart."""
+    import numpy
+    import torch
+
+    record: dict[str, Any] = {
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "numpy": numpy.__version__,
+        "cuda_available": torch.cuda.is_available(),
+        "device": device,
+        "seed": seed,
+        "git_commit": git_commit(),
+    }
+    for name in ("torchvision", "timm", "sklearn", "pandas", "safetensors"):
+        try:
+            module = __import__(name)
+            record[name] = getattr(module, "__version__", "unknown")
+        except ImportError:
+            record[name] = None
+    if torch.cuda.is_available():
+        record["cuda_device"] = torch.cuda.get_device_name(0)
+    return record
+
+
+def default_runs_dir(runs_dir: str | Path | None = None) -> Path:
+    """``--runs-dir``, else ``$ODMAUG_RUNS_DIR``, else ``./runs``."""
+    if runs_dir:
+        return Path(runs_dir)
+    return Path(os.environ.get(RUNS_DIR_ENV, "runs"))
+
+
+@dataclass
+class Run:
+    """A run folder and its standard paths."""
+
+    root: Path
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def config_path(self) -> Path:
+        return self.root / "config.yaml"
+
+    @property
+    def env_path(self) -> Path:
+        return self.root / "env.json"
+
+    @property
+    def log_path(self) -> Path:
+        return self.root / "log.jsonl"
+
+    def subdir(self, name: str) -> Path:
+        """``<run>/<name>/``, created on first use."""
+        path = self.root / name
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def recipe(self) -> Recipe:
+        """The resolved recipe this run was made with."""
+        if not self.config_path.is_file():
+            raise OdmaugError(f"{self.root} is not an odmaug run folder (no config.yaml)")
+        return load_recipe(self.config_path)
+
+    def log(self, event: str, **fields: Any) -> None:
+        """Append one JSON line ``{"time", "event", ...fields}`` to the run's log.
+
+        Lines are appended whole with one ``write`` call, so a crash leaves at most a missing line.
+        """
+        record = {"time": round(time.time(), 3), "event": event, **fields}
+        line = json.dumps(record, default=_json_default) + "\n"
+        with open(self.log_path, "a", encoding="utf-8") as fh:
+            fh.write(line)
+
+    def read_log(self, event: str | None = None) -> list[dict[str, Any]]:
+        """The log's records (optionally only one event), skipping a torn last line."""
+        if not self.log_path.is_file():
+            return []
+        records = []
+        for line in self.log_path.read_text(encoding="utf-8").splitlines():
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            if event is None or record.get("event") == event:
+                records.append(record)
+        return records
+
+
+def _json_default(value: Any) -> Any:
+    if hasattr(value, "item"):
+        return value.item()
+    return str(value)
+
+
+_RUN_ID = re.compile(r"^(\d{5})-")
+
+
+def create_run(recipe: Recipe, runs_dir: str | Path | None = None, name: str | None = None) -> Run:
+    """Make ``<runs_dir>/<id>-<name>/`` with ``config.yaml`` and ``env.json``.
+
+    The id is one more than the largest id already in ``runs_dir``; creation retries if another
+    process takes the same id at the same moment.
+    """
+    base = default_runs_dir(runs_dir)
+    try:
+        base.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise OdmaugError(f"cannot create runs folder {base}: {err.strerror}") from None
+    label = name or recipe.name
+    for _ in range(100):
+        ids = [int(m.group(1)) for p in base.iterdir() if (m := _RUN_ID.match(p.name))]
+        root = base / f"{max(ids, default=-1) + 1:05d}-{label}"
+        try:
+            root.mkdir()
+            break
+        except FileExistsError:
+            continue
+    else:  # pragma: no cover - 100 concurrent creators
+        raise OdmaugError(f"could not allocate a run folder in {base}")
+    run = Run(root)
+    atomic_write_text(run.config_path, dump_recipe(recipe))
+    atomic_write_json(run.env_path, environment_record(recipe.seed, recipe.device))
+    run.log("run_created", name=label)
+    return run
+
+
+def open_run(path: str | Path) -> Run:
+    """An existing run folder; a clear error when it is not one."""
+    root = Path(path)
+    if not root.is_dir():
+        raise OdmaugError(f"run folder not found: {root}")
+    if not (root / "config.yaml").is_file():
+        raise OdmaugError(f"{root} is not an odmaug run folder (no config.yaml)")
+    return Run(root)
