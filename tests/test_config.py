@@ -1,0 +1,97 @@
+from pathlib import Path
+
+import pytest
+
+from odmaug.config import Recipe, dump_recipe, load_recipe, recipe_from_dict
+from odmaug.errors import OdmaugError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (REPO / "recipes").glob("*.yaml")))
+def test_every_shipped_recipe_loads(name):
+    recipe = load_recipe(REPO / "recipes" / name)
+    assert isinstance(recipe, Recipe)
+    assert recipe.name
+
+
+def test_unknown_key_names_key_section_and_file(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("train:\n  lr: 1.0e-4\n  learning_rate: 3\n")
+    with pytest.raises(OdmaugError) as err:
+        load_recipe(path)
+    message = str(err.value)
+    assert "learning_rate" in message and "'train'" in message and str(path) in message
+    assert "\n" not in message
+
+
+def test_unknown_nested_key(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("diffusion:\n  ordinal:\n    gama: 1\n")
+    with pytest.raises(OdmaugError, match="unknown key 'gama' in section 'diffusion.ordinal'"):
+        load_recipe(path)
+
+
+def test_unknown_section(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("trian:\n  lr: 1\n")
+    with pytest.raises(OdmaugError, match="unknown key 'trian' in section 'top level'"):
+        load_recipe(path)
+
+
+@pytest.mark.parametrize(
+    "text, fragment",
+    [
+        ("train:\n  lr: fast\n", "train.lr"),
+        ("train:\n  batch_size: 0\n", "train.batch_size"),
+        ("data:\n  image_size: 4\n", "data.image_size"),
+        ("diffusion:\n  ordinal:\n    distance: cosine\n", "diffusion.ordinal.distance"),
+        ("data:\n  source: folder\n", "data.path is required"),
+        ("data:\n  val_fraction: 0.6\n  test_fraction: 0.5\n", "below 1"),
+    ],
+)
+def test_wrong_types_and_ranges_are_one_line_errors(tmp_path, text, fragment):
+    path = tmp_path / "r.yaml"
+    path.write_text(text)
+    with pytest.raises(OdmaugError) as err:
+        load_recipe(path)
+    assert fragment in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_invalid_yaml(tmp_path):
+    path = tmp_path / "r.yaml"
+    path.write_text("train: [unclosed\n")
+    with pytest.raises(OdmaugError, match="not valid YAML"):
+        load_recipe(path)
+
+
+def test_missing_recipe(tmp_path):
+    with pytest.raises(OdmaugError, match="recipe not found"):
+        load_recipe(tmp_path / "nope.yaml")
+
+
+def test_overrides_are_typed_and_validated(smoke_recipe_path):
+    recipe = load_recipe(smoke_recipe_path, ["train.lr=2e-4", "diffusion.ordinal.gamma=0", "data.crop_box=[0,0,10,10]"])
+    assert recipe.train.lr == pytest.approx(2e-4)
+    assert recipe.diffusion.ordinal.gamma == 0.0
+    assert recipe.data.crop_box == (0, 0, 10, 10)
+    with pytest.raises(OdmaugError, match="unknown key 'lrr'"):
+        load_recipe(smoke_recipe_path, ["train.lrr=1"])
+    with pytest.raises(OdmaugError, match="section.key=value"):
+        load_recipe(smoke_recipe_path, ["train.lr"])
+
+
+def test_name_defaults_to_file_stem_and_round_trips(tmp_path):
+    path = tmp_path / "myexp.yaml"
+    path.write_text("seed: 3\n")
+    recipe = load_recipe(path)
+    assert recipe.name == "myexp" and recipe.seed == 3
+    again = tmp_path / "again.yaml"
+    again.write_text(dump_recipe(recipe))
+    assert load_recipe(again) == recipe
+
+
+def test_name_must_be_a_folder_name():
+    with pytest.raises(OdmaugError, match="name"):
+        recipe_from_dict({"name": "../escape"})
