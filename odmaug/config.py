@@ -145,19 +145,37 @@ class AugmentConfig(Section):
 
 
 class ClassifierConfig(Section):
+    """Severity classifier training (any timm model) and its train-time augmentation."""
+
     model: str = "resnet18"
+    """A timm model name (``timm.list_models()``), created with ``num_classes`` = data.num_classes."""
     pretrained: Optional[str] = None
-    """Path to a local weights file (safetensors); None trains from random initialisation."""
+    """Local safetensors weights for the model; a head of another shape is skipped. None: random init."""
+    image_size: Optional[int] = Field(None, ge=8, le=1024)
+    """Resolution the classifier sees; None uses data.image_size."""
     epochs: int = Field(30, ge=1)
     batch_size: int = Field(64, ge=1)
+    eval_batch_size: int = Field(256, ge=1)
     lr: float = Field(1e-3, gt=0.0)
+    """Peak AdamW learning rate (after warm-up; cosine decay to zero afterwards)."""
     weight_decay: float = Field(0.05, ge=0.0)
-    warmup_epochs: int = Field(1, ge=0)
-    label_smoothing: float = Field(0.0, ge=0.0, lt=1.0)
+    warmup_epochs: float = Field(1.0, ge=0.0)
+    """Linear warm-up length in epochs (may be fractional)."""
+    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
     balanced_sampling: bool = False
+    """Draw training batches with a WeightedRandomSampler so every grade is equally likely."""
     augment: bool = True
+    """Train-time augmentation: random flips, rotations and mild colour jitter (batched, on device)."""
+    vflip: bool = True
+    """Also flip vertically (fine for fundus and endoscopy images; horizontal flips are always on)."""
+    rotation_degrees: float = Field(180.0, ge=0.0, le=180.0)
+    """Random rotation in [-r, r] degrees (fundus images are round, so any angle is natural)."""
+    color_jitter: float = Field(0.1, ge=0.0, le=0.5)
+    """Relative strength of random brightness, contrast and saturation changes."""
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    """auto: bf16 autocast where the device runs it fast (CUDA with bf16, CPUs with bf16 units), else fp32."""
     num_workers: int = Field(0, ge=0)
+    """Worker processes that decode images into memory before training (0: decode in-process)."""
 
 
 class MetricsConfig(Section):

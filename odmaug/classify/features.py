@@ -1,0 +1,94 @@
+"""Penultimate features of a trained severity classifier: a domain feature extractor for FID/KID/PR.
+
+It needs no download (the classifier was trained here on the real training split), so generators
+can be compared on any machine. The contract used by ``odmaug.metrics``::
+
+    extractor = load_classifier_features("runs/00003-quickstart")   # or .../classifier
+    feats = extractor(images_uint8)     # uint8 [B, 3, H, W] -> float32 [B, extractor.dim]
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from odmaug.classify.models import ClassifierMeta, load_classifier, resolve_classifier_dir
+from odmaug.errors import OdmaugError
+
+__all__ = ["ClassifierFeatures", "load_classifier", "load_classifier_features", "prepare_batch"]
+
+
+def prepare_batch(images_uint8: torch.Tensor, meta: ClassifierMeta, device: torch.device) -> torch.Tensor:
+    """uint8 [B, 3, H, W] -> float32 [B, 3, S, S] on ``device``, resized to the classifier's size and
+    normalised with its mean and std (the exact input the classifier was trained on)."""
+    if images_uint8.dtype != torch.uint8 or images_uint8.ndim != 4 or images_uint8.shape[1] != 3:
+        raise OdmaugError(
+            f"classifier inputs must be uint8 [B, 3, H, W]; got {str(images_uint8.dtype).removeprefix('torch.')} "
+            f"{list(images_uint8.shape)}"
+        )
+    x = images_uint8.to(device, non_blocking=True).float().div_(255.0)  # [B, 3, H, W] in [0, 1]
+    size = meta.image_size
+    if x.shape[-2:] != (size, size):
+        # Antialiased bicubic, like the PIL resize that prepared the training images.
+        x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False).clamp_(0.0, 1.0)
+    mean = torch.tensor(meta.mean, device=device).view(1, 3, 1, 1)
+    std = torch.tensor(meta.std, device=device).view(1, 3, 1, 1)
+    return (x - mean) / std
+
+
+def penultimate(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """timm penultimate features: ``forward_head(forward_features(x), pre_logits=True)`` -> [B, D]."""
+    feats = model.forward_head(model.forward_features(x), pre_logits=True)
+    return feats.flatten(1)
+
+
+class ClassifierFeatures:
+    """Callable feature extractor over a saved classifier (eval mode, no gradients, fp32).
+
+    Attributes:
+        name: ``domain:<classifier folder name>`` (the run folder's name when given a run).
+        image_size: the side length the classifier was trained at; inputs are resized to it.
+        dim: feature dimension D.
+        meta: the classifier's :class:`ClassifierMeta`.
+    """
+
+    def __init__(self, model: nn.Module, meta: ClassifierMeta, name: str, device: torch.device | str = "cpu",
+                 batch_size: int = 256) -> None:
+        self.model = model.eval()
+        self.meta = meta
+        self.name = name
+        self.image_size = meta.image_size
+        self.device = torch.device(device)
+        self.batch_size = batch_size
+        self.dim = int(getattr(model, "num_features", 0)) or self._probe_dim()
+
+    def _probe_dim(self) -> int:
+        with torch.no_grad():
+            probe = torch.zeros(1, 3, self.image_size, self.image_size, dtype=torch.uint8)
+            return int(self(probe).shape[1])
+
+    @torch.no_grad()
+    def __call__(self, images_uint8: torch.Tensor) -> torch.Tensor:
+        """uint8 [B, 3, H, W] (any H, W) -> float32 [B, dim] on the CPU, in chunks of ``batch_size``."""
+        chunks = []
+        for start in range(0, images_uint8.shape[0], self.batch_size):
+            x = prepare_batch(images_uint8[start : start + self.batch_size], self.meta, self.device)
+            chunks.append(penultimate(self.model, x).float().cpu())
+        if not chunks:
+            return torch.empty(0, self.dim)
+        return torch.cat(chunks)
+
+
+def load_classifier_features(classifier_dir: str | Path, device: str | torch.device = "cpu") -> ClassifierFeatures:
+    """A :class:`ClassifierFeatures` for a classifier folder (or a run folder with ``classifier/``).
+
+    Raises:
+        OdmaugError: no classifier there, or its files do not match.
+    """
+    folder = resolve_classifier_dir(classifier_dir)
+    model, meta = load_classifier(folder, device)
+    label = folder.parent.name if folder.name == "classifier" else folder.name
+    return ClassifierFeatures(model, meta, f"domain:{label}", device)

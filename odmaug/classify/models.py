@@ -1,0 +1,199 @@
+"""The one classifier factory (any timm model) and the classifier folder format.
+
+A classifier folder holds everything needed to use the model again, and nothing to unpickle::
+
+    <dir>/model.safetensors   weights (the state dict)
+    <dir>/classifier.json     ClassifierMeta: timm name, num_classes, image_size, normalisation
+    <dir>/config.yaml         the recipe it was trained with (informative)
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+from torch import nn
+
+from odmaug.data.images import CLASSIFIER_MEAN, CLASSIFIER_STD
+from odmaug.errors import OdmaugError
+
+WEIGHTS_FILE = "model.safetensors"
+META_FILE = "classifier.json"
+FORMAT_VERSION = 1
+
+
+@dataclass
+class ClassifierMeta:
+    """What a saved classifier needs besides its weights.
+
+    Attributes:
+        model: timm model name.
+        num_classes: number of grades C the head predicts.
+        image_size: side length the classifier was trained at (inputs are resized to it).
+        mean: per-channel mean used to normalise [0, 1] inputs.
+        std: per-channel standard deviation used to normalise [0, 1] inputs.
+        crop_box: crop applied to source images before resizing (None: none).
+        extra: free-form facts (training data name, seed, ...).
+    """
+
+    model: str
+    num_classes: int
+    image_size: int
+    mean: tuple[float, float, float] = CLASSIFIER_MEAN
+    std: tuple[float, float, float] = CLASSIFIER_STD
+    crop_box: Optional[tuple[int, int, int, int]] = None
+    extra: dict[str, Any] = field(default_factory=dict)
+    format_version: int = FORMAT_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any], origin: str) -> "ClassifierMeta":
+        try:
+            meta = cls(
+                model=str(raw["model"]),
+                num_classes=int(raw["num_classes"]),
+                image_size=int(raw["image_size"]),
+                mean=tuple(float(v) for v in raw.get("mean", CLASSIFIER_MEAN)),
+                std=tuple(float(v) for v in raw.get("std", CLASSIFIER_STD)),
+                crop_box=tuple(int(v) for v in raw["crop_box"]) if raw.get("crop_box") else None,
+                extra=dict(raw.get("extra") or {}),
+                format_version=int(raw.get("format_version", FORMAT_VERSION)),
+            )
+        except (KeyError, TypeError, ValueError) as err:
+            raise OdmaugError(f"{origin}: not a valid classifier description ({err!r})") from None
+        if len(meta.mean) != 3 or len(meta.std) != 3:
+            raise OdmaugError(f"{origin}: mean and std need 3 values each")
+        return meta
+
+
+def check_model_name(name: str) -> None:
+    """Raise a one-line error naming close timm matches when ``name`` is not a timm model."""
+    import timm
+
+    if timm.is_model(name):
+        return
+    close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
+    hint = f"; close matches: {', '.join(close)}" if close else "; see timm.list_models()"
+    raise OdmaugError(f"unknown timm model '{name}'{hint}")
+
+
+def create_model(name: str, num_classes: int, image_size: int) -> nn.Module:
+    """``timm.create_model(name, num_classes=C, pretrained=False)``, randomly initialised.
+
+    Models with a fixed input size (ViTs) are built for ``image_size``; others accept any size.
+    """
+    import timm
+    from timm.models import get_pretrained_cfg_value
+
+    check_model_name(name)
+    kwargs: dict[str, Any] = {"num_classes": num_classes, "pretrained": False}
+    if get_pretrained_cfg_value(name, "fixed_input_size"):
+        kwargs["img_size"] = image_size
+    try:
+        return timm.create_model(name, **kwargs)
+    except (TypeError, ValueError, RuntimeError) as err:
+        raise OdmaugError(f"timm could not build '{name}' for {image_size}px inputs: {err}") from None
+
+
+def load_pretrained(model: nn.Module, path: str | Path) -> list[str]:
+    """Load a local safetensors file into ``model``, skipping tensors whose shape differs (the head).
+
+    Returns:
+        Names of the model's tensors that kept their random initialisation.
+
+    Raises:
+        OdmaugError: missing/unreadable file, or a file that does not fit the architecture (fewer
+            than half of the model's tensors found with matching shapes).
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    if not path.is_file():
+        raise OdmaugError(f"pretrained weights not found: {path} (classifier.pretrained must be a local .safetensors file)")
+    try:
+        weights = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as err:
+        raise OdmaugError(f"{path}: not a readable safetensors file ({err})") from None
+    own = model.state_dict()
+    usable = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
+    if len(usable) < max(1, len(own) // 2):
+        raise OdmaugError(
+            f"{path}: weights do not fit this architecture ({len(usable)} of {len(own)} tensors match by name and shape)"
+        )
+    model.load_state_dict(usable, strict=False)
+    return sorted(set(own) - set(usable))
+
+
+def save_classifier(model: nn.Module, meta: ClassifierMeta, out_dir: str | Path) -> Path:
+    """Write ``model.safetensors`` and ``classifier.json`` into ``out_dir`` atomically."""
+    from safetensors.torch import save_file
+
+    from odmaug.runs import atomic_path, atomic_write_json
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().float().cpu().contiguous() if v.is_floating_point() else v.detach().cpu().contiguous()
+             for k, v in model.state_dict().items()}
+    with atomic_path(out_dir / WEIGHTS_FILE) as tmp:
+        save_file(state, str(tmp))
+    atomic_write_json(out_dir / META_FILE, meta.to_json())
+    return out_dir
+
+
+def resolve_classifier_dir(path: str | Path) -> Path:
+    """The classifier folder itself, or ``<run>/classifier`` when given a run folder."""
+    path = Path(path)
+    if (path / META_FILE).is_file():
+        return path
+    if (path / "classifier" / META_FILE).is_file():
+        return path / "classifier"
+    if not path.exists():
+        raise OdmaugError(f"classifier not found: {path}")
+    raise OdmaugError(f"{path}: no trained classifier here (expected {META_FILE} and {WEIGHTS_FILE})")
+
+
+def read_meta(classifier_dir: str | Path) -> ClassifierMeta:
+    """The :class:`ClassifierMeta` of a classifier folder (or of a run folder holding one)."""
+    folder = resolve_classifier_dir(classifier_dir)
+    meta_path = folder / META_FILE
+    try:
+        raw = json.loads(meta_path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise OdmaugError(f"{meta_path}: not valid JSON ({err})") from None
+    return ClassifierMeta.from_json(raw, str(meta_path))
+
+
+def load_classifier(classifier_dir: str | Path, device: str | torch.device = "cpu") -> tuple[nn.Module, ClassifierMeta]:
+    """A saved classifier in eval mode on ``device``, with its metadata.
+
+    Args:
+        classifier_dir: a classifier folder or a run folder with a ``classifier/`` sub-folder.
+        device: torch device (or name) to put the model on.
+
+    Raises:
+        OdmaugError: missing files, or weights that do not match the described architecture.
+    """
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    folder = resolve_classifier_dir(classifier_dir)
+    meta = read_meta(folder)
+    weights_path = folder / WEIGHTS_FILE
+    if not weights_path.is_file():
+        raise OdmaugError(f"{folder}: {WEIGHTS_FILE} is missing")
+    model = create_model(meta.model, meta.num_classes, meta.image_size)
+    try:
+        state = load_file(str(weights_path))
+        model.load_state_dict(state, strict=True)
+    except (SafetensorError, OSError) as err:
+        raise OdmaugError(f"{weights_path}: not a readable safetensors file ({err})") from None
+    except RuntimeError as err:
+        raise OdmaugError(f"{weights_path}: weights do not match {meta.model} ({str(err).splitlines()[0]})") from None
+    return model.to(device).eval(), meta
