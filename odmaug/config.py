@@ -135,13 +135,26 @@ class SampleConfig(Section):
 
 
 class AugmentConfig(Section):
+    """Synthesis of scarce grades (``odmaug augment``) and balancing (``odmaug balance``)."""
+
     target_classes: str = "auto"
     """``auto`` (every grade below the target count), one grade ``4`` or several ``3,4``."""
     n: Optional[int] = Field(None, ge=1)
+    """Images to synthesize per chosen grade (exclusive with ``to_count``)."""
     to_count: Optional[int] = Field(None, ge=1)
+    """Fill each chosen grade up to this many training images, real ones included; with neither
+    ``n`` nor ``to_count`` grades are filled up to the largest real grade count."""
     seed_start: int = Field(0, ge=0)
+    """First seed of every grade: grade g gets the images ``<g>/<seed_start>.png, <seed_start+1>.png...``."""
     strategy: Literal["match-majority", "to-count", "oversample"] = "match-majority"
+    """Balancing: fill every grade to the majority count, to ``to_count``, or repeat real images."""
     max_synthetic_share: float = Field(1.0, gt=0.0, le=1.0)
+    """Cap on the share of added (synthetic or oversampled) images among a grade's training images."""
+    filter_with: Optional[str] = None
+    """Classifier folder (or run with ``classifier/``) trained on real data that grades synthetic
+    images; None keeps every image."""
+    max_grade_error: int = Field(1, ge=0)
+    """With ``filter_with``: keep images whose predicted grade is within this of the intended grade."""
 
 
 class ClassifierConfig(Section):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import List, Optional
 
@@ -9,7 +10,7 @@ import pandas as pd
 import typer
 from rich.table import Table
 
-from odmaug.cli.app import DataDirOption, RecipeOption, SetOption, app, recipe_from_options
+from odmaug.cli.app import DataDirOption, DeviceOption, RecipeOption, SetOption, app, recipe_from_options
 from odmaug.console import console, warn
 from odmaug.data import ImageTable, load_table, table_from_spec, write_manifest
 from odmaug.data.balance import STRATEGIES, balance, shortfall_messages
@@ -72,3 +73,108 @@ def balance_command(
     write_manifest(merged, out)
     others = ", ".join(f"{s} {len(merged.split(s))} (real only)" for s in merged.splits() if s != "train")
     console.print(f"wrote {out}: train {len(merged.split('train'))}{', ' + others if others else ''}")
+
+
+def synthesis_table(summary, real_counts: Optional[dict[int, int]] = None) -> Table:
+    """A rich table: per grade, images asked for, already there, generated now, in the manifest."""
+    out = Table(title=f"synthesis into {summary.out_dir}", title_justify="left")
+    for name in ("grade", "requested", "already there", "generated", "in manifest"):
+        out.add_column(name, justify="right")
+    if summary.filtered_out:
+        out.add_column("rejected by filter", justify="right")
+    grades = sorted(set(summary.requested) | set(summary.manifest_counts))
+    for g in grades:
+        asked = summary.requested.get(g)
+        made = summary.generated_per_grade.get(g, 0)
+        row = [str(g), "-" if asked is None else str(asked), "-" if asked is None else str(asked - made),
+               str(made), str(summary.manifest_counts.get(g, 0))]
+        if summary.filtered_out:
+            row.append(str(summary.filtered_out.get(g, 0)))
+        out.add_row(*row)
+    return out
+
+
+def write_grid(manifest: Path, path: Path, per_grade: int = 8) -> Path:
+    """A grid of the first ``per_grade`` images (lowest seeds) of every grade in a synthesis manifest."""
+    import numpy as np
+    from PIL import Image
+
+    from odmaug.figures import grade_grid
+
+    frame = pd.read_csv(manifest)
+    rows, labels = [], []
+    for grade, part in frame.sort_values(["label", "seed"]).groupby("label"):
+        images = [np.asarray(Image.open(manifest.parent / p).convert("RGB")) for p in part["path"][:per_grade]]
+        rows.append(np.stack(images))
+        labels.append(f"grade {grade}")
+    return grade_grid(rows, path, row_labels=labels, title=f"synthetic images ({manifest.parent.name})")
+
+
+@app.command("augment")
+def augment_command(
+    run: Path = typer.Option(..., "--run", help="Generator run folder (made by odmaug train-generator)."),
+    target_class: Optional[str] = typer.Option(
+        None, "--target-class", "-c", help="Grade(s) to synthesize: 4, 3,4 or auto (every grade below the target count)."
+    ),
+    n: Optional[int] = typer.Option(None, "--n", help="Images per chosen grade."),
+    to_count: Optional[int] = typer.Option(
+        None, "--to-count", help="Fill each chosen grade up to M images, counting the real training images."
+    ),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default <run>/synthetic)."),
+    seed_start: Optional[int] = typer.Option(None, "--seed-start", help="First seed of every grade."),
+    sampler: Optional[str] = typer.Option(None, "--sampler", help="ddim or ddpm (default: the run's recipe)."),
+    steps: Optional[int] = typer.Option(None, "--steps", help="Sampling steps (default: the run's recipe)."),
+    guidance: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance scale s."),
+    eta: Optional[float] = typer.Option(None, "--eta", help="DDIM eta (0: deterministic DDIM)."),
+    ema: Optional[bool] = typer.Option(None, "--ema/--no-ema", help="Use the EMA weights (default: the recipe's)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per batch (does not change the images)."),
+    force: bool = typer.Option(False, "--force", help="Replace images of another checkpoint or settings in --out."),
+    filter_with: Optional[Path] = typer.Option(
+        None, "--filter-with", help="Classifier (folder or run) trained on real data: keep images it grades close."
+    ),
+    max_grade_error: Optional[int] = typer.Option(
+        None, "--max-grade-error", help="With --filter-with: largest accepted |predicted - intended| grade."
+    ),
+    grid: bool = typer.Option(True, "--grid/--no-grid", help="Write <out>/grid.png (8 images per grade)."),
+    device: Optional[str] = DeviceOption,
+    data_dir: Optional[Path] = DataDirOption,
+) -> None:
+    """Synthesize new images of chosen grades from a trained generator: <out>/<grade>/<seed>.png + manifest.csv.
+
+    Re-running resumes: valid images are kept, missing or damaged ones are made again, and the manifest is rebuilt
+    from the files on disk. Under torchrun the seeds are shared out over the ranks.
+    """
+    from odmaug.augment import GradeFilter, SamplingSettings, run_synthesis
+    from odmaug.runs import open_run
+
+    recipe = open_run(run).recipe()
+    aug = recipe.augment
+    if n is None and to_count is None:
+        n, to_count = aug.n, aug.to_count  # the recipe's amounts only when none is given here
+    settings = SamplingSettings.from_config(recipe.sample, sampler=sampler, steps=steps, guidance_scale=guidance, eta=eta)
+    classifier = filter_with or aug.filter_with
+    grade_filter = None
+    if classifier is not None:
+        grade_filter = GradeFilter(classifier, aug.max_grade_error if max_grade_error is None else max_grade_error)
+    elif max_grade_error is not None:
+        from odmaug.errors import OdmaugError
+
+        raise OdmaugError("--max-grade-error needs --filter-with CLASSIFIER")
+    summary = run_synthesis(
+        run, out, target_class or aug.target_classes, n, to_count,
+        aug.seed_start if seed_start is None else seed_start, settings,
+        recipe.sample.use_ema if ema is None else ema, batch_size, force, device or recipe.device,
+        str(data_dir) if data_dir else None, grade_filter,
+    )
+    if int(os.environ.get("RANK", "0")) != 0:
+        return
+    console.print(synthesis_table(summary))
+    rate = f" ({summary.images_per_second:.1f} img/s)" if summary.generated else ""
+    ranks = f" on {summary.world_size} ranks" if summary.world_size > 1 else ""
+    console.print(
+        f"generated {summary.generated} images in {summary.seconds:.1f} s{rate}{ranks}, checkpoint {summary.checkpoint_id}; "
+        f"{summary.present} already there" + (f"; replaced {summary.removed} old images" if summary.removed else "")
+    )
+    if grid and summary.manifest_rows:
+        console.print(f"wrote {write_grid(summary.manifest, summary.out_dir / 'grid.png')}")
+    console.print(f"wrote {summary.manifest} ({summary.manifest_rows} images)")

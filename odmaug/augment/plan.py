@@ -1,0 +1,113 @@
+"""What to synthesize: which grades, how many images each, and the (grade, seed) pairs.
+
+One image per (grade, seed), as in EDM's ``generate.py --seeds``: grade ``g`` gets the seeds
+``seed_start, seed_start + 1, ...``, so a larger request extends a smaller one and every image can
+be reproduced on its own.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence
+
+import numpy as np
+
+from odmaug.errors import OdmaugError
+
+
+def parse_target_classes(spec: str | int | Sequence[int], num_classes: int) -> Optional[list[int]]:
+    """``auto`` -> None; ``4``, ``"3,4"`` or ``[3, 4]`` -> sorted unique grades, checked against 0..C-1."""
+    if isinstance(spec, str):
+        text = spec.strip().lower()
+        if text == "auto":
+            return None
+        parts = [p.strip() for p in text.split(",") if p.strip()]
+        if not parts:
+            raise OdmaugError("--target-class needs a grade, a list like 3,4, or auto")
+        grades = []
+        for part in parts:
+            try:
+                grades.append(int(part))
+            except ValueError:
+                raise OdmaugError(f"--target-class: '{part}' is not a grade (use e.g. 4, 3,4 or auto)") from None
+    elif isinstance(spec, (int, np.integer)):
+        grades = [int(spec)]
+    else:
+        grades = [int(g) for g in spec]
+        if not grades:
+            raise OdmaugError("--target-class needs at least one grade")
+    bad = [g for g in grades if not 0 <= g < num_classes]
+    if bad:
+        raise OdmaugError(f"--target-class {bad[0]} is outside the grades 0..{num_classes - 1}")
+    return sorted(set(grades))
+
+
+def needs_real_counts(grades: Optional[list[int]], n_per_grade: Optional[int]) -> bool:
+    """Whether the plan depends on the real training counts (``auto`` or fill-up-to-a-count)."""
+    return grades is None or n_per_grade is None
+
+
+def check_amounts(n_per_grade: Optional[int], to_count: Optional[int]) -> None:
+    """``--n`` and ``--to-count`` are exclusive and positive."""
+    if n_per_grade is not None and to_count is not None:
+        raise OdmaugError("give --n (images per grade) or --to-count (fill each grade up to M), not both")
+    if n_per_grade is not None and n_per_grade <= 0:
+        raise OdmaugError(f"--n must be a positive number of images (got {n_per_grade})")
+    if to_count is not None and to_count <= 0:
+        raise OdmaugError(f"--to-count must be a positive number of images (got {to_count})")
+
+
+def images_per_grade(
+    grades: Optional[list[int]],
+    num_classes: int,
+    n_per_grade: Optional[int] = None,
+    to_count: Optional[int] = None,
+    real_counts: Optional[np.ndarray] = None,
+) -> dict[int, int]:
+    """Images to synthesize per chosen grade.
+
+    Args:
+        grades: chosen grades, or None for ``auto`` (every grade below the target count).
+        num_classes: C.
+        n_per_grade: a fixed number of images per chosen grade.
+        to_count: fill each chosen grade up to this many images, real training images included.
+            With neither ``n_per_grade`` nor ``to_count`` the target is the largest real grade count.
+        real_counts: real training images per grade [C]; needed for ``auto`` and fill-up plans.
+
+    Returns:
+        ``{grade: count}`` for every chosen grade (a count may be 0 when a grade is already full).
+    """
+    check_amounts(n_per_grade, to_count)
+    if needs_real_counts(grades, n_per_grade):
+        if real_counts is None or len(real_counts) != num_classes:
+            raise OdmaugError("the real training counts per grade are needed for auto or --to-count")
+        target = int(to_count) if to_count is not None else int(np.max(real_counts))
+    if grades is None:
+        grades = [g for g in range(num_classes) if real_counts[g] < target]
+    if n_per_grade is not None:
+        return {g: int(n_per_grade) for g in grades}
+    return {g: max(0, target - int(real_counts[g])) for g in grades}
+
+
+@dataclass(frozen=True, order=True)
+class Item:
+    """One image to synthesize: written to ``<out>/<grade>/<seed>.png``."""
+
+    grade: int
+    seed: int
+
+    @property
+    def relpath(self) -> str:
+        return f"{self.grade}/{self.seed}.png"
+
+
+def requested_items(counts: dict[int, int], seed_start: int = 0) -> list[Item]:
+    """Every (grade, seed) pair of a plan, sorted by grade then seed."""
+    if seed_start < 0:
+        raise OdmaugError(f"--seed-start must be 0 or more (got {seed_start})")
+    return [Item(g, s) for g in sorted(counts) for s in range(seed_start, seed_start + counts[g])]
+
+
+def shard(items: Sequence[Item], rank: int, world_size: int) -> list[Item]:
+    """The items rank ``rank`` of ``world_size`` generates: every world-th one, starting at ``rank``."""
+    return list(items[rank::world_size])

@@ -1,0 +1,245 @@
+"""The synthesis output folder: ``<out>/<grade>/<seed>.png``, ``synthesis.json`` and ``manifest.csv``.
+
+Crash safety comes from three rules:
+
+1. every PNG is written to a temporary file and renamed, so a file with a final name is complete
+   (a kill leaves at most a ``.<name>.*.tmp`` file, removed by the next run);
+2. ``synthesis.json`` names the checkpoint and the settings that decide the pixels; a folder made
+   with others is refused (or, with ``force``, emptied first), so images are never mixed;
+3. the manifest is rebuilt from one scan of the files on disk and written atomically, so it never
+   lists an image that is not there, and never twice.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+
+from odmaug.augment.plan import Item
+from odmaug.errors import OdmaugError
+from odmaug.runs import atomic_path, atomic_write_json
+
+SYNTHESIS_FILE = "synthesis.json"
+MANIFEST_FILE = "manifest.csv"
+FORMAT_VERSION = 1
+IDENTITY_KEYS = (
+    "checkpoint_id", "num_classes", "image_size", "sampler", "steps", "eta", "guidance_scale", "clip_x0", "precision",
+)
+"""What decides an image's pixels besides its grade and seed (``synthesis.json`` -> ``identity``)."""
+MANIFEST_COLUMNS = [
+    "path", "label", "split", "group", "source",
+    "generator_run", "checkpoint_id", "seed", "sampler", "steps", "guidance_scale", "eta",
+]
+_PNG_NAME = re.compile(r"^(0|[1-9]\d*)\.png$")
+
+
+def rank_manifest_name(rank: int) -> str:
+    """The manifest part one rank writes under ``torchrun``."""
+    return f"manifest.rank{rank}.csv"
+
+
+def is_valid_png(path: str | Path, image_size: int) -> bool:
+    """Whether ``path`` decodes completely as an RGB PNG of ``image_size`` x ``image_size``."""
+    try:
+        with Image.open(path) as img:
+            if img.format != "PNG" or img.mode != "RGB" or img.size != (image_size, image_size):
+                return False
+            img.load()  # decodes every row: a truncated file raises here
+        return True
+    except Exception:  # noqa: BLE001 - any decoding failure means "regenerate it"
+        return False
+
+
+def estimate_png_bytes(image_size: int, block: int = 4096) -> int:
+    """Disk bytes one PNG can take: raw pixels plus PNG/zlib overhead, rounded up to a disk block.
+
+    Diffusion samples are noisy, so PNG compresses them little; the estimate assumes none.
+    """
+    raw = 3 * image_size * image_size + image_size  # RGB bytes + one filter byte per row
+    worst = raw + raw // 1000 + 128  # zlib stored blocks + PNG signature and chunks
+    return int(math.ceil(worst / block) * block)
+
+
+def check_disk_space(folder: Path, n_images: int, image_size: int) -> int:
+    """Refuse a run whose images would not fit on the disk holding ``folder``; return the estimate."""
+    need = n_images * (estimate_png_bytes(image_size) + 256) + (1 << 20)  # + manifest rows, 1 MiB margin
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if need > free:
+        raise OdmaugError(
+            f"not enough disk space in {folder}: {n_images} images need about {need / 2**20:.1f} MiB, "
+            f"{free / 2**20:.1f} MiB free"
+        )
+    return need
+
+
+@dataclass
+class Scan:
+    """One listing of the folder."""
+
+    images: dict[Item, Path] = field(default_factory=dict)
+    temporary: list[Path] = field(default_factory=list)
+
+
+class SynthesisFolder:
+    """One synthesis output folder, for one checkpoint and one set of sampling settings."""
+
+    def __init__(self, root: str | Path, image_size: int, num_classes: int) -> None:
+        self.root = Path(root)
+        self.image_size = image_size
+        self.num_classes = num_classes
+
+    @property
+    def record_path(self) -> Path:
+        return self.root / SYNTHESIS_FILE
+
+    @property
+    def manifest_path(self) -> Path:
+        return self.root / MANIFEST_FILE
+
+    def path(self, item: Item) -> Path:
+        return self.root / str(item.grade) / f"{item.seed}.png"
+
+    # -- identity -----------------------------------------------------------------------------
+    def read_record(self) -> Optional[dict[str, Any]]:
+        """``synthesis.json`` as a dict, None when absent; an error when unreadable."""
+        import json
+
+        if not self.record_path.is_file():
+            return None
+        try:
+            record = json.loads(self.record_path.read_text())
+            record["identity"]  # noqa: B018 - must exist
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
+            raise OdmaugError(f"{self.record_path}: not a synthesis record; use another --out or --force") from None
+        return record
+
+    def prepare(self, record: dict[str, Any], force: bool = False) -> int:
+        """Make the folder hold images of ``record['identity']`` only; return how many were removed.
+
+        Raises:
+            OdmaugError: the folder holds images of another checkpoint or settings (or of unknown
+                origin) and ``force`` is False.
+        """
+        identity = record["identity"]
+        try:
+            old = self.read_record()
+        except OdmaugError:
+            if not force:
+                raise
+            old = None
+        if old is not None and old.get("identity") == identity:
+            return 0  # same checkpoint and settings: resume (even with force, nothing to replace)
+        scan = self.scan()
+        if not force:
+            if old is not None:
+                keys = [*IDENTITY_KEYS, *sorted(set(old["identity"]) | set(identity))]
+                key = next(k for k in keys if old["identity"].get(k) != identity.get(k))
+                raise OdmaugError(
+                    f"{self.root} holds images made with {key}={old['identity'].get(key)!r} (now {identity.get(key)!r}); "
+                    "use another --out, or --force to replace them"
+                )
+            if scan.images:
+                raise OdmaugError(
+                    f"{self.root} holds {len(scan.images)} images without {SYNTHESIS_FILE} (unknown checkpoint "
+                    "and settings); use another --out, or --force to replace them"
+                )
+        # Remove the old images before the new record appears: a crash in between leaves the old
+        # record, so the next run still refuses instead of mixing.
+        stale = [*scan.images.values(), *scan.temporary, *self.root.glob("manifest*.csv"), self.root / "grading.csv"]
+        for path in stale:
+            path.unlink(missing_ok=True)
+        self.root.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.record_path, {**record, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
+        return len(scan.images)
+
+    # -- files ---------------------------------------------------------------------------------
+    def scan(self) -> Scan:
+        """One listing of ``<out>/<grade>/``: final PNG names and leftover temporary files."""
+        out = Scan()
+        if not self.root.is_dir():
+            return out
+        with os.scandir(self.root) as top:
+            entries = list(top)
+        for entry in entries:
+            if entry.is_file() and entry.name.startswith(".") and entry.name.endswith(".tmp"):
+                out.temporary.append(Path(entry.path))
+            if not (entry.is_dir() and entry.name.isdigit() and str(int(entry.name)) == entry.name):
+                continue
+            grade = int(entry.name)
+            with os.scandir(entry.path) as files:
+                for f in files:
+                    if f.name.startswith(".") and f.name.endswith(".tmp"):
+                        out.temporary.append(Path(f.path))
+                    elif (m := _PNG_NAME.match(f.name)) and grade < self.num_classes:
+                        out.images[Item(grade, int(m.group(1)))] = Path(f.path)
+        return out
+
+    def remove_temporary(self, scan: Scan) -> None:
+        """Delete temporary files left by a killed run (only call when no writer is running)."""
+        for path in scan.temporary:
+            path.unlink(missing_ok=True)
+        scan.temporary.clear()
+
+    def valid_items(self, scan: Scan) -> set[Item]:
+        """The scanned images that decode fully at the right size (corrupt ones are deleted)."""
+        valid = set()
+        for item, path in scan.images.items():
+            if is_valid_png(path, self.image_size):
+                valid.add(item)
+            else:
+                path.unlink(missing_ok=True)
+        return valid
+
+    def write_png(self, item: Item, image: np.ndarray) -> Path:
+        """Write one uint8 RGB [H, W, 3] image atomically to ``<out>/<grade>/<seed>.png``."""
+        target = self.path(item)
+        with atomic_path(target) as tmp:
+            Image.fromarray(image, "RGB").save(tmp, format="PNG")
+        return target
+
+    # -- manifest ------------------------------------------------------------------------------
+    def manifest_frame(
+        self, items: Iterable[Item], record: dict[str, Any], extra: Optional[dict[str, dict[Item, Any]]] = None
+    ) -> pd.DataFrame:
+        """One manifest row per item (sorted by grade, then seed), paths absolute."""
+        items = sorted(items)
+        ident = record["identity"]
+        frame = pd.DataFrame(
+            {
+                "path": [str(self.path(i).resolve()) for i in items],
+                "label": [i.grade for i in items],
+                "split": "train",
+                "group": None,
+                "source": "synthetic",
+                "generator_run": record.get("generator_run"),
+                "checkpoint_id": ident["checkpoint_id"],
+                "seed": [i.seed for i in items],
+                "sampler": ident["sampler"],
+                "steps": ident["steps"],
+                "guidance_scale": ident["guidance_scale"],
+                "eta": ident["eta"],
+            },
+            columns=MANIFEST_COLUMNS,
+        )
+        for column, values in (extra or {}).items():
+            frame[column] = [values.get(i) for i in items]
+        return frame
+
+    def write_manifest(self, frame: pd.DataFrame, name: str = MANIFEST_FILE) -> Path:
+        """Write a manifest CSV atomically (paths relative to the folder)."""
+        from odmaug.data import write_manifest
+
+        return write_manifest(frame, self.root / name)
