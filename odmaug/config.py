@@ -192,14 +192,40 @@ class ClassifierConfig(Section):
 
 
 class MetricsConfig(Section):
-    extractors: list[str] = Field(default_factory=lambda: ["domain", "inception"])
+    """Generative metrics: FID, KID and precision/recall, overall and per grade."""
+
+    extractors: list[str] = Field(default_factory=lambda: ["inception"])
+    """Feature extractors by name: ``inception`` (the standard FID Inception-V3) and/or
+    ``domain:<classifier run or folder>`` (a severity classifier's penultimate features)."""
     inception_weights: Optional[str] = None
+    """Local Inception-V3 FID weights (torch-fidelity's ``weights-inception-2015-12-05-6726825d.pth``
+    or a safetensors copy). None: ``$ODMAUG_INCEPTION_WEIGHTS``, then the user cache, then a download."""
+    image_size: Optional[int] = Field(None, ge=8, le=1024)
+    """Side length both image sets are brought to before feature extraction; None: data.image_size."""
     min_per_grade: int = Field(20, ge=2)
+    """A grade with fewer real or generated images than this is reported as "too few", not a number."""
     small_set: int = Field(2000, ge=1)
     """Below this many images FID is biased: the table marks the figure."""
     kid_subset_size: int = Field(1000, ge=2)
+    """Images per KID subset (lowered to the smaller set's size when a set has fewer)."""
     kid_subsets: int = Field(100, ge=1)
+    """Number of random subsets KID is averaged over (its std is over the same subsets)."""
     nearest_k: int = Field(3, ge=1)
+    """k of the k-nearest-neighbour balls of precision/recall (Kynkaanniemi et al. 2019 use 3)."""
+    batch_size: int = Field(64, ge=1)
+    """Images per feature-extraction batch."""
+    cache: bool = True
+    """Reuse the real set's features when the images, resolution and extractor are unchanged."""
+    cache_dir: Optional[str] = None
+    """Where real-set features are cached; None: ``$XDG_CACHE_HOME/odmaug/fid-stats`` (~/.cache)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> "MetricsConfig":
+        if not self.extractors or any(not e.strip() for e in self.extractors):
+            raise ValueError("metrics.extractors needs at least one non-empty extractor name")
+        if self.nearest_k >= self.min_per_grade:
+            raise ValueError("metrics.nearest_k must be below metrics.min_per_grade")
+        return self
 
 
 class BenchmarkConfig(Section):
