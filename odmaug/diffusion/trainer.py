@@ -1,0 +1,330 @@
+"""Generator training: ODM (or DM with gamma = 0) from a recipe, into ``<run>/generator/``.
+
+The whole training split lives on the device as one uint8 tensor; batches are drawn with a seeded
+CPU generator (no DataLoader). One generator per rank draws everything random in a step (batch
+indices, flips, t, noise, label dropout, triplets); dropout uses torch's global RNG. Both states
+are in every checkpoint, so ``N steps + resume + N steps`` gives the same weights as ``2N`` steps.
+
+Under torchrun the model is wrapped in DistributedDataParallel; ``train.batch_size`` is the GLOBAL
+batch (each of K ranks takes batch_size / K images and its own random stream); only rank 0 writes.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import math
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from odmaug.config import Recipe
+from odmaug.console import progress
+from odmaug.data import load_table, load_uint8, to_model_range, to_uint8
+from odmaug.device import resolve_device
+from odmaug.diffusion import distributed as ddp_utils
+from odmaug.diffusion.checkpoint import load_training_state, load_weights_into, save_checkpoint
+from odmaug.diffusion.losses import ClassPool, DiffusionLoss
+from odmaug.diffusion.precision import autocast, cpu_bf16_flags, precision_name, resolve_precision
+from odmaug.diffusion.sampling import generate
+from odmaug.diffusion.schedule import NoiseSchedule
+from odmaug.diffusion.unet import build_generator
+from odmaug.errors import OdmaugError
+from odmaug.figures import grade_grid
+from odmaug.runs import Run
+
+
+@dataclass
+class TrainResult:
+    """What a training call did."""
+
+    run: Path
+    step: int  # optimizer steps done in total
+    steps_this_call: int
+    seconds: float  # wall time of the training loop (without data loading)
+    images_per_second: float  # real training images per second (global batch), this call
+    peak_memory_mb: float  # peak resident memory of this process (CPU) or peak CUDA allocation
+    precision: str
+    world_size: int
+
+
+def weights_digest(model: nn.Module) -> str:
+    """sha256[:16] of a model's parameters in order: identical weights give identical digests."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        digest.update(name.encode())
+        digest.update(tensor.detach().to("cpu").reshape(-1).view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()[:16]
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak CUDA allocation on CUDA; else this process's peak resident set size (Linux: KiB units)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def ema_decay_at(step: int, decay: float, warmup: int) -> float:
+    """EMA decay after optimizer step ``step`` (1-based): 0 (copy) during warm-up, then a ramp to ``decay``."""
+    if step <= warmup:
+        return 0.0
+    s = step - warmup
+    return min(decay, (1 + s) / (10 + s))
+
+
+class _Trainer:
+    """The state of one training call; see :func:`train_generator`."""
+
+    def __init__(self, run: Run, recipe: Recipe, resume: bool, show_progress: bool) -> None:
+        self.run, self.recipe, self.cfg = run, recipe, recipe.train
+        self.show_progress = show_progress
+        base_device = resolve_device(recipe.device)
+        self.dist = ddp_utils.init_distributed(base_device)
+        self.device = ddp_utils.rank_device(base_device, self.dist)
+        self.gen_dir = run.root / "generator"
+        world = self.dist.world_size
+        if self.cfg.batch_size % world:
+            raise OdmaugError(f"train.batch_size={self.cfg.batch_size} must be divisible by the {world} processes")
+        self.local_batch = self.cfg.batch_size // world
+        self.num_classes, self.size = recipe.data.num_classes, recipe.data.image_size
+        self.dtype = resolve_precision(self.cfg.precision, self.device)
+        self.scaler = torch.amp.GradScaler("cuda") if self.dtype == torch.float16 else None
+        self._load_data()
+        # Initial weights from the recipe seed (identical on every rank; DDP also broadcasts them).
+        torch.manual_seed(recipe.seed)
+        self.model = build_generator(recipe.generator, self.num_classes, self.size)
+        self.model = self.model.to(device=self.device, memory_format=torch.channels_last)
+        self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.optimizer = torch.optim.Adam(
+            self.model.parameters(), lr=self.cfg.lr, betas=tuple(self.cfg.betas), weight_decay=self.cfg.weight_decay,
+            foreach=True,
+        )
+        self.schedule = NoiseSchedule.from_config(recipe.diffusion)
+        self.loss_fn = DiffusionLoss(recipe.diffusion, self.num_classes)
+        self.pool = ClassPool(self.images, self.labels, self.num_classes) if recipe.diffusion.ordinal.mode == "cross-image" else None
+        # One random stream per rank; dropout draws from torch's global RNG, seeded per rank too.
+        self.generator = torch.Generator().manual_seed(recipe.seed * 1000 + self.dist.rank + 1)
+        torch.manual_seed(recipe.seed * 1000 + self.dist.rank + 500)
+        self.step = 0
+        if resume:
+            self._restore()
+        self.forward_model: nn.Module = self.model
+        if self.dist.enabled:
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.forward_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
+        if self.cfg.compile:
+            self.forward_model = torch.compile(self.forward_model)
+
+    # ----------------------------------------------------------------- set-up
+    def _load_data(self) -> None:
+        table = load_table(self.recipe.data)
+        if table.num_classes != self.num_classes:
+            raise OdmaugError(f"data has {table.num_classes} grades but data.num_classes is {self.num_classes}")
+        train = table.split("train")
+        if len(train) == 0:
+            raise OdmaugError(f"{table.name}: no images in the train split")
+        self.images = load_uint8(train, self.size, self.recipe.data.crop_box, progress=self.show_progress).to(self.device)
+        self.labels = torch.tensor(train.labels, dtype=torch.long)  # [N] on CPU: no device syncs
+        self.class_counts = torch.bincount(self.labels, minlength=self.num_classes).tolist()
+
+    def _restore(self) -> None:
+        state = load_training_state(self.gen_dir)
+        load_weights_into(self.model, state.model, state.folder / "model.safetensors", self.num_classes)
+        load_weights_into(self.ema, state.ema, state.folder / "ema.safetensors", self.num_classes)
+        try:
+            self.optimizer.load_state_dict(state.optimizer)
+        except (ValueError, KeyError, RuntimeError) as err:
+            raise OdmaugError(f"{state.folder}: optimizer state does not fit this model ({err})") from None
+        rank = self.dist.rank
+        saved_world = int(state.info.get("world_size", 1))
+        if saved_world == self.dist.world_size and f"rng.data.{rank}" in state.rng:
+            self.generator.set_state(state.rng[f"rng.data.{rank}"])
+            torch.set_rng_state(state.rng[f"rng.torch.{rank}"])
+            if self.device.type == "cuda" and f"rng.cuda.{rank}" in state.rng:
+                torch.cuda.set_rng_state(state.rng[f"rng.cuda.{rank}"], self.device)
+        elif self.dist.is_main:
+            self._log("resume_reseeded", reason=f"checkpoint written by {saved_world} processes, now {self.dist.world_size}")
+        if self.scaler is not None and "scaler" in state.info:
+            self.scaler.load_state_dict(state.info["scaler"])
+        self.step = state.step
+
+    # ----------------------------------------------------------------- helpers
+    def _log(self, event: str, **fields) -> None:
+        if self.dist.is_main:
+            self.run.log(event, **fields)
+
+    def _lr(self, step: int) -> float:
+        if self.cfg.lr_warmup and step <= self.cfg.lr_warmup:
+            return self.cfg.lr * step / self.cfg.lr_warmup
+        return self.cfg.lr
+
+    def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """A random batch: images float [b, 3, H, W] in [-1, 1] (channels_last), labels [b] on CPU."""
+        g = self.generator
+        index = torch.randint(len(self.labels), (self.local_batch,), generator=g)
+        x = to_model_range(self.images[index.to(self.device)])
+        for flip, dim in ((self.cfg.hflip, 3), (self.cfg.vflip, 2)):
+            if flip:  # one coin per image, applied with where(): no loop over samples
+                coin = (torch.rand(self.local_batch, generator=g) < 0.5).to(self.device)
+                x = torch.where(coin[:, None, None, None], x.flip(dim), x)
+        return x.contiguous(memory_format=torch.channels_last), self.labels[index]
+
+    @torch.no_grad()
+    def _update_ema(self) -> None:
+        decay = ema_decay_at(self.step, self.cfg.ema_decay, self.cfg.ema_warmup)
+        ema_params, params = list(self.ema.parameters()), list(self.model.parameters())
+        if decay == 0.0:
+            torch._foreach_copy_(ema_params, params)
+        else:
+            torch._foreach_lerp_(ema_params, params, 1.0 - decay)
+
+    def _checkpoint(self) -> None:
+        rng = {"data": self.generator.get_state(), "torch": torch.get_rng_state()}
+        if self.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        gathered = {}
+        for name, state in rng.items():
+            for rank, value in enumerate(ddp_utils.gather_tensors(state, self.dist)):
+                gathered[f"rng.{name}.{rank}"] = value
+        if self.dist.is_main:
+            info = {"precision": precision_name(self.dtype), "world_size": self.dist.world_size}
+            if self.scaler is not None:
+                info["scaler"] = self.scaler.state_dict()
+            folder = save_checkpoint(
+                self.gen_dir, self.step, self.model.state_dict(), self.ema.state_dict(), self.optimizer.state_dict(),
+                gathered, info, self.num_classes, self.size, keep=self.cfg.keep_checkpoints,
+            )
+            self._log("checkpoint", step=self.step, folder=folder.name)
+        ddp_utils.barrier(self.dist)
+
+    def sample_grid(self) -> Path | None:
+        """EMA samples, one row per grade (seeds 0.., fixed), as ``samples/grid-<step>.png``."""
+        if not self.dist.is_main:
+            return None
+        s, per = self.recipe.sample, self.cfg.grid_per_grade
+        labels = [g for g in range(self.num_classes) for _ in range(per)]
+        images = generate(
+            self.ema, self.schedule, labels, list(range(len(labels))), sampler=s.sampler,
+            steps=min(s.steps, self.schedule.timesteps), eta=s.eta, guidance_scale=s.guidance_scale,
+            clip_x0=s.clip_x0, batch_size=s.batch_size, device=self.device, precision=self.cfg.precision,
+        )
+        rows = list(to_uint8(images).view(self.num_classes, per, *images.shape[1:]))
+        path = self.gen_dir / "samples" / f"grid-{self.step:08d}.png"
+        title = f"{self.recipe.name} step {self.step} (EMA, {s.sampler} {s.steps} steps, guidance {s.guidance_scale})"
+        grade_grid(rows, path, title=title)
+        self._log("sample_grid", step=self.step, path=str(path.relative_to(self.run.root)))
+        return path
+
+    # ----------------------------------------------------------------- the loop
+    def train(self) -> TrainResult:
+        cfg, total = self.cfg, self.cfg.steps
+        start_step = self.step
+        self._log(
+            "train_start", step=start_step, steps=total, device=str(self.device),
+            precision=precision_name(self.dtype), precision_setting=cfg.precision, cpu_bf16_flags=list(cpu_bf16_flags()),
+            world_size=self.dist.world_size, backend=self.dist.backend, global_batch=cfg.batch_size,
+            per_rank_batch=self.local_batch, train_images=len(self.labels), class_counts=self.class_counts,
+            parameters=sum(p.numel() for p in self.model.parameters()),
+            ordinal=self.recipe.diffusion.ordinal.model_dump(), ordinal_active=self.loss_fn.active,
+        )
+        self.model.train()
+        sums = torch.zeros(3, device=self.device)  # running l_dm, l_ord, loss between log points
+        n_sum, t_log, step_log = 0, time.perf_counter(), self.step
+        t0 = time.perf_counter()
+        bar_ctx = progress("step") if (self.dist.is_main and self.show_progress) else None
+        try:
+            if bar_ctx is not None:
+                bar = bar_ctx.__enter__()
+                task = bar.add_task("training generator", total=total, completed=self.step, info="")
+            while self.step < total:
+                x, labels = self._batch()
+                lr = self._lr(self.step + 1)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
+                with autocast(self.device, self.dtype):
+                    out = self.loss_fn(self.forward_model, x, labels, self.schedule, self.generator, self.pool)
+                self.optimizer.zero_grad(set_to_none=True)
+                if self.scaler is not None:
+                    self.scaler.scale(out["loss"]).backward()
+                    self.scaler.unscale_(self.optimizer)
+                else:
+                    out["loss"].backward()
+                if cfg.grad_clip is not None:
+                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip, foreach=True)
+                if self.scaler is not None:
+                    self.scaler.step(self.optimizer)
+                    self.scaler.update()
+                else:
+                    self.optimizer.step()
+                self.step += 1
+                self._update_ema()
+                sums += torch.stack([out["l_dm"], out["l_ord"], out["loss"]]).detach()
+                n_sum += 1
+                if bar_ctx is not None:
+                    bar.update(task, advance=1)
+                if self.step % cfg.log_every == 0 or self.step == total:
+                    l_dm, l_ord, loss = (sums / n_sum).tolist()  # the only host sync, at log points
+                    now = time.perf_counter()
+                    it_s = (self.step - step_log) / max(now - t_log, 1e-9)
+                    self._log("train", step=self.step, l_dm=l_dm, l_ord=l_ord, loss=loss, lr=lr, it_s=round(it_s, 4),
+                              img_s=round(it_s * cfg.batch_size, 2))
+                    if bar_ctx is not None:
+                        bar.update(task, info=f"loss {loss:.4f} (dm {l_dm:.4f}, ord {l_ord:.4f})")
+                    sums.zero_()
+                    n_sum, t_log, step_log = 0, now, self.step
+                if self.step % cfg.checkpoint_every == 0 or self.step == total:
+                    self._checkpoint()
+                if self.step % cfg.sample_every == 0 or self.step == total:
+                    self.sample_grid()
+                    ddp_utils.barrier(self.dist)
+        except KeyboardInterrupt:
+            # Keep the work done so far: a checkpoint at the current step, then stop.
+            if not self.dist.enabled and self.step > start_step:
+                self._checkpoint()
+            raise
+        finally:
+            if bar_ctx is not None:
+                bar_ctx.__exit__(None, None, None)
+        seconds = time.perf_counter() - t0
+        done = self.step - start_step
+        digests = ddp_utils.gather_tensors(
+            torch.frombuffer(bytearray(weights_digest(self.model).encode()), dtype=torch.uint8), self.dist
+        )
+        result = TrainResult(
+            run=self.run.root, step=self.step, steps_this_call=done, seconds=seconds,
+            images_per_second=done * cfg.batch_size / seconds if done else 0.0,
+            peak_memory_mb=peak_memory_mb(self.device), precision=precision_name(self.dtype),
+            world_size=self.dist.world_size,
+        )
+        self._log(
+            "train_end", step=self.step, steps_this_call=done, seconds=round(seconds, 2),
+            img_s=round(result.images_per_second, 2), peak_memory_mb=round(result.peak_memory_mb, 1),
+            rank_weight_digests=[bytes(d.tolist()).decode() for d in digests],
+        )
+        return result
+
+
+def train_generator(run: Run, recipe: Recipe | None = None, *, resume: bool = False, show_progress: bool = True) -> TrainResult:
+    """Train the run's generator (ODM, or DM when ``diffusion.ordinal.gamma == 0``).
+
+    Args:
+        run: the run folder (made by :func:`odmaug.runs.create_run`); output goes to ``generator/``.
+        recipe: settings (default: the run's ``config.yaml``).
+        resume: continue from the run's latest checkpoint (weights, EMA, optimizer, RNG state).
+        show_progress: rich progress bar on stderr (rank 0 only).
+
+    Returns:
+        A :class:`TrainResult` (steps done, wall time, images/s, peak memory, precision).
+    """
+    recipe = recipe or run.recipe()
+    trainer = _Trainer(run, recipe, resume, show_progress)
+    if trainer.step >= recipe.train.steps:
+        if trainer.dist.is_main:
+            run.log("train_skipped", step=trainer.step, steps=recipe.train.steps)
+        return TrainResult(run.root, trainer.step, 0, 0.0, 0.0, peak_memory_mb(trainer.device),
+                           precision_name(trainer.dtype), trainer.dist.world_size)
+    return trainer.train()
