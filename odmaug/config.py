@@ -276,8 +276,42 @@ class MetricsConfig(Section):
 
 
 class BenchmarkConfig(Section):
+    """``odmaug benchmark``: which arms, how they are balanced, and how generators are judged."""
+
     arms: list[str] = Field(default_factory=lambda: ["real", "oversample", "dm", "odm"])
+    """``real``, ``oversample``, ``dm``, ``odm`` and ``external:<name>=<folder or manifest>``."""
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    """Classifier seeds, the same for every arm (paired differences use them)."""
+    strategy: Literal["match-majority", "to-count"] = "match-majority"
+    """How synthetic (and oversampling) arms fill the grades."""
+    to_count: Optional[int] = Field(None, ge=1)
+    max_synthetic_share: float = Field(1.0, gt=0.0, le=1.0)
+    metrics_per_grade: int = Field(200, ge=0)
+    """At least this many generated images per grade (beyond what balancing needs) for the
+    per-grade FID/KID/precision/recall; the overall figures use a subset with the real grade mix."""
+    extractors: list[str] = Field(default_factory=lambda: ["domain", "inception"])
+    """``domain`` (the real arm's first-seed classifier) and ``inception`` (skipped without weights)."""
+
+    @field_validator("arms")
+    @classmethod
+    def _known_arms(cls, arms: list[str]) -> list[str]:
+        if not arms:
+            raise ValueError("benchmark.arms needs at least one arm")
+        for arm in arms:
+            if arm not in ("real", "oversample", "dm", "odm") and not (
+                arm.startswith("external:") and "=" in arm and arm.split("=", 1)[0][9:] and arm.split("=", 1)[1]
+            ):
+                raise ValueError(f"unknown arm '{arm}' (use real, oversample, dm, odm or external:<name>=<path>)")
+        if len(set(arms)) != len(arms):
+            raise ValueError("benchmark.arms repeats an arm")
+        return arms
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise ValueError("benchmark.seeds needs at least one seed and no repeats")
+        return seeds
 
 
 class Recipe(Section):

@@ -15,7 +15,10 @@ from rich.progress import (
 )
 from rich.text import Text
 
-console = Console()
+import sys
+
+# Logs and pipes get wide tables (rich would wrap them at 80 columns); terminals use their width.
+console = Console(width=None if sys.stdout.isatty() else 150)
 """Tables and results go to stdout."""
 
 err_console = Console(stderr=True)
