@@ -59,7 +59,7 @@ def train_generator_cmd(
     """
     from odmaug.device import resolve_device
     from odmaug.diffusion import distributed as ddp_utils
-    from odmaug.diffusion.trainer import train_generator
+    from odmaug.diffusion.trainer import check_training_recipe, train_generator
     from odmaug.runs import atomic_write_text, create_run, open_run
     from odmaug.config import dump_recipe
 
@@ -67,6 +67,7 @@ def train_generator_cmd(
         raise OdmaugError("use either --recipe (new run) or --resume RUN (the run's own recipe), not both")
     run = open_run(resume) if resume is not None else None
     cfg = recipe_from_options(run.config_path if run else recipe, overrides, data_dir, device, seed)
+    check_training_recipe(cfg)  # before any folder is made
     info = ddp_utils.init_distributed(resolve_device(cfg.device))
     try:
         if run is None:

@@ -76,6 +76,23 @@ def ema_decay_at(step: int, decay: float, warmup: int) -> float:
     return min(decay, (1 + s) / (10 + s))
 
 
+def check_training_recipe(recipe: Recipe) -> None:
+    """Fail fast (before a run folder is made) on settings that cannot train: device, precision,
+    a network that does not fit the image size, a batch that does not split over the processes."""
+    import os
+
+    device = resolve_device(recipe.device)
+    resolve_precision(recipe.train.precision, device)
+    resolve_precision(recipe.sample.precision, device)
+    with torch.device("meta"):  # shapes only: no memory, no time
+        build_generator(recipe.generator, recipe.data.num_classes, recipe.data.image_size)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if recipe.train.batch_size % world:
+        raise OdmaugError(f"train.batch_size={recipe.train.batch_size} must be divisible by the {world} processes")
+    if recipe.sample.steps > recipe.diffusion.timesteps:
+        raise OdmaugError(f"sample.steps={recipe.sample.steps} exceeds diffusion.timesteps={recipe.diffusion.timesteps}")
+
+
 class _Trainer:
     """The state of one training call; see :func:`train_generator`."""
 
