@@ -24,6 +24,7 @@ from torch import nn
 from odmaug.classify.augment import AugmentSettings, augment_batch
 from odmaug.classify.models import ClassifierMeta, create_model, load_pretrained, save_classifier
 from odmaug.classify.predict import autocast, bf16_hazards, load_images, predict_logits, predictions_frame, resolve_precision
+from odmaug.classify.splits import check_splits, training_splits  # noqa: F401 (re-export)
 from odmaug.classify.state import TrainState, fingerprint, load_finished, load_state, remove_state, save_state
 from odmaug.config import Recipe, dump_recipe
 from odmaug.console import progress, warn
@@ -84,20 +85,6 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress_)))
 
 
-def check_splits(recipe: Recipe, train: ImageTable, val: ImageTable, test: Optional[ImageTable]) -> None:
-    """Empty splits, grades outside the recipe's range, or a grade with no training image: errors."""
-    num_classes = recipe.data.num_classes
-    for name, table in (("training", train), ("validation", val), ("test", test)):
-        if table is None:
-            continue
-        if len(table) == 0:
-            raise OdmaugError(f"the {name} split is empty ({table.name})")
-        top = int(table.labels.max())
-        if top >= num_classes:
-            raise OdmaugError(f"{table.name}: grade {top} in the {name} split, but the classifier has grades 0..{num_classes - 1}")
-    train.require_every_grade("classifier's training split")
-
-
 def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Weight decay on weight matrices and kernels only, not on biases and norm scales."""
     decay = [p for p in model.parameters() if p.requires_grad and p.ndim >= 2]
@@ -115,6 +102,63 @@ def epoch_order(labels: torch.Tensor, balanced: bool, generator: torch.Generator
     counts = torch.bincount(labels).double()
     weights = (1.0 / counts)[labels]  # every grade equally likely
     return torch.tensor(list(WeightedRandomSampler(weights, n, replacement=True, generator=generator)))
+
+
+def training_precision(model: nn.Module, name: str, precision: str, image_size: int,
+                       device: torch.device) -> Optional[torch.dtype]:
+    """The autocast dtype for training (None: fp32); bf16 falls back to fp32 where CPU bf16
+    gradients are wrong for this model and size (see :func:`bf16_hazards`)."""
+    amp_dtype = resolve_precision(precision, device)
+    if amp_dtype == torch.bfloat16 and device.type == "cpu":
+        hazards = bf16_hazards(model, image_size)
+        if hazards:
+            warn(f"{name} at {image_size}px: bf16 weight gradients of {hazards[0]} (1x1 input, "
+                 "strided) are wrong on CPUs (oneDNN); training in fp32")
+            return None
+    return amp_dtype
+
+
+@dataclass
+class Stepper:
+    """One optimisation step on a uint8 batch: augment, normalise, forward under autocast,
+    label-smoothed cross-entropy, backward, AdamW. Shared by training and the speed benchmark."""
+
+    model: nn.Module
+    optimizer: torch.optim.Optimizer
+    meta: ClassifierMeta
+    device: torch.device
+    amp_dtype: Optional[torch.dtype]
+    augment: Optional[AugmentSettings]
+    label_smoothing: float
+    scaler: Optional[torch.amp.GradScaler] = None
+
+    @classmethod
+    def build(cls, model: nn.Module, meta: ClassifierMeta, cfg, device: torch.device) -> "Stepper":
+        """Model moved to ``device`` in channels-last layout (fast oneDNN/cuDNN convolutions),
+        AdamW over decay/no-decay groups, precision and augmentation from ``cfg`` (ClassifierConfig)."""
+        model = model.to(device, memory_format=torch.channels_last)
+        amp_dtype = training_precision(model, meta.model, cfg.precision, meta.image_size, device)
+        optimizer = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=cfg.lr)
+        scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
+        augment = AugmentSettings(True, cfg.vflip, cfg.rotation_degrees, cfg.color_jitter) if cfg.augment else None
+        return cls(model, optimizer, meta, device, amp_dtype, augment, cfg.label_smoothing, scaler)
+
+    def step(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        """images uint8 [B, 3, S, S] and labels [B] on the device -> the batch loss (scalar tensor)."""
+        x = augment_batch(images, self.augment, generator) if self.augment else images.float().div(255.0)
+        x = normalize(x, self.meta).contiguous(memory_format=torch.channels_last)
+        with autocast(self.device, self.amp_dtype):
+            logits = self.model(x)  # [B, C]
+        loss = F.cross_entropy(logits.float(), labels, label_smoothing=self.label_smoothing)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(loss).backward()
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            loss.backward()
+            self.optimizer.step()
+        return loss
 
 
 def train_classifier(
@@ -166,18 +210,9 @@ def train_classifier(
         cfg.model, num_classes, size, CLASSIFIER_MEAN, CLASSIFIER_STD, recipe.data.crop_box,
         extra={"train": train.name, "seed": seed, "train_counts": train.counts().tolist()},
     )
-    model = model.to(device, memory_format=torch.channels_last)
-    amp_dtype = resolve_precision(cfg.precision, device)
-    if amp_dtype == torch.bfloat16 and device.type == "cpu":
-        hazards = bf16_hazards(model, size)
-        if hazards:
-            warn(f"{cfg.model} at {size}px: bf16 weight gradients of {hazards[0]} (1x1 input, strided) are wrong "
-                 "on CPUs (oneDNN); training in fp32")
-            amp_dtype = None
-    optimizer = torch.optim.AdamW(parameter_groups(model, cfg.weight_decay), lr=cfg.lr)
-    scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
+    stepper = Stepper.build(model, meta, cfg, device)
+    model, optimizer, amp_dtype = stepper.model, stepper.optimizer, stepper.amp_dtype
     generator = torch.Generator().manual_seed(seed)
-    augment = AugmentSettings(True, cfg.vflip, cfg.rotation_degrees, cfg.color_jitter) if cfg.augment else None
 
     crop = recipe.data.crop_box
     train_images = load_images(train, size, crop, cfg.num_workers).to(device)  # uint8 [N, 3, S, S]
@@ -211,21 +246,7 @@ def train_classifier(
                 for group in optimizer.param_groups:
                     group["lr"] = cfg.lr * lr_factor(step, total_steps, warmup_steps)
                 idx = order[i * batch_size : (i + 1) * batch_size]
-                images = train_images[idx.to(device)]  # uint8 [B, 3, S, S]
-                labels = train_labels[idx].to(device)
-                x = augment_batch(images, augment, generator) if augment else images.float().div(255.0)
-                x = normalize(x, meta).contiguous(memory_format=torch.channels_last)
-                with autocast(device, amp_dtype):
-                    logits = model(x)
-                loss = F.cross_entropy(logits.float(), labels, label_smoothing=cfg.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                if scaler is not None:
-                    scaler.scale(loss).backward()
-                    scaler.step(optimizer)
-                    scaler.update()
-                else:
-                    loss.backward()
-                    optimizer.step()
+                loss = stepper.step(train_images[idx.to(device)], train_labels[idx].to(device), generator)
                 loss_sum += loss.detach()
                 if bar is not None:
                     bar.update(task, advance=batch_size)
@@ -324,35 +345,3 @@ def _finish(recipe, meta, model, state, train, val, test, val_images, out_dir, s
     remove_state(out_dir)
     return result
 
-
-def training_splits(recipe: Recipe, manifest: Optional[str | Path] = None) -> tuple[ImageTable, ImageTable, Optional[ImageTable]]:
-    """(train, val, test) for a classifier: the recipe's dataset, or a manifest's training rows.
-
-    A manifest's own val/test rows are used when it has them, otherwise the recipe's (real) val
-    and test splits. A missing test split gives None; a missing validation split is an error
-    (model selection needs one).
-    """
-    from odmaug.data import load_table, table_from_spec
-
-    recipe_table: Optional[ImageTable] = None
-
-    def recipe_split(name: str) -> ImageTable:
-        nonlocal recipe_table
-        if recipe_table is None:
-            recipe_table = load_table(recipe.data)
-        return recipe_table.split(name)
-
-    if manifest is None:
-        train = recipe_split("train")
-        val, test = recipe_split("val"), recipe_split("test")
-    else:
-        table = table_from_spec(str(manifest), recipe.data)
-        train = table.split("train")
-        if len(train) == 0:
-            raise OdmaugError(f"{manifest}: no training rows (split=train)")
-        own = set(table.splits())
-        val = table.split("val") if "val" in own else recipe_split("val")
-        test = table.split("test") if "test" in own else recipe_split("test")
-    if len(val) == 0:
-        raise OdmaugError(f"no validation images for model selection ({val.name} is empty)")
-    return train, val, (test if len(test) else None)

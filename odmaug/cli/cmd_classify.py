@@ -121,7 +121,6 @@ def evaluate_cmd(
     from odmaug.classify.evaluate import evaluate_classifier
     from odmaug.classify.models import read_meta, resolve_classifier_dir
     from odmaug.classify.report import confusion_rich, per_grade_rich, summary_table
-    from odmaug.config import load_recipe
     from odmaug.data import table_from_spec
 
     folder = resolve_classifier_dir(classifier)
