@@ -70,6 +70,18 @@ def seeds_table(summary: dict[str, Any], split: str, title: str) -> Table:
     return table
 
 
+def seed_runs_table(summary: dict[str, Any], title: str) -> Table:
+    """One row per seed: selected epoch, val QWK, test QWK and accuracy."""
+    table = Table(title=title, title_justify="left")
+    for column in ("seed", "best epoch", "val QWK", "test QWK", "test accuracy"):
+        table.add_column(column, justify="right")
+    for run in summary["runs"]:
+        test = run["test"] or {}
+        table.add_row(str(run["seed"]), str(run["best_epoch"]), _fmt(run["val"]["qwk"]),
+                      _fmt(test.get("qwk")), _fmt(test.get("accuracy")))
+    return table
+
+
 def confusion_figure(matrix: np.ndarray, path: str | Path, title: str = "",
                      labels: Optional[Sequence[str]] = None) -> Path:
     """Heat map PNG of a confusion matrix [C, C]: colour = share of the true grade's images, text = count."""

@@ -60,9 +60,7 @@ def train_classifier_cmd(
 ) -> None:
     """Train a timm severity classifier (best validation QWK is kept) and report its test metrics."""
     from odmaug.classify.models import check_model_name
-    from odmaug.classify.report import confusion_rich, per_grade_rich, seeds_table, summary_table
-    from odmaug.classify.seeds import train_seeds
-    from odmaug.classify.train import train_classifier, training_splits
+    from odmaug.classify.splits import training_splits
     from odmaug.runs import create_run
 
     cfg = recipe_from_options(recipe, overrides, data_dir, device, seed)
@@ -77,8 +75,21 @@ def train_classifier_cmd(
         log, target = None, out
     console.print(f"training {cfg.classifier.model} on {train.name} ({len(train)} images, per grade "
                   f"{train.counts().tolist()}); val {len(val)}, test {len(test) if test is not None else 0}")
+    try:
+        _train_and_report(cfg, train, val, test, target, seed_list, log)
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted: finished epochs are saved; resume with the same command plus --out {target}", err=True)
+        raise typer.Exit(code=130) from None
+
+
+def _train_and_report(cfg, train, val, test, target: Path, seed_list: Optional[list[int]], log) -> None:
+    from odmaug.classify.report import confusion_rich, per_grade_rich, seed_runs_table, seeds_table, summary_table
+    from odmaug.classify.seeds import train_seeds
+    from odmaug.classify.train import train_classifier
+
     if seed_list:
         summary = train_seeds(cfg, train, val, test, target, seed_list, cfg.device, log)
+        console.print(seed_runs_table(summary, f"{cfg.classifier.model} per seed"))
         for split in ("val", "test"):
             if split in summary["summary"]:
                 console.print(seeds_table(summary, split, f"{cfg.classifier.model}, {split}, seeds {seed_list}"))
