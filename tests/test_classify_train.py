@@ -251,3 +251,24 @@ def test_manifest_without_val_uses_the_recipe_splits(squares, tmp_path):
     train, val, test = training_splits(recipe, manifest)
     assert len(train) == 100 and len(val) == 30 and len(test) == 30
     assert table_from_spec(str(manifest), recipe.data).splits() == ["train"]
+
+
+def test_bf16_hazard_detection_and_fp32_fallback():
+    from odmaug.classify.predict import bf16_hazards
+    from odmaug.classify.train import training_precision
+
+    model = create_model("test_resnet", 5, SIZE)
+    assert "layer4.0.conv1" in bf16_hazards(model, 16)
+    assert bf16_hazards(model, 64) == []
+    cpu = torch.device("cpu")
+    assert training_precision(model, "test_resnet", "fp32", 64, cpu) is None
+    assert training_precision(model, "test_resnet", "bf16", 16, cpu) is None  # falls back, with a warning
+    assert training_precision(model, "test_resnet", "bf16", 64, cpu) == torch.bfloat16
+    with pytest.raises(OdmaugError, match="fp16 needs a GPU"):
+        training_precision(model, "test_resnet", "fp16", 64, cpu)
+
+
+def test_trained_weights_are_finite(trained):
+    _, result = trained
+    weights = load_file(str(result.model_path))
+    assert all(torch.isfinite(v).all() for v in weights.values() if v.is_floating_point())
