@@ -56,7 +56,8 @@ def evaluate_classifier(
         batch_size: images per forward pass.
 
     Returns:
-        ``{"classifier", "data", "counts", "overall": metrics, "by_source": {source: metrics}}``
+        ``{"classifier", "model", "data", "counts", "sources", "overall": metrics,
+        "by_source": {source: metrics}}`` (``by_source`` only when sources are mixed)
         where metrics is :func:`~odmaug.metrics.classification.classification_metrics`' dict.
     """
     folder = resolve_classifier_dir(classifier_dir)
@@ -72,12 +73,12 @@ def evaluate_classifier(
         "model": meta.model,
         "data": table.name,
         "counts": table.counts().tolist(),
+        "sources": sorted(frame["source"].fillna("real").unique().tolist()),
         "overall": classification_metrics(frame["label"], frame["predicted"], meta.num_classes),
         "by_source": {},
     }
-    sources = sorted(frame["source"].fillna("real").unique())
-    if len(sources) > 1:
-        for source in sources:
+    if len(result["sources"]) > 1:
+        for source in result["sources"]:
             rows = frame[frame["source"].fillna("real") == source]
             result["by_source"][source] = classification_metrics(rows["label"], rows["predicted"], meta.num_classes)
     if out_dir is not None:

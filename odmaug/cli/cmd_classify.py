@@ -149,10 +149,11 @@ def evaluate_cmd(
         raise
     target = out or folder / "evaluations" / _slug(data)
     result = evaluate_classifier(folder, table, target, cfg.device, cfg.classifier.precision)
-    columns = {"all": result["overall"], **result["by_source"]}
+    only = result["sources"][0] if len(result["sources"]) == 1 else "all"
+    columns = {only: result["overall"], **result["by_source"]}
     console.print(summary_table(columns, f"{meta.model} ({folder.parent.name}/{folder.name}) on {table.name}"))
     for name, metrics in columns.items():
-        if name == "all" and result["by_source"]:
+        if name == "all":
             continue
         label = "grade fidelity of synthetic images" if name == "synthetic" else name
         console.print(per_grade_rich(metrics, f"per grade ({label})"))
