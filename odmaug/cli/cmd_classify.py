@@ -147,7 +147,7 @@ def evaluate_cmd(
         if "outside 0.." in str(err):
             raise OdmaugError(f"{err} (the classifier was trained for grades 0..{meta.num_classes - 1})") from None
         raise
-    target = out or folder / "evaluations" / _slug(data)
+    target = out or folder / "evaluations" / _slug(table.name)
     result = evaluate_classifier(folder, table, target, cfg.device, cfg.classifier.precision)
     only = result["sources"][0] if len(result["sources"]) == 1 else "all"
     columns = {only: result["overall"], **result["by_source"]}
