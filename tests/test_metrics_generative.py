@@ -135,5 +135,7 @@ def test_compute_generative_metrics_on_images(tmp_path):
     self_out = compute_generative_metrics(real, real, MeanColour(), cfg, str(tmp_path), image_size=16)
     assert abs(self_out["overall"]["fid"]) < 1e-6
     assert self_out["overall"]["precision"] == self_out["overall"]["recall"] == 1.0
+    # Without a size, the first real image's size (the synthetic set's native 64 px) is used.
+    assert compute_generative_metrics(real, generated, MeanColour(), cfg, str(tmp_path))["image_size"] == 64
     with pytest.raises(OdmaugError, match="no images"):
         compute_generative_metrics(real, table.split("val").split("test"), MeanColour(), cfg, str(tmp_path))

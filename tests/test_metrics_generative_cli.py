@@ -103,13 +103,13 @@ def test_cli_domain_extractor_on_synthetic_data(tmp_path, smoke_recipe_path, dom
 
 def test_cli_inception_end_to_end_with_a_local_weights_file(tmp_path, monkeypatch):
     _, cfg = REGISTRY["inception"].example(tmp_path)  # random network saved to disk: the loading path
-    real = write_folder(tmp_path / "real", per_grade=4, seed=0, grades=2, size=20)
-    fake = write_folder(tmp_path / "fake", per_grade=4, seed=1, grades=2, size=28)  # another resolution
+    real = write_folder(tmp_path / "real", per_grade=3, seed=0, grades=2, size=20)
+    fake = write_folder(tmp_path / "fake", per_grade=3, seed=1, grades=2, size=28)  # another resolution
     Image.open(fake / "0" / "0.png").convert("L").save(fake / "0" / "0.png")  # and a grayscale file
     out = tmp_path / "m.json"
     result = runner.invoke(app, [
         "metrics", "--real", str(real), "--generated", str(fake), "-e", "inception",
-        "--inception-weights", cfg.inception_weights, "--set", "data.num_classes=2", "--set", "metrics.min_per_grade=4",
+        "--inception-weights", cfg.inception_weights, "--set", "data.num_classes=2", "--set", "metrics.min_per_grade=3",
         "--set", "metrics.nearest_k=2", "--set", "metrics.kid_subsets=2", "--set", "metrics.batch_size=8",
         "--size", "20", "--device", "cpu", "--out", str(out), "--no-cache",
     ])
@@ -117,7 +117,7 @@ def test_cli_inception_end_to_end_with_a_local_weights_file(tmp_path, monkeypatc
     (res,) = json.loads(out.read_text())["results"]
     assert res["extractor"] == "inception" and res["feature_dim"] == 2048 and res["cache"]["cache"] == "off"
     assert "sha256:" in res["extractor_identity"]
-    assert [r["n_real"] for r in res["per_grade"]] == [4, 4] and not res["per_grade"][0]["too_few"]
+    assert [r["n_real"] for r in res["per_grade"]] == [3, 3] and not res["per_grade"][0]["too_few"]
     assert res["overall"]["fid"] is not None and res["overall"]["precision"] is not None
 
 

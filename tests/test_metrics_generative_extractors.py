@@ -31,16 +31,16 @@ def built(tmp_path_factory):
 def test_extractor_contract(name, built):
     spec, cfg, extractor = built[name]
     gen = torch.Generator().manual_seed(0)
-    images = torch.randint(0, 256, (3, 3, 20, 20), dtype=torch.uint8, generator=gen)
+    images = torch.randint(0, 256, (2, 3, 20, 20), dtype=torch.uint8, generator=gen)  # few: Inception is slow on CPU
     feats = extractor(images)
-    assert feats.dtype == torch.float32 and feats.shape == (3, extractor.dim) and extractor.dim > 0
+    assert feats.dtype == torch.float32 and feats.shape == (2, extractor.dim) and extractor.dim > 0
     assert torch.isfinite(feats).all()
     assert torch.equal(extractor(images), feats)  # deterministic
     # One image alone gives the same features as inside a batch (no batch-statistics leakage).
     assert torch.allclose(extractor(images[1:2])[0], feats[1], rtol=1e-4, atol=1e-6 * float(feats.abs().max()))
     # Grayscale and another resolution are accepted.
-    assert extractor(images[:, :1]).shape == (3, extractor.dim)
-    assert extractor(torch.randint(0, 256, (2, 3, 37, 29), dtype=torch.uint8, generator=gen)).shape == (2, extractor.dim)
+    assert extractor(images[:1, :1]).shape == (1, extractor.dim)
+    assert extractor(torch.randint(0, 256, (1, 3, 37, 29), dtype=torch.uint8, generator=gen)).shape == (1, extractor.dim)
     assert extractor.name.startswith(name) and extractor.identity
     assert build_extractor(spec, cfg).identity == extractor.identity  # stable: usable as a cache key
 

@@ -173,22 +173,26 @@ def compute_generative_metrics(
     cfg: Optional[MetricsConfig] = None,
     cache_dir: Optional[str] = None,
     *,
-    image_size: int = 32,
+    image_size: Optional[int] = None,
     crop_box=None,
     seed: int = 0,
+    device: str = "cpu",
 ) -> dict[str, Any]:
     """FID, KID, precision and recall of ``generated`` against ``real``, overall and per grade.
 
     Args:
         real: the reference images (their features are cached, see :mod:`odmaug.metrics.cache`).
         generated: the images to judge (same grades as ``real``).
-        extractor: a built extractor (:func:`odmaug.metrics.features.build_extractor`) or any
-            object with ``name``, ``dim``, ``__call__`` (and ``identity`` to allow caching).
+        extractor: a name (``inception``, ``domain:<run>``), a built extractor
+            (:func:`odmaug.metrics.features.build_extractor`) or any object with ``name``, ``dim``,
+            ``__call__`` (and ``identity`` to allow caching).
         cfg: metric settings; ``cfg.image_size`` overrides ``image_size`` when set.
         cache_dir: feature cache folder (default ``cfg.cache_dir``, then the user cache).
-        image_size: side length both sets are prepared at (the recipe's data.image_size).
+        image_size: side length both sets are prepared at (the recipe's data.image_size); None
+            with no ``cfg.image_size``: the size of the first real image.
         crop_box: crop applied to the real images before resizing (generated images are used whole).
         seed: seed of KID's subsets.
+        device: where a named extractor runs.
 
     Returns:
         :func:`metrics_from_features`'s dict plus ``real``/``generated`` descriptions, the
@@ -200,8 +204,12 @@ def compute_generative_metrics(
     for table, what in ((real, "real"), (generated, "generated")):
         if len(table) == 0:
             raise OdmaugError(f"the {what} set ({table.name}) has no images")
+    if isinstance(extractor, str):
+        from odmaug.metrics.features import build_extractor
+
+        extractor = build_extractor(extractor, cfg, device)
     extractor = as_extractor(extractor, cfg.batch_size)
-    size = cfg.image_size or image_size
+    size = cfg.image_size or image_size or int(real.read(0).shape[0])
 
     def real_features() -> tuple[np.ndarray, np.ndarray]:
         return extract_table_features(real, extractor, size, crop_box, cfg.batch_size, f"real {real.name}")
@@ -231,7 +239,7 @@ def evaluate_generated(
     cfg: Optional[MetricsConfig] = None,
     *,
     device: str = "cpu",
-    image_size: int = 32,
+    image_size: Optional[int] = None,
     crop_box=None,
     seed: int = 0,
     cache_dir: Optional[str] = None,

@@ -26,11 +26,11 @@ def generative_table(result: dict[str, Any]) -> Table:
         title_justify="left",
         caption=f"{SMALL_MARK} FID on fewer than {settings.get('small_set', '?')} images is biased: compare KID. "
                 f"Features: {result['extractor']} ({result['feature_dim']}-d). "
-                f"KID x1000, mean +- std over {settings.get('kid_subsets', '?')} subsets; "
+                f"KID: mean +- std over {settings.get('kid_subsets', '?')} subsets; "
                 f"precision/recall k={settings.get('nearest_k', '?')}.",
         caption_justify="left",
     )
-    for column in ("grade", "n real", "n gen", "FID", "KID x1000", "precision", "recall"):
+    for column in ("grade", "n real", "n gen", "FID", "KID", "precision", "recall"):
         table.add_column(column, justify="left" if column == "grade" else "right")
     for row in [result["overall"], *result["per_grade"]]:
         counts = [str(row["grade"]), str(row["n_real"]), str(row["n_generated"])]
@@ -38,7 +38,7 @@ def generative_table(result: dict[str, Any]) -> Table:
             table.add_row(*counts, "too few", "too few", "-", "-", style="dim")
             continue
         fid = _number(row["fid"]) + (SMALL_MARK if row["fid_small_set"] else "")
-        kid = f"{row['kid_mean'] * 1000:.2f} +- {row['kid_std'] * 1000:.2f}"
+        kid = f"{row['kid_mean']:.3g} +- {row['kid_std']:.2g}"  # significant digits: Inception KID ~1e-3
         table.add_row(*counts, fid, kid, _number(row["precision"], 3), _number(row["recall"], 3),
                       end_section=row["grade"] == "all")
     return table
