@@ -95,7 +95,10 @@ def test_folder_scan_validity_and_cleanup(tmp_path):
     assert [p.name for p in scan.temporary] == [".5.png.abc.tmp"]
     folder.remove_temporary(scan)
     assert not (folder.root / "2" / ".5.png.abc.tmp").exists()
-    assert folder.valid_items(scan) == {Item(2, 0)}
+    valid = folder.valid_items(scan)
+    assert valid == {Item(2, 0)}
+    assert folder.path(Item(2, 1)).exists()  # validation alone deletes nothing
+    assert folder.remove_invalid(scan, valid) == 2
     assert not folder.path(Item(2, 1)).exists() and not folder.path(Item(2, 2)).exists()
     assert is_valid_png(folder.path(Item(2, 0)), 8) and not is_valid_png(folder.path(Item(2, 0)), 16)
 

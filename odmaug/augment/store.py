@@ -126,12 +126,14 @@ class SynthesisFolder:
             raise OdmaugError(f"{self.record_path}: not a synthesis record; use another --out or --force") from None
         return record
 
-    def prepare(self, record: dict[str, Any], force: bool = False) -> int:
-        """Make the folder hold images of ``record['identity']`` only; return how many were removed.
+    def needs_replacing(self, record: dict[str, Any], force: bool = False) -> bool:
+        """Whether the folder's images must go before ``record`` can be used (writes nothing).
+
+        Returns False for a new folder or one made with the same identity (resume).
 
         Raises:
             OdmaugError: the folder holds images of another checkpoint or settings (or of unknown
-                origin) and ``force`` is False.
+                origin, or its record is damaged) and ``force`` is False.
         """
         identity = record["identity"]
         try:
@@ -139,31 +141,51 @@ class SynthesisFolder:
         except OdmaugError:
             if not force:
                 raise
-            old = None
-        if old is not None and old.get("identity") == identity:
-            return 0  # same checkpoint and settings: resume (even with force, nothing to replace)
-        scan = self.scan()
-        if not force:
-            if old is not None:
+            return True
+        if old is not None:
+            if old.get("identity") == identity:
+                return False  # same checkpoint and settings: resume (even with force, nothing to replace)
+            if not force:
                 keys = [*IDENTITY_KEYS, *sorted(set(old["identity"]) | set(identity))]
                 key = next(k for k in keys if old["identity"].get(k) != identity.get(k))
                 raise OdmaugError(
                     f"{self.root} holds images made with {key}={old['identity'].get(key)!r} (now {identity.get(key)!r}); "
                     "use another --out, or --force to replace them"
                 )
-            if scan.images:
-                raise OdmaugError(
-                    f"{self.root} holds {len(scan.images)} images without {SYNTHESIS_FILE} (unknown checkpoint "
-                    "and settings); use another --out, or --force to replace them"
-                )
+            return True
+        images = self.scan().images
+        if images and not force:
+            raise OdmaugError(
+                f"{self.root} holds {len(images)} images without {SYNTHESIS_FILE} (unknown checkpoint "
+                "and settings); use another --out, or --force to replace them"
+            )
+        return bool(images)
+
+    def prepare(self, record: dict[str, Any], force: bool = False) -> int:
+        """Make the folder hold images of ``record['identity']`` only; return how many were removed.
+
+        Raises:
+            OdmaugError: as :meth:`needs_replacing`.
+        """
+        replace = self.needs_replacing(record, force)
+        if self.read_record_quietly() is not None and not replace:
+            return 0
+        scan = self.scan() if replace else Scan()
         # Remove the old images before the new record appears: a crash in between leaves the old
         # record, so the next run still refuses instead of mixing.
         stale = [*scan.images.values(), *scan.temporary, *self.root.glob("manifest*.csv"), self.root / "grading.csv"]
-        for path in stale:
+        for path in stale if replace else []:
             path.unlink(missing_ok=True)
         self.root.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.record_path, {**record, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
         return len(scan.images)
+
+    def read_record_quietly(self) -> Optional[dict[str, Any]]:
+        """``synthesis.json`` or None (absent or damaged)."""
+        try:
+            return self.read_record()
+        except OdmaugError:
+            return None
 
     # -- files ---------------------------------------------------------------------------------
     def scan(self) -> Scan:
@@ -194,14 +216,15 @@ class SynthesisFolder:
         scan.temporary.clear()
 
     def valid_items(self, scan: Scan) -> set[Item]:
-        """The scanned images that decode fully at the right size (corrupt ones are deleted)."""
-        valid = set()
-        for item, path in scan.images.items():
-            if is_valid_png(path, self.image_size):
-                valid.add(item)
-            else:
-                path.unlink(missing_ok=True)
-        return valid
+        """The scanned images that decode fully at the right size (one decode per file)."""
+        return {item for item, path in scan.images.items() if is_valid_png(path, self.image_size)}
+
+    def remove_invalid(self, scan: Scan, valid: set[Item]) -> int:
+        """Delete scanned images that are not in ``valid`` (damaged files); return how many."""
+        bad = [path for item, path in scan.images.items() if item not in valid]
+        for path in bad:
+            path.unlink(missing_ok=True)
+        return len(bad)
 
     def write_png(self, item: Item, image: np.ndarray) -> Path:
         """Write one uint8 RGB [H, W, 3] image atomically to ``<out>/<grade>/<seed>.png``."""

@@ -126,6 +126,9 @@ def augment_command(
     steps: Optional[int] = typer.Option(None, "--steps", help="Sampling steps (default: the run's recipe)."),
     guidance: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance scale s."),
     eta: Optional[float] = typer.Option(None, "--eta", help="DDIM eta (0: deterministic DDIM)."),
+    precision: Optional[str] = typer.Option(
+        None, "--precision", help="auto (bf16 where the device computes it natively), bf16, fp16 or fp32."
+    ),
     ema: Optional[bool] = typer.Option(None, "--ema/--no-ema", help="Use the EMA weights (default: the recipe's)."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per batch (does not change the images)."),
     force: bool = typer.Option(False, "--force", help="Replace images of another checkpoint or settings in --out."),
@@ -151,7 +154,9 @@ def augment_command(
     aug = recipe.augment
     if n is None and to_count is None:
         n, to_count = aug.n, aug.to_count  # the recipe's amounts only when none is given here
-    settings = SamplingSettings.from_config(recipe.sample, sampler=sampler, steps=steps, guidance_scale=guidance, eta=eta)
+    settings = SamplingSettings.from_config(
+        recipe.sample, sampler=sampler, steps=steps, guidance_scale=guidance, eta=eta, precision=precision
+    )
     classifier = filter_with or aug.filter_with
     grade_filter = None
     if classifier is not None:
