@@ -20,8 +20,10 @@ def benchmark(
     dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (stages, what is reused, work left) and stop."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
 ) -> None:
-    """Train DM and ODM, synthesize the scarce grades, train the classifier on every arm and seed,
-    and report QWK/accuracy per arm beside the generators' FID, KID and precision/recall.
+    """Does augmentation help? QWK/accuracy per arm (real, oversample, DM, ODM) beside FID/KID.
+
+    Trains DM and ODM, synthesizes the scarce grades, trains the same classifier on every arm and
+    seed, and writes report/report.md and a self-contained report/report.html.
 
     Finished stages are reused from <runs-dir>/store (keyed by a hash of their inputs), so an
     interrupted benchmark resumes where it stopped. Under torchrun the generators train with DDP,
