@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -176,8 +177,16 @@ def test_two_process_gloo_ddp_keeps_ranks_identical(tmp_path):
         "-m", "odmaug", "train-generator", "--recipe", str(SMOKE), "--device", "cpu",
         "--set", "train.steps=3", "--set", "train.sample_every=1000", "--set", "generator.dropout=0.1",
     ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240, cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    # own process group, so that a hang cannot leave orphaned ranks behind
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            start_new_session=True)
+    try:
+        _, stderr = proc.communicate(timeout=240)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        pytest.fail("2-process training did not finish in 240 s")
+    assert proc.returncode == 0, stderr[-3000:]
     runs = [p for p in tmp_path.iterdir() if p.is_dir() and p.name.endswith("-smoke")]
     assert len(runs) == 1  # only rank 0 created a run folder
     log = [json.loads(line) for line in (runs[0] / "log.jsonl").read_text().splitlines()]

@@ -227,7 +227,7 @@ class _Trainer:
         images = generate(
             self.ema, self.schedule, labels, list(range(len(labels))), sampler=s.sampler,
             steps=min(s.steps, self.schedule.timesteps), eta=s.eta, guidance_scale=s.guidance_scale,
-            clip_x0=s.clip_x0, batch_size=s.batch_size, device=self.device, precision=self.cfg.precision,
+            clip_x0=s.clip_x0, batch_size=s.batch_size, device=self.device, precision=s.precision,
         )
         rows = list(to_uint8(images).view(self.num_classes, per, *images.shape[1:]))
         path = self.gen_dir / "samples" / f"grid-{self.step:08d}.png"
