@@ -131,6 +131,7 @@ def test_cli_offline_without_weights_says_how_to_get_them(tmp_path, monkeypatch,
     assert result.exit_code == 2
     errors = [line for line in result.output.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and "Inception metrics skipped" in errors[0] and "--inception-weights" in errors[0]
+    assert result.output.count("Inception metrics skipped") == 1  # said once, not as a warning and an error
     assert "Traceback" not in result.output and not out.exists()
 
 

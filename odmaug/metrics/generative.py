@@ -264,8 +264,9 @@ def evaluate_generated(
         try:
             extractor = build_extractor(spec, cfg, device)
         except InceptionUnavailable as err:
-            # soft_wrap: the skip notice stays ONE line (a path or URL must not be broken up).
-            err_console.print(f"[yellow]warning:[/] {escape(str(err))}", soft_wrap=True, highlight=False, markup=True)
+            if len(extractors) > 1:  # alone, the error below says it once
+                # soft_wrap: the skip notice stays ONE line (a path or URL must not be broken up).
+                err_console.print(f"[yellow]warning:[/] {escape(str(err))}", soft_wrap=True, highlight=False)
             skipped.append({"extractor": spec, "reason": str(err)})
             continue
         results.append(compute_generative_metrics(real, generated, extractor, cfg, cache_dir,
