@@ -94,6 +94,8 @@ class SynthesisSummary:
     checkpoint_id: str
     world_size: int = 1
     filtered_out: dict[int, int] = field(default_factory=dict)
+    real_counts: Optional[dict[int, int]] = None
+    """Real training images per grade, when the plan needed them (``auto``, fill-up)."""
 
     @property
     def images_per_second(self) -> float:
@@ -292,6 +294,7 @@ def _synthesize(ranks: Ranks, run, out_dir, target_classes, n_per_grade, to_coun
         generated=len(pending), removed=state["removed"], seconds=seconds,
         generated_per_grade={g: sum(1 for i in pending if i.grade == g) for g in requested},
         checkpoint_id=loaded.checkpoint_id, world_size=ranks.world_size, **summary_state["fields"],
+        real_counts=None if counts is None else {g: int(c) for g, c in enumerate(counts)},
     )
     if ranks.is_main:
         gen_run.log(

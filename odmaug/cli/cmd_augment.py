@@ -75,21 +75,25 @@ def balance_command(
     console.print(f"wrote {out}: train {len(merged.split('train'))}{', ' + others if others else ''}")
 
 
-def synthesis_table(summary, real_counts: Optional[dict[int, int]] = None) -> Table:
-    """A rich table: per grade, images asked for, already there, generated now, in the manifest."""
+def synthesis_table(summary) -> Table:
+    """A rich table: per grade, images asked for, already there, generated now, in the manifest
+    (and the real training count beside it when the plan used it)."""
+    real = summary.real_counts
     out = Table(title=f"synthesis into {summary.out_dir}", title_justify="left")
-    for name in ("grade", "requested", "already there", "generated", "in manifest"):
+    names = ["grade", *(["real (train)"] if real else []), "requested", "already there", "generated", "in manifest"]
+    names += ["rejected by filter"] if summary.filtered_out else []
+    names += ["real + manifest"] if real else []
+    for name in names:
         out.add_column(name, justify="right")
-    if summary.filtered_out:
-        out.add_column("rejected by filter", justify="right")
-    grades = sorted(set(summary.requested) | set(summary.manifest_counts))
+    grades = sorted(set(summary.requested) | set(summary.manifest_counts) | set(real or {}))
     for g in grades:
         asked = summary.requested.get(g)
         made = summary.generated_per_grade.get(g, 0)
-        row = [str(g), "-" if asked is None else str(asked), "-" if asked is None else str(asked - made),
-               str(made), str(summary.manifest_counts.get(g, 0))]
-        if summary.filtered_out:
-            row.append(str(summary.filtered_out.get(g, 0)))
+        in_manifest = summary.manifest_counts.get(g, 0)
+        row = [str(g), *([str(real[g])] if real else []), "-" if asked is None else str(asked),
+               "-" if asked is None else str(asked - made), str(made), str(in_manifest)]
+        row += [str(summary.filtered_out.get(g, 0))] if summary.filtered_out else []
+        row += [str(real[g] + in_manifest)] if real else []
         out.add_row(*row)
     return out
 
