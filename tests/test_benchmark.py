@@ -73,9 +73,11 @@ def _external_folder(root: Path, per_grade: int = 6) -> Path:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # ~1-2 min on an idle 2-core machine; far longer when the cores are shared
 def test_smoke_benchmark_end_to_end_and_resume(tmp_path, smoke_recipe_path):
     external = _external_folder(tmp_path / "stylegan")
     args = ["benchmark", "--recipe", str(smoke_recipe_path), "--runs-dir", str(tmp_path / "runs"), "--quiet",
+            "--set", "classifier.epochs=3",
             "--set", f"benchmark.arms=[real, oversample, dm, odm, 'external:sg={external}']"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -109,7 +111,8 @@ def test_smoke_benchmark_end_to_end_and_resume(tmp_path, smoke_recipe_path):
     assert "Δ QWK vs real" in table and all(arm in table for arm in results["arms"])
 
     # The store makes a second invocation reuse every expensive stage.
-    plan = runner.invoke(app, ["benchmark", "--recipe", str(smoke_recipe_path), "--runs-dir", str(tmp_path / "runs"), "--dry-run"])
+    plan = runner.invoke(app, ["benchmark", "--recipe", str(smoke_recipe_path), "--runs-dir", str(tmp_path / "runs"),
+                               "--set", "classifier.epochs=3", "--dry-run"])
     assert plan.exit_code == 0, plan.output
     rows = [line for line in plan.output.splitlines() if "generator" in line or "synthesis" in line]
     assert rows and all("reuse" in line for line in rows)
