@@ -18,6 +18,22 @@ if not os.environ.get("ODMAUG_DATA_DIR") and (SHARED_DATA / "retinamnist.npz").i
 os.environ.setdefault("ODMAUG_OFFLINE", "1")
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_thread():
+    """Run every test's torch work on one thread.
+
+    The test models are tiny, so a second thread gains little; on a shared 2-core machine a second
+    OpenMP thread spinning against other processes made them 10-80x slower. Subprocesses the tests
+    start (kill -9, torchrun) keep torch's own default.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Each test gets its own user cache, so nothing leaks between tests or into ~/.cache."""

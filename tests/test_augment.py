@@ -33,15 +33,6 @@ FAST = SamplingSettings(sampler="ddim", steps=2, eta=0.0, guidance_scale=2.0)
 FAST_ARGS = ["--steps", "2", "--no-grid"]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny networks run fastest on one thread, above all on a busy machine (images are the same)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 

@@ -18,15 +18,6 @@ SMOKE = str(Path(__file__).resolve().parents[1] / "recipes" / "smoke.yaml")
 FAST = ["--set", "classifier.epochs=2"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models: one thread is fastest, and avoids OpenMP spinning against other processes."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def run(*args: str):
     return CliRunner().invoke(app, list(args))
 

@@ -27,16 +27,6 @@ CLASSIFIER = {"model": "test_resnet", "epochs": 8, "batch_size": 20, "lr": 3e-3,
               "color_jitter": 0.0}
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run fastest on one thread, and on a shared 2-core machine a second OpenMP
-    thread spinning against other processes makes them 10x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def write_squares(root, per_split=(("train", 20), ("val", 6), ("test", 6)), seed=0):
     """A separable graded set: a square whose size and brightness grow with the grade."""
     rng = np.random.default_rng(seed)

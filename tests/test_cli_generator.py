@@ -14,15 +14,6 @@ runner = CliRunner()
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The shared CI machine is oversubscribed; one thread avoids OpenMP stalls in tiny ops.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def test_train_resume_and_sample(tmp_path, smoke_recipe_path):
     result = runner.invoke(app, ["train-generator", "--recipe", str(smoke_recipe_path), "--runs-dir", str(tmp_path),
                                  "--set", "train.grid_per_grade=2"])

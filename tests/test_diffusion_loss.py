@@ -12,15 +12,6 @@ from odmaug.config import DiffusionConfig, GeneratorConfig, OrdinalConfig
 from odmaug.diffusion import ClassPool, DiffusionLoss, NoiseSchedule, build_generator, ordinal_term, pair_distance
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The shared CI machine is oversubscribed; one thread avoids OpenMP stalls in tiny ops.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 class TableModel(nn.Module):
     """eps = table[label] (a fixed vector per label), recording every call's inputs."""
 

@@ -12,15 +12,6 @@ from odmaug.errors import OdmaugError
 TINY = GeneratorConfig(base_channels=8, channel_mult=[1, 2], num_res_blocks=1, attention_resolutions=[4], dropout=0.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The shared CI machine is oversubscribed; one thread avoids OpenMP stalls in tiny ops.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 @pytest.fixture(scope="module")
 def tiny_model():
     torch.manual_seed(0)

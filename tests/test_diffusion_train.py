@@ -25,15 +25,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "recipes" / "smoke.yaml"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # The shared CI machine is oversubscribed; one thread avoids OpenMP stalls in tiny ops.
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
-
-
 def smoke(*overrides: str):
     return load_recipe(SMOKE, ["train.sample_every=1000", "train.log_every=1", "train.grid_per_grade=2", *overrides])
 
