@@ -15,6 +15,17 @@ import torch  # noqa: E402
 from odmaug.runs import atomic_path  # noqa: E402
 
 
+def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 100) -> Path:
+    """Save a matplotlib figure as PNG atomically (tight layout), close it, return the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=dpi, format="png")
+    plt.close(fig)
+    return path
+
+
 def grade_grid(
     rows: Sequence[torch.Tensor | np.ndarray],
     path: str | Path,
@@ -57,9 +68,4 @@ def grade_grid(
         spine.set_visible(False)
     if title:
         ax.set_title(title, fontsize=10)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)

@@ -19,7 +19,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from rich.table import Table  # noqa: E402
 
-from odmaug.runs import atomic_path, atomic_write_text  # noqa: E402
+from odmaug.figures import save_figure  # noqa: E402
+from odmaug.runs import atomic_write_text  # noqa: E402
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -146,12 +147,7 @@ def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
 
 
 def _save(fig: plt.Figure, path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=110, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, dpi=110)
 
 
 def arm_metric_figure(results: dict[str, Any], path: Path) -> Path:

@@ -85,8 +85,7 @@ def seed_runs_table(summary: dict[str, Any], title: str) -> Table:
 def confusion_figure(matrix: np.ndarray, path: str | Path, title: str = "",
                      labels: Optional[Sequence[str]] = None) -> Path:
     """Heat map PNG of a confusion matrix [C, C]: colour = share of the true grade's images, text = count."""
-    from odmaug.figures import plt
-    from odmaug.runs import atomic_path
+    from odmaug.figures import plt, save_figure
 
     matrix = np.asarray(matrix)
     c = matrix.shape[0]
@@ -105,9 +104,4 @@ def confusion_figure(matrix: np.ndarray, path: str | Path, title: str = "",
     ax.set_ylabel("true grade")
     if title:
         ax.set_title(title, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100, format="png")
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
