@@ -7,6 +7,7 @@ measures, so a report can be rebuilt from ``results.json`` alone.
 from __future__ import annotations
 
 import base64
+import os
 import html
 import math
 from pathlib import Path
@@ -216,7 +217,7 @@ def confusion_figure(results: dict[str, Any], path: Path) -> Path:
 
 
 def _img_md(path: Path, root: Path, alt: str) -> str:
-    return f"![{alt}]({path.relative_to(root).as_posix()})"
+    return f"![{alt}]({Path(os.path.relpath(path, root)).as_posix()})"
 
 
 def _img_html(path: Path, alt: str) -> str:
