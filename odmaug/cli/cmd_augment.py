@@ -99,19 +99,25 @@ def synthesis_table(summary) -> Table:
 
 
 def write_grid(manifest: Path, path: Path, per_grade: int = 8) -> Path:
-    """A grid of the first ``per_grade`` images (lowest seeds) of every grade in a synthesis manifest."""
+    """A grid of the first ``per_grade`` images (lowest seeds) of every grade in a synthesis folder's manifest."""
     import numpy as np
     from PIL import Image
 
     from odmaug.figures import grade_grid
 
+    import json
+
     frame = pd.read_csv(manifest)
+    record = json.loads((manifest.parent / "synthesis.json").read_text())
+    ident = record["identity"]
+    title = (f"{record['generator_run']} step {record['step']}: {ident['sampler']} {ident['steps']} steps, "
+             f"guidance {ident['guidance_scale']:g}")
     rows, labels = [], []
     for grade, part in frame.sort_values(["label", "seed"]).groupby("label"):
         images = [np.asarray(Image.open(manifest.parent / p).convert("RGB")) for p in part["path"][:per_grade]]
         rows.append(np.stack(images))
         labels.append(f"grade {grade}")
-    return grade_grid(rows, path, row_labels=labels, title=f"synthetic images ({manifest.parent.name})")
+    return grade_grid(rows, path, row_labels=labels, title=title)
 
 
 @app.command("augment")
