@@ -77,16 +77,16 @@ def train_generator_cmd(
             atomic_write_text(run.config_path, dump_recipe(cfg))
             run.log("resume", overrides=list(overrides or []))
         if info.is_main:
-            console.print(f"run folder: {run.root}")
+            console.print(f"run folder: {run.root}", markup=False, highlight=False)
         result = train_generator(run, cfg, resume=resume is not None)
         if info.is_main:
             if result.steps_this_call == 0:
                 console.print(f"{run.root} is already at step {result.step} of {cfg.train.steps}: nothing to do "
-                              f"(continue with --resume {run.root} --set train.steps=N)")
+                              f"(continue with --resume {run.root} --set train.steps=N)", markup=False)
                 return
             grids = sorted((run.root / "generator" / "samples").glob("grid-*.png"))
             console.print(_result_table(result, grids[-1] if grids else None))
-            console.print(str(run.root))
+            console.print(str(run.root), markup=False, highlight=False)
     finally:
         ddp_utils.shutdown(info)
 
@@ -133,5 +133,6 @@ def sample_cmd(
     console.print(
         f"wrote {out}: {len(labels)} images ({per_grade} per grade) from step {loaded.step} "
         f"(checkpoint {loaded.checkpoint_id}), {sampler} {steps} steps, guidance {guidance}, "
-        f"{seconds:.1f} s ({len(labels) / seconds:.2f} img/s)"
+        f"{seconds:.1f} s ({len(labels) / seconds:.2f} img/s)",
+        markup=False,
     )
