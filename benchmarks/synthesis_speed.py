@@ -16,7 +16,7 @@ Then the folder-size check: ``n`` new images are synthesized into a folder alrea
 ``--prefill`` valid images of the same checkpoint; the extra wall time over an empty folder is the
 one directory scan + validation, paid once per run, so per-image cost must not grow with folder size.
 
-Prints a table, writes ``benchmarks/results/synthesis_speed.json``. The machine is shared: absolute
+Prints a table, writes ``benchmarks/results/synthesis_speed.json`` (or ``--out``). The machine is shared: absolute
 times are hints; ratios measured in one run are the figures.
 """
 
@@ -108,6 +108,7 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32, help="32 divides every default n: equal batches")
     parser.add_argument("--reps", type=int, default=1, help="repetitions per case (median)")
     parser.add_argument("--prefill", type=int, default=10_000, help="images already in the folder (0: skip)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="JSON results file")
     args = parser.parse_args()
 
     from odmaug.augment import SamplingSettings
@@ -201,8 +202,8 @@ def main() -> None:
             "linear_fit": fits,
             "folder_size_check": folder_check,
         }
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
 
         from rich.console import Console
         from rich.table import Table
@@ -229,7 +230,7 @@ def main() -> None:
                 f"per run); {folder_check['cpu_s_per_new_image']:.3f} CPU s per new image vs "
                 f"{folder_check['empty_folder_cpu_s_per_new_image']:.3f} in an empty folder"
             )
-        console.print(f"wrote {RESULTS}")
+        console.print(f"wrote {args.out}")
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
