@@ -364,7 +364,7 @@ def run_benchmark(recipe: Recipe, runs_dir: Optional[str | Path] = None, device:
         The benchmark's run folder (None for a dry run) and the results dict written to
         ``<run>/results.json`` (for a dry run: ``{"plan": [...]}``).
     """
-    from odmaug.diffusion.distributed import barrier, init_distributed, shutdown
+    from odmaug.distributed import barrier, broadcast_object, init_distributed, shutdown
     from odmaug.device import resolve_device
 
     started = time.perf_counter()
@@ -386,7 +386,6 @@ def run_benchmark(recipe: Recipe, runs_dir: Optional[str | Path] = None, device:
             bench_run = create_run(recipe, base, f"benchmark-{recipe.name}")
             console.print(plan_table(plan))
             bench_run.log("benchmark_plan", stages=[vars(s) | {"path": str(s.path)} for s in plan.stages])
-        from odmaug.diffusion.distributed import broadcast_object
 
         bench_root = broadcast_object(str(bench_run.root) if bench_run else None, dist)
         bench_run = Run(Path(bench_root))

@@ -16,7 +16,7 @@ from typing import Any, Optional, Sequence
 import numpy as np
 import torch
 
-from odmaug.augment.distributed import Ranks, rank_device, ranks_from_env
+from odmaug.distributed import DistInfo, barrier, broadcast_object, init_distributed, rank_device, shutdown
 from odmaug.augment.filter import GradeFilter, apply_filter
 from odmaug.augment.plan import (
     Item,
@@ -197,15 +197,15 @@ def run_synthesis(
         OdmaugError: bad grades or amounts, a run without a generator checkpoint, a grade-count
             mismatch, a folder of another checkpoint/settings without ``force``, too little disk.
     """
-    ranks = ranks_from_env()
+    ranks = init_distributed(resolve_device(device))
     try:
         return _synthesize(ranks, run, out_dir, target_classes, n_per_grade, to_count, seed_start, settings,
                            use_ema, batch_size, force, device, data_dir, grade_filter, show_progress)
     finally:
-        ranks.close()
+        shutdown(ranks)
 
 
-def _synthesize(ranks: Ranks, run, out_dir, target_classes, n_per_grade, to_count, seed_start, settings,
+def _synthesize(ranks: DistInfo, run, out_dir, target_classes, n_per_grade, to_count, seed_start, settings,
                 use_ema, batch_size, force, device, data_dir, grade_filter, show_progress) -> SynthesisSummary:
     from odmaug.diffusion import load_generator
     from odmaug.diffusion.precision import precision_name, resolve_precision
@@ -266,19 +266,19 @@ def _synthesize(ranks: Ranks, run, out_dir, target_classes, n_per_grade, to_coun
             state = {"error": str(err)}
         except OSError as err:  # e.g. an unwritable --out: one line, and the other ranks stop too
             state = {"error": f"cannot use {out}: {err.strerror or err}"}
-    state = ranks.broadcast(state)
+    state = broadcast_object(state, ranks)
     if state["error"]:
         raise OdmaugError(state["error"])
     pending: list[Item] = state["pending"]
 
     mine = shard(pending, ranks.rank, ranks.world_size)
-    label = "synthesize" if not ranks.distributed else f"synthesize (rank 0 of {ranks.world_size})"
+    label = "synthesize" if not ranks.enabled else f"synthesize (rank 0 of {ranks.world_size})"
     started = time.perf_counter()
     _generate_batches(loaded, folder, mine, settings, batch_size, dev, label, show_progress and ranks.is_main)
     seconds = time.perf_counter() - started
-    if ranks.distributed:
+    if ranks.enabled:
         folder.write_manifest(folder.manifest_frame(mine, record), rank_manifest_name(ranks.rank))
-    ranks.barrier()  # every rank's images and manifest part are on disk
+    barrier(ranks)  # every rank's images and manifest part are on disk
 
     summary_state: dict[str, Any] = {"error": None}
     if ranks.is_main:
@@ -286,7 +286,7 @@ def _synthesize(ranks: Ranks, run, out_dir, target_classes, n_per_grade, to_coun
             summary_state = _finish(folder, record, set(valid) | set(pending), grade_filter, dev, ranks)
         except OdmaugError as err:
             summary_state = {"error": str(err)}
-    summary_state = ranks.broadcast(summary_state)
+    summary_state = broadcast_object(summary_state, ranks)
     if summary_state["error"]:
         raise OdmaugError(summary_state["error"])
     summary = SynthesisSummary(
@@ -306,7 +306,7 @@ def _synthesize(ranks: Ranks, run, out_dir, target_classes, n_per_grade, to_coun
 
 
 def _finish(folder: SynthesisFolder, record: dict, known: set[Item], grade_filter: Optional[GradeFilter],
-            device: torch.device, ranks: Ranks) -> dict[str, Any]:
+            device: torch.device, ranks: DistInfo) -> dict[str, Any]:
     """Rank 0: rebuild the manifest from one listing of the folder (and apply the filter)."""
     scan = folder.scan()
     missing = sorted(known - set(scan.images))
@@ -321,7 +321,7 @@ def _finish(folder: SynthesisFolder, record: dict, known: set[Item], grade_filte
         extra["predicted_grade"] = predicted
     frame = folder.manifest_frame(on_disk, record, extra)
     folder.write_manifest(frame)
-    for rank in range(ranks.world_size if ranks.distributed else 0):
+    for rank in range(ranks.world_size if ranks.enabled else 0):
         (folder.root / rank_manifest_name(rank)).unlink(missing_ok=True)
     per_grade = frame["label"].value_counts().sort_index()
     return {

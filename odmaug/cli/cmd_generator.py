@@ -58,7 +58,7 @@ def train_generator_cmd(
     Works under ``torchrun --nproc_per_node K -m odmaug train-generator ...`` (DDP; only rank 0 writes).
     """
     from odmaug.device import resolve_device
-    from odmaug.diffusion import distributed as ddp_utils
+    from odmaug import distributed as ddp_utils
     from odmaug.diffusion.trainer import check_training_recipe, train_generator
     from odmaug.runs import atomic_write_text, create_run, open_run
     from odmaug.config import dump_recipe

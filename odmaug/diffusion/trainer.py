@@ -26,7 +26,7 @@ from odmaug.config import Recipe
 from odmaug.console import progress
 from odmaug.data import load_table, load_uint8, to_model_range, to_uint8
 from odmaug.device import resolve_device
-from odmaug.diffusion import distributed as ddp_utils
+from odmaug import distributed as ddp_utils
 from odmaug.diffusion.checkpoint import load_training_state, load_weights_into, save_checkpoint
 from odmaug.diffusion.losses import ClassPool, DiffusionLoss
 from odmaug.diffusion.precision import autocast, cpu_bf16_flags, precision_name, resolve_precision

@@ -1,9 +1,9 @@
-"""Multi-process training under ``torchrun``: process group set-up and the few collectives we need.
+"""Multi-process work under ``torchrun``: the process group and the few collectives odmaug needs.
 
-``odmaug train-generator`` run as ``torchrun --nproc_per_node K -m odmaug train-generator ...``
-finds ``WORLD_SIZE``/``RANK``/``LOCAL_RANK`` in the environment and trains with
-DistributedDataParallel: NCCL on CUDA, gloo on the CPU. Only rank 0 writes files. Without those
-variables everything here is a no-op on a single process.
+``torchrun --nproc_per_node K -m odmaug <command> ...`` sets ``WORLD_SIZE``/``RANK``/``LOCAL_RANK``;
+``train-generator`` then trains with DistributedDataParallel, ``augment`` shards the missing images
+and ``benchmark`` does both and spreads its classifier jobs. NCCL serves CUDA ranks, gloo the CPU.
+Only rank 0 writes shared files. Without those variables everything here is a no-op.
 """
 
 from __future__ import annotations
@@ -26,6 +26,8 @@ class DistInfo:
     world_size: int = 1
     local_rank: int = 0
     backend: str | None = None
+    owns_group: bool = False
+    """True when this ``DistInfo`` created the process group (and :func:`shutdown` should end it)."""
 
     @property
     def is_main(self) -> bool:
@@ -36,24 +38,33 @@ class DistInfo:
         return self.world_size > 1
 
 
+def _env_int(name: str, default: int) -> int:
+    try:
+        return int(os.environ.get(name, str(default)))
+    except ValueError:
+        raise OdmaugError(f"{name}={os.environ[name]!r} must be an integer (it is set by torchrun)") from None
+
+
 def init_distributed(device: torch.device) -> DistInfo:
-    """Join the process group described by torchrun's environment variables (once per process).
+    """Join the process group described by torchrun's environment (or reuse the one joined earlier).
 
     Args:
-        device: the device type this process trains on; CUDA ranks use NCCL and ``cuda:LOCAL_RANK``.
+        device: the device this process computes on; CUDA ranks use NCCL and ``cuda:LOCAL_RANK``.
     """
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    world = _env_int("WORLD_SIZE", 1)
     if world <= 1:
         return DistInfo()
-    rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
-    backend = "nccl" if device.type == "cuda" else "gloo"
+    rank, local_rank = _env_int("RANK", 0), _env_int("LOCAL_RANK", 0)
+    if not 0 <= rank < world:
+        raise OdmaugError(f"RANK={rank} is outside 0..{world - 1}")
     if not dist.is_available():
         raise OdmaugError("WORLD_SIZE > 1 but this torch build has no torch.distributed")
-    if not dist.is_initialized():
+    owns = not dist.is_initialized()
+    if owns:
         if device.type == "cuda":
             torch.cuda.set_device(local_rank)
-        dist.init_process_group(backend=backend)
-    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, dist.get_backend())
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return DistInfo(dist.get_rank(), dist.get_world_size(), local_rank, dist.get_backend(), owns)
 
 
 def rank_device(device: torch.device, info: DistInfo) -> torch.device:
@@ -64,7 +75,7 @@ def rank_device(device: torch.device, info: DistInfo) -> torch.device:
 
 
 def broadcast_object(obj: Any, info: DistInfo) -> Any:
-    """Rank 0's ``obj`` on every rank (e.g. the run folder rank 0 created)."""
+    """Rank 0's ``obj`` on every rank (e.g. the run folder rank 0 created, or its error message)."""
     if not info.enabled:
         return obj
     box = [obj]
@@ -90,6 +101,6 @@ def barrier(info: DistInfo) -> None:
 
 
 def shutdown(info: DistInfo) -> None:
-    """Leave the process group (call once at the end of a distributed command)."""
-    if info.enabled and dist.is_initialized():
+    """Leave the process group if ``info`` created it (a command nested in another keeps it)."""
+    if info.enabled and info.owns_group and dist.is_initialized():
         dist.destroy_process_group()
