@@ -26,16 +26,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
-import subprocess
 import sys
 import time
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "generator_cost.json"
+from _common import (ROOT, RESULTS_DIR, best_ceilings, flops_of, machine_record, matmul_ceilings, round_robin,
+                     run_python, vm_hwm_mb)
+
+RESULTS = RESULTS_DIR / "generator_cost.json"
 
 PAPER = {"triplets": "random", "fraction": 1.0}  # METHOD.md's defaults (the paper's reading)
 CASES = {
@@ -53,21 +51,6 @@ CASES = {
     "qs-ddim-cfg-bf16": ("quickstart", 32, 32, None, "bf16", "sample"),
     "qs-ddim-cfg-fp32": ("quickstart", 32, 32, None, "fp32", "sample"),
 }
-
-
-def matmul_ceilings(torch) -> dict[str, float]:
-    """GFLOP/s of a 2048^2 matmul in fp32 and bf16 (median of 5)."""
-    out = {}
-    for name, dtype in (("fp32", torch.float32), ("bf16", torch.bfloat16)):
-        a = torch.randn(2048, 2048, dtype=dtype)
-        a @ a
-        times = []
-        for _ in range(5):
-            t0 = time.perf_counter()
-            a @ a
-            times.append(time.perf_counter() - t0)
-        out[name] = 2 * 2048**3 / statistics.median(times) / 1e9
-    return out
 
 
 class Case:
@@ -122,19 +105,8 @@ class Case:
         self.times: list[float] = []
 
     def warm_up_and_count(self) -> None:
-        import torch
-        from torch.utils.flop_counter import FlopCounterMode
-
         self.work()
-        with FlopCounterMode(display=False) as counter:
-            self.work()
-        self.info["flops_per_unit"] = counter.get_total_flops()
-
-    def timed(self) -> float:
-        t0 = time.perf_counter()
-        self.work()
-        self.times.append(time.perf_counter() - t0)
-        return self.times[-1]
+        self.info["flops_per_unit"] = flops_of(self.work)
 
     def summary(self) -> dict:
         sec = statistics.median(self.times)
@@ -150,23 +122,12 @@ class Case:
         return out
 
 
-def vm_hwm_mb() -> float:
-    """This process's peak resident set size in MiB (Linux /proc/self/status VmHWM)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 1024
-    return float("nan")
-
-
 def peak_memory_of(name: str) -> tuple[float, float]:
     """(peak resident MiB, resident MiB before the first step) of a fresh process running case ``name`` twice."""
     # VmHWM (peak RSS) from /proc: unlike getrusage's ru_maxrss it starts afresh at exec
-    code = (f"import sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); import generator_cost as b; "
+    code = (f"import generator_cost as b; "
             f"c = b.Case({name!r}); base = b.vm_hwm_mb(); c.work(); c.work(); print(b.vm_hwm_mb(), base)")
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise SystemExit(f"memory run of {name} failed: {proc.stderr[-1500:]}")
-    peak, base = proc.stdout.strip().splitlines()[-1].split()
+    peak, base = run_python(code).split()
     return float(peak), float(base)
 
 
@@ -180,7 +141,7 @@ def main() -> None:
 
     rounds = args.rounds or (3 if args.quick else 5)
     names = args.only or [c for c in CASES if not (args.quick and c == "p64-dm-fp32")]
-    ceilings = matmul_ceilings(torch)
+    ceilings = matmul_ceilings()
     cases = {}
     for name in names:
         print(f"building and warming up {name} ...", file=sys.stderr, flush=True)
@@ -189,9 +150,9 @@ def main() -> None:
     # Alternate the cases round by round (the machine is shared: load drifts), medians per case,
     # and ODM/DM ratios paired within a round.
     paired: dict[str, list[float]] = {}
-    for r in range(rounds):
-        print(f"round {r + 1}/{rounds}", file=sys.stderr, flush=True)
-        this_round = {name: case.timed() for name, case in cases.items()}
+    for this_round in round_robin({name: case.work for name, case in cases.items()}, rounds):
+        for name, sec in this_round.items():
+            cases[name].times.append(sec)
         for name, sec in this_round.items():
             if "-odm" in name:
                 dm = name.split("-odm")[0] + "-dm-" + name.rsplit("-", 1)[1]
@@ -202,9 +163,7 @@ def main() -> None:
             if all(p in this_round for p in precision_pair):
                 paired.setdefault(f"{precision_pair[0]} / {precision_pair[1]}", []).append(
                     this_round[precision_pair[0]] / this_round[precision_pair[1]])
-    ceilings_after = matmul_ceilings(torch)
-    for key in ceilings:  # the machine is shared: use the better of the two measurements
-        ceilings[key] = max(ceilings[key], ceilings_after[key])
+    ceilings = best_ceilings(ceilings, matmul_ceilings())  # the machine is shared: the better of two
     results = {name: case.summary() for name, case in cases.items()}
     for name in results:
         print(f"peak memory of {name} ...", file=sys.stderr, flush=True)
@@ -214,9 +173,7 @@ def main() -> None:
         "date": time.strftime("%Y-%m-%d %H:%M"),
         "command": "python benchmarks/generator_cost.py" + (" --quick" if args.quick else "")
         + (f" --rounds {args.rounds}" if args.rounds else ""),
-        "machine": {"processor": platform.processor() or platform.machine(), "cpu_model": _cpu_model(),
-                    "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-                    "load_average_at_end": os.getloadavg()},
+        "machine": machine_record(),
         "note": "shared machine (other jobs running): absolute times are hints; ratios are paired within rounds",
         "matmul_ceiling_gflops": ceilings,
         "cases": results,
@@ -253,16 +210,6 @@ def main() -> None:
         if "fp32 /" in key and "bf16" in key:
             console.print(f"fp32 / bf16 time: {key} = {value:.2f}")
     console.print(f"wrote {RESULTS.relative_to(ROOT)}")
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 if __name__ == "__main__":
