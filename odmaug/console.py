@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -15,13 +17,11 @@ from rich.progress import (
 )
 from rich.text import Text
 
-import sys
-
-# Logs and pipes get wide tables (rich would wrap them at 80 columns); terminals use their width.
+# Logs and pipes get wide tables and bars (rich would cut them at 80 columns); terminals use their width.
 console = Console(width=None if sys.stdout.isatty() else 150)
 """Tables and results go to stdout."""
 
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 150)
 """Progress, errors and warnings go to stderr."""
 
 
