@@ -124,7 +124,7 @@ def machine_record() -> dict:
     """CPU, cores, torch threads and version, bf16 feature flags, load average (for the JSON)."""
     import torch
 
-    from odmaug.diffusion.precision import cpu_bf16_flags
+    from odmaug.precision import cpu_bf16_flags
 
     return {"processor": platform.processor() or platform.machine(), "cpu_model": cpu_model(),
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,

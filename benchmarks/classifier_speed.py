@@ -32,7 +32,8 @@ from torch.utils.data import DataLoader, Dataset
 from torch.utils.flop_counter import FlopCounterMode
 
 from odmaug.classify.models import ClassifierMeta, create_model
-from odmaug.classify.predict import autocast, load_images, resolve_precision
+from odmaug.classify.predict import load_images
+from odmaug.precision import autocast, resolve_precision
 from odmaug.classify.train import Stepper, normalize, train_classifier, training_splits
 from odmaug.config import load_recipe
 from odmaug.console import console

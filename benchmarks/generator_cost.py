@@ -61,7 +61,7 @@ class Case:
 
         from odmaug.config import load_recipe
         from odmaug.diffusion import DiffusionLoss, NoiseSchedule, build_generator, sample
-        from odmaug.diffusion.precision import autocast, resolve_precision
+        from odmaug.precision import autocast, resolve_precision
 
         recipe_name, size, batch, ordinal, precision, kind = CASES[name]
         sets = [] if ordinal is None else [f"diffusion.ordinal.{k}={v}" for k, v in ordinal.items()]

@@ -141,7 +141,7 @@ class Case:
     def __init__(self, name: str, batch: int, sampling_steps: int, compile_precision: str = "bf16") -> None:
         from odmaug.config import DiffusionConfig, OrdinalConfig
         from odmaug.diffusion import DiffusionLoss, NoiseSchedule
-        from odmaug.diffusion.precision import autocast, precision_name, resolve_precision
+        from odmaug.precision import autocast, precision_name, resolve_precision
 
         side, kind, setting, size = CASES[name]
         self.name, self.side, self.kind, self.setting, self.batch = name, side, kind, setting, batch
@@ -318,7 +318,7 @@ def quality_guard(cases: dict[str, Case], batch: int) -> dict:
     """
     from odmaug.config import DiffusionConfig
     from odmaug.diffusion import NoiseSchedule
-    from odmaug.diffusion.precision import autocast, resolve_precision
+    from odmaug.precision import autocast, resolve_precision
 
     g = torch.Generator().manual_seed(1)
     n = 2 * batch
@@ -408,7 +408,7 @@ def odm_step_cost() -> dict | None:
 
 # ----------------------------------------------------------------------------- main
 def main() -> None:
-    from odmaug.diffusion.precision import cpu_bf16_flags
+    from odmaug.precision import cpu_bf16_flags
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="3 rounds, scaling at n = 16, 64")

@@ -114,7 +114,7 @@ def main() -> None:
     from odmaug.augment import SamplingSettings
     from odmaug.config import load_recipe
     from odmaug.diffusion import load_generator
-    from odmaug.diffusion.precision import precision_name, resolve_precision
+    from odmaug.precision import precision_name, resolve_precision
 
     recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml")
     steps = args.steps or recipe.sample.steps

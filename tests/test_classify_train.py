@@ -254,7 +254,7 @@ def test_bf16_hazard_detection_and_fp32_fallback():
     assert training_precision(model, "test_resnet", "fp32", 64, cpu) is None
     assert training_precision(model, "test_resnet", "bf16", 16, cpu) is None  # falls back, with a warning
     assert training_precision(model, "test_resnet", "bf16", 64, cpu) == torch.bfloat16
-    with pytest.raises(OdmaugError, match="fp16 needs a GPU"):
+    with pytest.raises(OdmaugError, match="fp16 needs a CUDA device"):
         training_precision(model, "test_resnet", "fp16", 64, cpu)
 
 

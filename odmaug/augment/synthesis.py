@@ -208,7 +208,7 @@ def run_synthesis(
 def _synthesize(ranks: DistInfo, run, out_dir, target_classes, n_per_grade, to_count, seed_start, settings,
                 use_ema, batch_size, force, device, data_dir, grade_filter, show_progress) -> SynthesisSummary:
     from odmaug.diffusion import load_generator
-    from odmaug.diffusion.precision import precision_name, resolve_precision
+    from odmaug.precision import precision_name, resolve_precision
 
     # Checks that need no model come first, identically on every rank.
     gen_run: Run = open_run(run)

@@ -15,7 +15,8 @@ import pandas as pd
 import torch
 
 from odmaug.classify.models import load_classifier, resolve_classifier_dir
-from odmaug.classify.predict import load_images, predict_logits, predictions_frame, resolve_precision
+from odmaug.classify.predict import load_images, predict_logits, predictions_frame
+from odmaug.precision import resolve_precision
 from odmaug.data import ImageTable, write_manifest
 from odmaug.device import resolve_device
 from odmaug.errors import OdmaugError

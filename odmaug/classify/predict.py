@@ -1,10 +1,9 @@
-"""Inference shared by training (validation, test) and ``odmaug evaluate``: precision, batching,
-class probabilities, the predictions table."""
+"""Inference shared by training (validation, test) and ``odmaug evaluate``: batching, class
+probabilities, the predictions table, and the layers where CPU bf16 is unsafe."""
 
 from __future__ import annotations
 
-from contextlib import nullcontext
-from typing import ContextManager, Optional
+from typing import Optional
 
 import numpy as np
 import pandas as pd
@@ -15,28 +14,7 @@ from odmaug.classify.features import prepare_batch
 from odmaug.classify.models import ClassifierMeta
 from odmaug.data import ImageTable, load_uint8
 from odmaug.errors import OdmaugError
-
-
-def resolve_precision(precision: str, device: torch.device) -> Optional[torch.dtype]:
-    """The autocast dtype for ``precision`` on ``device`` (None: plain fp32).
-
-    ``auto`` is bf16 on CUDA GPUs that support it (else fp16) and on CPUs with bf16 units
-    (AVX512-BF16 or AMX, where oneDNN runs bf16 convolutions several times faster than fp32),
-    fp32 elsewhere.
-    """
-    if precision == "fp32":
-        return None
-    if precision == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        if device.type == "cpu" and torch.ops.mkldnn._is_mkldnn_bf16_supported():
-            return torch.bfloat16
-        return None
-    if precision == "fp16" and device.type == "cpu":
-        raise OdmaugError("classifier.precision fp16 needs a GPU; use bf16 or fp32 on the CPU")
-    if precision == "bf16" and device.type == "cuda" and not torch.cuda.is_bf16_supported():
-        raise OdmaugError("this GPU has no bf16 support; use classifier.precision fp16 or fp32")
-    return torch.bfloat16 if precision == "bf16" else torch.float16
+from odmaug.precision import autocast
 
 
 def bf16_hazards(model: nn.Module, image_size: int) -> list[str]:
@@ -67,13 +45,6 @@ def bf16_hazards(model: nn.Module, image_size: int) -> list[str]:
             for handle in hooks:
                 handle.remove()
     return hits
-
-
-def autocast(device: torch.device, dtype: Optional[torch.dtype]) -> ContextManager:
-    """``torch.autocast`` for ``dtype`` on ``device``, or a no-op for fp32."""
-    if dtype is None:
-        return nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)
 
 
 def load_images(table: ImageTable, size: int, crop_box=None, num_workers: int = 0) -> torch.Tensor:

@@ -23,7 +23,8 @@ from torch import nn
 
 from odmaug.classify.augment import AugmentSettings, augment_batch
 from odmaug.classify.models import ClassifierMeta, create_model, load_pretrained, save_classifier
-from odmaug.classify.predict import autocast, bf16_hazards, load_images, predict_logits, predictions_frame, resolve_precision
+from odmaug.classify.predict import bf16_hazards, load_images, predict_logits, predictions_frame
+from odmaug.precision import autocast, resolve_precision
 from odmaug.classify.splits import check_splits, training_splits  # noqa: F401 (re-export)
 from odmaug.classify.state import TrainState, fingerprint, load_finished, load_state, remove_state, save_state
 from odmaug.config import Recipe, dump_recipe

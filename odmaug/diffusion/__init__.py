@@ -10,7 +10,7 @@ Public entry points::
 
 from odmaug.diffusion.checkpoint import LoadedGenerator, load_generator
 from odmaug.diffusion.losses import ClassPool, DiffusionLoss, ordinal_term, pair_distance
-from odmaug.diffusion.precision import resolve_precision
+from odmaug.precision import resolve_precision
 from odmaug.diffusion.sampling import generate, guided_eps, sample
 from odmaug.diffusion.schedule import NoiseSchedule
 from odmaug.diffusion.trainer import TrainResult, train_generator

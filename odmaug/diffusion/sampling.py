@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from odmaug.console import progress
-from odmaug.diffusion.precision import autocast, resolve_precision
+from odmaug.precision import autocast, resolve_precision
 from odmaug.diffusion.schedule import NoiseSchedule
 from odmaug.errors import OdmaugError
 

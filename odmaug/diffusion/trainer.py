@@ -29,7 +29,7 @@ from odmaug.device import resolve_device
 from odmaug import distributed as ddp_utils
 from odmaug.diffusion.checkpoint import load_training_state, load_weights_into, save_checkpoint
 from odmaug.diffusion.losses import ClassPool, DiffusionLoss
-from odmaug.diffusion.precision import autocast, cpu_bf16_flags, precision_name, resolve_precision
+from odmaug.precision import autocast, cpu_bf16_flags, precision_name, resolve_precision
 from odmaug.diffusion.sampling import generate
 from odmaug.diffusion.schedule import NoiseSchedule
 from odmaug.diffusion.unet import build_generator

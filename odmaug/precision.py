@@ -1,9 +1,11 @@
-"""Numeric precision of the generator: which autocast dtype a device runs fast, and the context.
+"""Numeric precision of every network (generator and classifier): the autocast dtype and its context.
 
 ``auto`` picks bf16 where the hardware computes it natively (CUDA GPUs with bf16 support; CPUs with
-AMX or AVX-512 BF16 instructions) and fp32 elsewhere. Weights, optimizer state, EMA and losses stay
-fp32 in every mode (autocast computes convolutions and matmuls in the low precision), so the fp32
-path is exact and a checkpoint does not depend on the precision it was trained with.
+AMX or AVX-512 BF16 instructions), fp16 on older CUDA GPUs (trainers scale its gradients) and fp32
+elsewhere: on a CPU without bf16 units oneDNN emulates bf16, which is slower than fp32. Weights,
+optimizer state, EMA and losses stay fp32 in every mode (autocast computes convolutions and matmuls
+in the low precision), so the fp32 path is exact and a checkpoint does not depend on the precision
+it was trained with.
 """
 
 from __future__ import annotations
@@ -53,7 +55,9 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
     if name not in PRECISIONS:
         raise OdmaugError(f"unknown precision '{name}' (use {', '.join(PRECISIONS)})")
     if name == "auto":
-        return torch.bfloat16 if fast_bf16(device) else None
+        if fast_bf16(device):
+            return torch.bfloat16
+        return torch.float16 if device.type == "cuda" else None
     if name == "fp32":
         return None
     if name == "fp16":
@@ -62,6 +66,8 @@ def resolve_precision(name: str, device: torch.device) -> torch.dtype | None:
         return torch.float16
     if device.type == "mps":
         raise OdmaugError("precision bf16 is not supported on MPS (use fp32)")
+    if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+        raise OdmaugError("this GPU has no bf16 support (use precision fp16 or fp32)")
     return torch.bfloat16
 
 
