@@ -76,8 +76,9 @@ def _external_folder(root: Path, per_grade: int = 6) -> Path:
 @pytest.mark.timeout(1800)  # ~1-2 min on an idle 2-core machine; far longer when the cores are shared
 def test_smoke_benchmark_end_to_end_and_resume(tmp_path, smoke_recipe_path):
     external = _external_folder(tmp_path / "stylegan")
+    # --device auto, as users run it: every stage must resolve it (the domain extractor once did not).
     args = ["benchmark", "--recipe", str(smoke_recipe_path), "--runs-dir", str(tmp_path / "runs"), "--quiet",
-            "--set", "classifier.epochs=3",
+            "--device", "auto", "--set", "classifier.epochs=3",
             "--set", f"benchmark.arms=[real, oversample, dm, odm, 'external:sg={external}']"]
     result = runner.invoke(app, args)
     assert result.exit_code == 0, result.output

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from odmaug.classify.models import ClassifierMeta, load_classifier, resolve_classifier_dir
+from odmaug.device import resolve_device
 from odmaug.errors import OdmaugError
 
 __all__ = ["ClassifierFeatures", "load_classifier", "load_classifier_features", "prepare_batch"]
@@ -83,11 +84,13 @@ class ClassifierFeatures:
 
 
 def load_classifier_features(classifier_dir: str | Path, device: str | torch.device = "cpu") -> ClassifierFeatures:
-    """A :class:`ClassifierFeatures` for a classifier folder (or a run folder with ``classifier/``).
+    """A :class:`ClassifierFeatures` for a classifier folder (or a run folder with ``classifier/``)
+    on ``device`` (a torch device or a name; ``auto`` allowed).
 
     Raises:
         OdmaugError: no classifier there, or its files do not match.
     """
+    device = device if isinstance(device, torch.device) else resolve_device(device)
     folder = resolve_classifier_dir(classifier_dir)
     model, meta = load_classifier(folder, device)
     label = folder.parent.name if folder.name == "classifier" else folder.name

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from odmaug.config import MetricsConfig
+from odmaug.device import resolve_device
 from odmaug.errors import OdmaugError
 
 
@@ -146,7 +147,8 @@ def parse_spec(spec: str) -> tuple[str, Optional[str]]:
 
 
 def build_extractor(spec: str, cfg: Optional[MetricsConfig] = None, device: str = "cpu") -> AdaptedExtractor:
-    """A ready extractor from its name, e.g. ``inception`` or ``domain:runs/00003-clf``.
+    """A ready extractor from its name, e.g. ``inception`` or ``domain:runs/00003-clf``, on
+    ``device`` (``auto`` picks CUDA, then MPS, then the CPU).
 
     Raises:
         OdmaugError: unknown name or bad argument.
@@ -155,6 +157,7 @@ def build_extractor(spec: str, cfg: Optional[MetricsConfig] = None, device: str 
     """
     cfg = cfg or MetricsConfig()
     name, argument = parse_spec(spec)
+    device = str(resolve_device(str(device)))
     return as_extractor(REGISTRY[name].build(argument, cfg, device), cfg.batch_size)
 
 
