@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import copy
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -179,6 +179,10 @@ class SampleConfig(Section):
     """Sample with the EMA weights (else the raw training weights)."""
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     """Autocast precision of the network while sampling (as train.precision)."""
+    compile: Union[bool, Literal["auto"]] = "auto"
+    """torch.compile the network for sampling: true, false, or auto = when a call denoises at least
+    20,000 image-steps (400 images of 50 steps) on CUDA or on a CPU with a C++ compiler. The first
+    compile takes about a minute on a 2-core CPU (cached on disk), then sampling is ~1.3x faster."""
 
 
 class AugmentConfig(Section):

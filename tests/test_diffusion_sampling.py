@@ -155,3 +155,43 @@ def test_unknown_generator_and_bad_sizes_are_clear_errors():
         build_generator(GeneratorConfig(name="nope"), 5, 32)
     with pytest.raises(OdmaugError, match="not divisible"):
         build_generator(GeneratorConfig(channel_mult=[1, 2, 2, 2]), 5, 28)
+
+
+# ---------------------------------------------------------------- torch.compile for sampling
+def test_compiled_sampling_matches_eager_and_auto_compiles_only_big_jobs():
+    import copy
+
+    from odmaug.diffusion.sampling import COMPILE_MIN_IMAGE_STEPS, can_compile, compile_for_sampling
+
+    if not can_compile(torch.device("cpu")):
+        pytest.skip("no C++ compiler on PATH: torch.compile cannot build CPU kernels here")
+    torch.manual_seed(0)
+    eager = build_generator(TINY, 5, 8)
+    with torch.no_grad():
+        for p in eager.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    eager = eager.eval().to(memory_format=torch.channels_last)
+    model = copy.deepcopy(eager)
+    cpu = torch.device("cpu")
+    # auto: a small job is not worth a compile, a big one is; the decision sticks to the model
+    assert not compile_for_sampling(model, "auto", COMPILE_MIN_IMAGE_STEPS - 1, cpu)
+    assert getattr(model, "_compiled_call_impl", None) is None
+    s = NoiseSchedule.from_config(DiffusionConfig(timesteps=20))
+    labels, seeds = [0, 1, 2, 3, 4, 0, 1, 2], list(range(8))
+    kwargs = dict(sampler="ddim", steps=4, eta=1.0, guidance_scale=2.0, batch_size=8)
+    want = generate(eager, s, labels, seeds, **kwargs)
+    got = generate(model, s, labels, seeds, compile=True, **kwargs)
+    assert getattr(model, "_compiled_call_impl", None) is not None
+    assert compile_for_sampling(model, False, 0, cpu)  # already compiled: stays compiled
+    assert list(model.state_dict()) == list(eager.state_dict())  # checkpoints are unaffected
+    assert torch.allclose(got, want, atol=1e-4)
+
+
+def test_compile_on_without_a_compiler_is_a_clear_error(monkeypatch):
+    from odmaug.diffusion import sampling
+
+    monkeypatch.setattr(sampling.shutil, "which", lambda name: None)
+    model = build_generator(TINY, 5, 8)
+    with pytest.raises(OdmaugError, match="C\\+\\+ compiler"):
+        sampling.compile_for_sampling(model, True, 1, torch.device("cpu"))
+    assert not sampling.compile_for_sampling(model, "auto", 10**9, torch.device("cpu"))  # auto: quietly eager

@@ -93,6 +93,8 @@ class SynthesisSummary:
     seconds: float
     checkpoint_id: str
     world_size: int = 1
+    compiled: bool = False
+    """Whether the network ran under torch.compile (``seconds`` then includes the compile)."""
     filtered_out: dict[int, int] = field(default_factory=dict)
     real_counts: Optional[dict[int, int]] = None
     """Real training images per grade, when the plan needed them (``auto``, fill-up)."""
@@ -169,6 +171,7 @@ def run_synthesis(
     data_dir: Optional[str] = None,
     grade_filter: Optional[GradeFilter] = None,
     show_progress: bool = True,
+    compile: Optional[bool | str] = None,
 ) -> SynthesisSummary:
     """Synthesize images of chosen grades into ``out_dir`` and (re)build its manifest.
 
@@ -189,6 +192,8 @@ def run_synthesis(
         data_dir: folder of ``retinamnist.npz`` if the run's recipe needs one for the real counts.
         grade_filter: keep only images a real-data classifier grades within ``k`` of their grade.
         show_progress: draw a progress bar on stderr.
+        compile: torch.compile the network (True, False, ``"auto"``; default: the run's
+            ``sample.compile``); auto compiles when this rank's images x steps pay for it.
 
     Returns:
         A :class:`SynthesisSummary`; ``summary.manifest`` is ``<out_dir>/manifest.csv``.
@@ -200,14 +205,16 @@ def run_synthesis(
     ranks = init_distributed(resolve_device(device))
     try:
         return _synthesize(ranks, run, out_dir, target_classes, n_per_grade, to_count, seed_start, settings,
-                           use_ema, batch_size, force, device, data_dir, grade_filter, show_progress)
+                           use_ema, batch_size, force, device, data_dir, grade_filter, show_progress, compile)
     finally:
         shutdown(ranks)
 
 
 def _synthesize(ranks: DistInfo, run, out_dir, target_classes, n_per_grade, to_count, seed_start, settings,
-                use_ema, batch_size, force, device, data_dir, grade_filter, show_progress) -> SynthesisSummary:
+                use_ema, batch_size, force, device, data_dir, grade_filter, show_progress,
+                compile) -> SynthesisSummary:
     from odmaug.diffusion import load_generator
+    from odmaug.diffusion.sampling import compile_for_sampling
     from odmaug.precision import precision_name, resolve_precision
 
     # Checks that need no model come first, identically on every rank.
@@ -274,6 +281,10 @@ def _synthesize(ranks: DistInfo, run, out_dir, target_classes, n_per_grade, to_c
     mine = shard(pending, ranks.rank, ranks.world_size)
     label = "synthesize" if not ranks.enabled else f"synthesize (rank 0 of {ranks.world_size})"
     started = time.perf_counter()
+    # Compiling is an execution detail, not part of the identity: it changes no setting of the
+    # images (only float rounding, ~1e-6 relative in fp32). Kernels build on the first batch.
+    compiled = compile_for_sampling(loaded.model, recipe.sample.compile if compile is None else compile,
+                                    len(mine) * settings.steps, dev)
     _generate_batches(loaded, folder, mine, settings, batch_size, dev, label, show_progress and ranks.is_main)
     seconds = time.perf_counter() - started
     if ranks.enabled:
@@ -293,14 +304,14 @@ def _synthesize(ranks: DistInfo, run, out_dir, target_classes, n_per_grade, to_c
         manifest=folder.manifest_path, out_dir=out, requested=requested, present=state["present"],
         generated=len(pending), removed=state["removed"], seconds=seconds,
         generated_per_grade={g: sum(1 for i in pending if i.grade == g) for g in requested},
-        checkpoint_id=loaded.checkpoint_id, world_size=ranks.world_size, **summary_state["fields"],
+        checkpoint_id=loaded.checkpoint_id, world_size=ranks.world_size, compiled=compiled, **summary_state["fields"],
         real_counts=None if counts is None else {g: int(c) for g, c in enumerate(counts)},
     )
     if ranks.is_main:
         gen_run.log(
             "synthesis", out=str(out), requested=requested, present=summary.present, generated=summary.generated,
             seconds=round(seconds, 3), checkpoint_id=loaded.checkpoint_id, world_size=ranks.world_size,
-            manifest_rows=summary.manifest_rows, **asdict(settings),
+            manifest_rows=summary.manifest_rows, compiled=compiled, **asdict(settings),
         )
     return summary
 

@@ -148,6 +148,10 @@ def augment_command(
     max_grade_error: Optional[int] = typer.Option(
         None, "--max-grade-error", help="With --filter-with: largest accepted |predicted - intended| grade."
     ),
+    compile: Optional[bool] = typer.Option(
+        None, "--compile/--no-compile",
+        help="torch.compile the network (default: the recipe's sample.compile, auto = when the job is big enough).",
+    ),
     grid: bool = typer.Option(True, "--grid/--no-grid", help="Write <out>/grid.png (8 images per grade)."),
     device: Optional[str] = DeviceOption,
     data_dir: Optional[Path] = DataDirOption,
@@ -179,13 +183,14 @@ def augment_command(
         run, out, target_class or aug.target_classes, n, to_count,
         aug.seed_start if seed_start is None else seed_start, settings,
         recipe.sample.use_ema if ema is None else ema, batch_size, force, device or recipe.device,
-        str(data_dir) if data_dir else None, grade_filter,
+        str(data_dir) if data_dir else None, grade_filter, compile=compile,
     )
     if int(os.environ.get("RANK", "0")) != 0:
         return
     console.print(synthesis_table(summary))
     rate = f" ({summary.images_per_second:.1f} img/s)" if summary.generated else ""
     ranks = f" on {summary.world_size} ranks" if summary.world_size > 1 else ""
+    ranks += " (torch.compile, compile time included)" if summary.compiled else ""
     console.print(
         f"generated {summary.generated} images in {summary.seconds:.1f} s{rate}{ranks}, checkpoint {summary.checkpoint_id}; "
         f"{summary.present} already there" + (f"; replaced {summary.removed} old images" if summary.removed else "")

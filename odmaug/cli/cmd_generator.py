@@ -104,6 +104,9 @@ def sample_cmd(
     no_ema: bool = typer.Option(False, "--no-ema", help="Use the raw training weights instead of the EMA."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images denoised together."),
     precision: Optional[str] = typer.Option(None, "--precision", help="auto, bf16, fp16 or fp32 (default: the run's)."),
+    compile: Optional[bool] = typer.Option(
+        None, "--compile/--no-compile", help="torch.compile the network (default: the run's sample.compile)."
+    ),
     device: Optional[str] = DeviceOption,
 ) -> None:
     """Draw PER_GRADE images of every grade from a trained generator into a labelled grid."""
@@ -125,6 +128,7 @@ def sample_cmd(
         loaded.model, loaded.schedule, labels, [seed + i for i in range(len(labels))], sampler=sampler, steps=steps,
         eta=eta, guidance_scale=guidance, clip_x0=s.clip_x0, batch_size=batch_size or s.batch_size,
         device=next(loaded.model.parameters()).device, precision=precision or s.precision, show_progress=True,
+        compile=s.compile if compile is None else compile,
     )
     seconds = time.perf_counter() - started
     rows = list(to_uint8(images).view(loaded.num_classes, per_grade, *images.shape[1:]))

@@ -9,7 +9,9 @@ on its seed, not on the batch it was generated in.
 from __future__ import annotations
 
 import contextlib
-from typing import Callable, Optional, Sequence
+import os
+import shutil
+from typing import Callable, Literal, Optional, Sequence, Union
 
 import torch
 from torch import nn
@@ -20,6 +22,47 @@ from odmaug.diffusion.schedule import NoiseSchedule
 from odmaug.errors import OdmaugError
 
 SAMPLERS = ("ddim", "ddpm")
+
+CompileSetting = Union[bool, Literal["auto"]]
+COMPILE_MIN_IMAGE_STEPS = 20_000
+"""``compile: auto`` compiles when a call denoises at least this many image-steps (e.g. 400 images
+of 50 steps). Measured on a 2-core CPU (benchmarks/generator_speed.py): the first compile of the
+8.95 M network takes ~1 min (less with a warm inductor cache) and then makes each denoising step
+~1.3x faster, so it pays from ~7,000 image-steps; the threshold leaves a wide margin."""
+
+
+def can_compile(device: torch.device) -> bool:
+    """True where torch.compile's default backend can build kernels: CUDA, or a CPU with a C++ compiler."""
+    if device.type == "cuda":
+        return True
+    if device.type != "cpu":
+        return False
+    return shutil.which(os.environ.get("CXX", "g++")) is not None or shutil.which("c++") is not None
+
+
+def compile_for_sampling(model: nn.Module, setting: CompileSetting, image_steps: int, device: torch.device) -> bool:
+    """Compile ``model`` in place (``nn.Module.compile``) for sampling when ``setting`` asks for it.
+
+    ``True`` always compiles (an error where no compiler backend is available), ``False`` never,
+    ``"auto"`` when the work (``image_steps`` = images x denoising steps) is large enough for the
+    compile time to pay off (:data:`COMPILE_MIN_IMAGE_STEPS`) and the device can compile. The
+    weights and ``state_dict`` are unchanged; kernels are built on the first call of each batch
+    shape (static shapes) and cached on disk by inductor. Returns whether ``model`` is compiled.
+    Compiled kernels round differently from eager ones (relative eps difference ~1e-6 in fp32).
+    """
+    if getattr(model, "_compiled_call_impl", None) is not None:
+        return True
+    if setting is False or (setting == "auto" and image_steps < COMPILE_MIN_IMAGE_STEPS):
+        return False
+    if not can_compile(device):
+        if setting is True:
+            raise OdmaugError(
+                f"sample.compile is on but torch.compile cannot build kernels on {device} "
+                "(a CPU needs a C++ compiler such as g++ on PATH); use compile: false"
+            )
+        return False
+    model.compile(dynamic=False)
+    return True
 
 
 def guided_eps(
@@ -129,6 +172,7 @@ def generate(
     device: str | torch.device = "cpu",
     precision: str = "fp32",
     channels_last: bool = True,
+    compile: CompileSetting = False,
     show_progress: bool = False,
 ) -> torch.Tensor:
     """Images for ``labels`` [N] with per-image ``seeds`` [N]: float32 [N, 3, H, W] in [-1, 1], on CPU.
@@ -140,6 +184,8 @@ def generate(
         model: eps network with ``num_classes``, ``image_size`` and ``in_channels`` attributes.
         precision: ``auto``, ``bf16``, ``fp16`` or ``fp32`` (autocast of the network).
         channels_last: run the network on channels_last tensors (fast on CPUs and GPUs).
+        compile: torch.compile the network in place first (``True``, ``False`` or ``"auto"``: when
+            ``len(labels) * steps`` is large enough to pay; see :func:`compile_for_sampling`).
         show_progress: show a progress bar of denoising steps (on stderr).
         Other arguments: as in :func:`sample`.
     """
@@ -154,6 +200,7 @@ def generate(
     if batch_size < 1:
         raise OdmaugError("batch_size must be at least 1")
     dtype = resolve_precision(precision, device)
+    compile_for_sampling(model, compile, len(labels_t) * steps, device)
     size, channels = int(model.image_size), int(getattr(model, "in_channels", 3))
     memory_format = torch.channels_last if channels_last else torch.contiguous_format
     out = torch.empty((len(labels_t), channels, size, size), dtype=torch.float32)
