@@ -4,6 +4,9 @@ Usage::
 
     python benchmarks/generator_cost.py            # all cases, ~10-20 min on 2 busy cores
     python benchmarks/generator_cost.py --quick    # 3 rounds, no 64 px fp32 case
+    python benchmarks/generator_cost.py --only qs-dm-fp32 qs-odm-fp32 qs-odm-include-true-fp32 \
+        qs-odm-frac0.25-fp32 qs-odm-include-true-frac0.25-fp32 --out benchmarks/results/generator_cost_fp32.json
+                                                   # the ODM/DM ratios in fp32 (CPUs without native bf16)
 
 All cases are built in one process and timed round-robin (every round times each case once), so
 load changes on a shared machine hit all cases alike; a case's figure is its median over rounds and
@@ -29,6 +32,7 @@ import json
 import statistics
 import sys
 import time
+from pathlib import Path
 
 from _common import (ROOT, RESULTS_DIR, best_ceilings, flops_of, machine_record, matmul_ceilings, round_robin,
                      run_python, vm_hwm_mb)
@@ -45,6 +49,10 @@ CASES = {
     "qs-odm-include-true-frac0.25-bf16": ("quickstart", 32, 32, {"triplets": "include-true", "fraction": 0.25}, "bf16", "train"),
     "qs-dm-fp32": ("quickstart", 32, 32, None, "fp32", "train"),
     "qs-odm-fp32": ("quickstart", 32, 32, PAPER, "fp32", "train"),
+    # fp32 twins of the cheaper variants: the default precision on CPUs without native bf16
+    "qs-odm-include-true-fp32": ("quickstart", 32, 32, {**PAPER, "triplets": "include-true"}, "fp32", "train"),
+    "qs-odm-frac0.25-fp32": ("quickstart", 32, 32, {**PAPER, "fraction": 0.25}, "fp32", "train"),
+    "qs-odm-include-true-frac0.25-fp32": ("quickstart", 32, 32, {"triplets": "include-true", "fraction": 0.25}, "fp32", "train"),
     "p64-dm-bf16": ("paper-eyepacs-64", 64, 8, None, "bf16", "train"),
     "p64-odm-bf16": ("paper-eyepacs-64", 64, 8, PAPER, "bf16", "train"),
     "p64-dm-fp32": ("paper-eyepacs-64", 64, 8, None, "fp32", "train"),
@@ -136,6 +144,7 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="3 rounds instead of 5; skip the 64 px fp32 case")
     parser.add_argument("--rounds", type=int, default=None, help="timing rounds (each times every case once)")
     parser.add_argument("--only", nargs="*", help="run only these cases")
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS.relative_to(ROOT)})")
     args = parser.parse_args()
     import torch
 
@@ -171,16 +180,15 @@ def main() -> None:
     ratios = {k: statistics.median(v) for k, v in paired.items()}
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
-        "command": "python benchmarks/generator_cost.py" + (" --quick" if args.quick else "")
-        + (f" --rounds {args.rounds}" if args.rounds else ""),
+        "command": ("python benchmarks/generator_cost.py " + " ".join(sys.argv[1:])).strip(),
         "machine": machine_record(),
         "note": "shared machine (other jobs running): absolute times are hints; ratios are paired within rounds",
         "matmul_ceiling_gflops": ceilings,
         "cases": results,
         "paired_time_ratios": ratios,
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(report, indent=2) + "\n")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
 
     from rich.console import Console
     from rich.table import Table
@@ -209,7 +217,7 @@ def main() -> None:
     for key, value in ratios.items():
         if "fp32 /" in key and "bf16" in key:
             console.print(f"fp32 / bf16 time: {key} = {value:.2f}")
-    console.print(f"wrote {RESULTS.relative_to(ROOT)}")
+    console.print(f"wrote {args.out}")
 
 
 if __name__ == "__main__":

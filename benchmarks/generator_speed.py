@@ -432,7 +432,7 @@ def loss_guard(steps: int, batch: int, compiled: bool) -> dict:
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
         out["settings"][name] = {"precision": precision_name(dtype), "compiled": use_compile, "losses": losses}
     half = steps // 2
     ref = torch.tensor(out["settings"]["fp32"]["losses"][half:])
@@ -485,16 +485,24 @@ def profile_top_ops(case: Case, top: int = 12) -> list[dict]:
             for e in events[:top]]
 
 
-def odm_step_cost() -> dict | None:
-    """The ODM/DM step-time ratios measured by generator_cost.py (its JSON), if present."""
-    path = RESULTS_DIR / "generator_cost.json"
-    if not path.exists():
+def odm_step_cost(native_bf16: bool) -> dict | None:
+    """The ODM/DM step-time ratios measured by generator_cost.py (its JSON), if present.
+
+    On a CPU without native bf16 the fp32 measurement (``generator_cost_fp32.json``) is the one
+    that applies, when it exists.
+    """
+    paths = [RESULTS_DIR / "generator_cost.json"]
+    if not native_bf16:
+        paths.insert(0, RESULTS_DIR / "generator_cost_fp32.json")
+    path = next((p for p in paths if p.exists()), None)
+    if path is None:
         return None
     data = json.loads(path.read_text())
     keep = {k: v for k, v in data.get("paired_time_ratios", {}).items() if "-odm" in k}
     return {"source": str(path.relative_to(ROOT)), "date": data.get("date"), "ratios": keep,
-            "note": "quickstart-size (1.53 M) and paper 64 px networks; ODM with METHOD.md defaults "
-                    "(random triplets, whole batch) = qs-odm-bf16 / qs-dm-bf16"}
+            "cpu": data.get("machine", {}).get("cpu_model"),
+            "note": "quickstart-size (1.53 M) network, batch 32; ODM with METHOD.md defaults (random triplets, "
+                    "whole batch) = qs-odm-<precision> / qs-dm-<precision>; include-true-frac0.25 is the quickstart's"}
 
 
 # ----------------------------------------------------------------------------- main
@@ -682,7 +690,7 @@ def main() -> None:
         "quality_guard": quality,
         "sampling_scaling": scaling,
         "profiles_fast_path": profiles,
-        "odm_step_cost": odm_step_cost(),
+        "odm_step_cost": odm_step_cost(native_bf16),
         "notes": notes,
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)

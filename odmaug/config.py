@@ -147,7 +147,8 @@ class TrainConfig(Section):
     """auto: bf16 autocast where the device computes bf16 natively (CUDA bf16, CPUs with AMX or
     AVX-512 BF16), else fp32. fp32 forces full precision; fp16 needs CUDA. Weights stay fp32."""
     compile: bool = False
-    """Wrap the network in torch.compile (pays off for long runs; the first steps compile)."""
+    """Wrap the network in torch.compile (the first steps compile: 130 s for the 8.95 M network on a
+    2-core AVX2 CPU, where it then trained no faster than eager; try it on GPUs)."""
     checkpoint_every: int = Field(1000, ge=1)
     """Write a checkpoint (and resume point) every this many steps, and at the end."""
     keep_checkpoints: int = Field(1, ge=1)
@@ -179,10 +180,12 @@ class SampleConfig(Section):
     """Sample with the EMA weights (else the raw training weights)."""
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     """Autocast precision of the network while sampling (as train.precision)."""
-    compile: Union[bool, Literal["auto"]] = "auto"
+    compile: Union[bool, Literal["auto"]] = False
     """torch.compile the network for sampling: true, false, or auto = when a call denoises at least
-    20,000 image-steps (400 images of 50 steps) on CUDA or on a CPU with a C++ compiler. The first
-    compile takes about a minute on a 2-core CPU (cached on disk), then sampling is ~1.3x faster."""
+    20,000 image-steps (400 images of 50 steps) on CUDA or on a CPU with a C++ compiler. Off by
+    default: on a 2-core AVX2 CPU (fp32) it compiled in 36 s and sped sampling up only 1.05x
+    (benchmarks/generator_speed.py); worth trying where convolutions are fast (GPUs, AMX CPUs)
+    and the fused GroupNorm/SiLU/attention work is a larger share of a step."""
 
 
 class AugmentConfig(Section):

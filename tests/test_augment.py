@@ -107,6 +107,27 @@ def test_same_seed_same_image_whatever_batch_size(smoke_run, tmp_path):
     assert pngs(tmp_path / "a")["3/0.png"] != pngs(tmp_path / "a")["3/1.png"]
 
 
+def test_compiled_synthesis_matches_eager_and_auto_skips_small_jobs(smoke_run, tmp_path):
+    from odmaug.diffusion.sampling import can_compile
+
+    eager = run_synthesis(smoke_run, tmp_path / "eager", [3, 4], 10, settings=FAST, batch_size=8, device="cpu",
+                          show_progress=False, compile="auto")
+    assert not eager.compiled  # 20 images x 2 steps: far too small a job to pay for a compile
+    if not can_compile(torch.device("cpu")):
+        pytest.skip("no C++ compiler on PATH: torch.compile cannot build CPU kernels here")
+    compiled = run_synthesis(smoke_run, tmp_path / "compiled", [3, 4], 10, settings=FAST, batch_size=8,
+                             device="cpu", show_progress=False, compile=True)
+    assert compiled.compiled and compiled.generated == 20  # batches of 8, 8 and a last one padded to 8
+    a, b = pngs(tmp_path / "eager"), pngs(tmp_path / "compiled")
+    assert a.keys() == b.keys() and len(a) == 20
+    for name in a:  # compiled kernels round differently (~1e-6): at most one grey level apart
+        pa = np.asarray(Image.open(tmp_path / "eager" / name)).astype(int)
+        pb = np.asarray(Image.open(tmp_path / "compiled" / name)).astype(int)
+        assert np.abs(pa - pb).max() <= 1, name
+    events = [json.loads(line) for line in (smoke_run / "log.jsonl").read_text().splitlines()]
+    assert [e["compiled"] for e in events if e.get("event") == "synthesis"][-2:] == [False, True]
+
+
 def test_rerun_repairs_missing_corrupt_and_temporary_files(smoke_run, tmp_path):
     out = tmp_path / "syn"
     run_synthesis(smoke_run, out, [4], 4, settings=FAST, device="cpu", show_progress=False)

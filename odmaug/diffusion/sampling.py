@@ -26,9 +26,9 @@ SAMPLERS = ("ddim", "ddpm")
 CompileSetting = Union[bool, Literal["auto"]]
 COMPILE_MIN_IMAGE_STEPS = 20_000
 """``compile: auto`` compiles when a call denoises at least this many image-steps (e.g. 400 images
-of 50 steps). Measured on a 2-core CPU (benchmarks/generator_speed.py): the first compile of the
-8.95 M network takes ~1 min (less with a warm inductor cache) and then makes each denoising step
-~1.3x faster, so it pays from ~7,000 image-steps; the threshold leaves a wide margin."""
+of 50 steps). On a 2-core AVX2 CPU (benchmarks/generator_speed.py) the 8.95 M network compiles in
+36 s and then samples 1.05x faster: 20,000 image-steps (~15 min eager) is about where that breaks
+even; where compiling gains more (GPUs), it pays sooner."""
 
 
 def can_compile(device: torch.device) -> bool:
