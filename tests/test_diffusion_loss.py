@@ -210,3 +210,19 @@ def test_fewer_than_three_grades_warns_and_trains_plain_dm(capsys):
     out, *_ = run_loss(loss_fn, model, batch=8, num_classes=2)
     assert len(model.calls) == 1 and model.calls[0][0].shape[0] == 8
     assert out["l_ord"].item() == 0.0 and torch.equal(out["loss"], out["l_dm"])
+
+
+@pytest.mark.parametrize("gamma", [0.0, 1.0])
+def test_the_loss_gradient_enters_the_network_channels_last(gamma):
+    # A gradient in another layout sends (bf16) convolution backward to slow CPU kernels.
+
+    torch.manual_seed(0)
+    cfg = GeneratorConfig(base_channels=8, channel_mult=[1, 2], num_res_blocks=1, attention_resolutions=[4])
+    model = build_generator(cfg, 5, 8).to(memory_format=torch.channels_last)
+    seen = []
+    model.out_conv.register_full_backward_hook(lambda module, grad_in, grad_out: seen.append(grad_out[0]))
+    x0 = torch.rand(10, 3, 8, 8).mul(2).sub(1).contiguous(memory_format=torch.channels_last)
+    loss_fn = DiffusionLoss(DiffusionConfig(ordinal=OrdinalConfig(gamma=gamma)), 5)
+    out = loss_fn(model, x0, torch.arange(10) % 5, NoiseSchedule.from_config(DiffusionConfig()), torch.Generator().manual_seed(0))
+    out["loss"].backward()
+    assert len(seen) == 1 and seen[0].is_contiguous(memory_format=torch.channels_last)

@@ -27,6 +27,19 @@ from odmaug.diffusion.schedule import NoiseSchedule
 from odmaug.errors import OdmaugError
 
 
+def channels_last_grad(eps: torch.Tensor) -> torch.Tensor:
+    """``eps`` itself, made to pass a channels_last gradient back into the network.
+
+    The gradient of ``(eps - noise).pow(2).mean()`` leaves autograd in NCHW layout even when
+    ``eps`` is channels_last (mean's backward expands a scalar, and the product with it comes out
+    contiguous), so the network's last convolution would start its backward in the other layout;
+    on CPUs with bf16 units that sends convolution backward to slow kernels (PERFORMANCE.md).
+    """
+    if eps.requires_grad and eps.dim() == 4 and eps.is_contiguous(memory_format=torch.channels_last):
+        eps.register_hook(lambda grad: grad.contiguous(memory_format=torch.channels_last))
+    return eps
+
+
 def pair_distance(a: torch.Tensor, b: torch.Tensor, kind: str) -> torch.Tensor:
     """Per-element distance between eps estimates ``a``, ``b`` [K, ...] -> [K].
 
@@ -184,7 +197,7 @@ class DiffusionLoss:
         xt = schedule.q_sample(x0, t, noise)  # [B, 3, H, W]
         zero = torch.zeros((), device=device)
         if not self.active:
-            eps = model(xt, t, cond.to(device)).float()
+            eps = channels_last_grad(model(xt, t, cond.to(device))).float()
             l_dm = (eps - noise).pow(2).mean()
             return {"loss": l_dm, "l_dm": l_dm, "l_ord": zero, "n_ord": 0}
 
@@ -201,7 +214,7 @@ class DiffusionLoss:
         chosen = torch.nonzero(eligible).squeeze(1)[: math.ceil(self.ord.fraction * batch)]  # [K]
         k = len(chosen)
         if k == 0:
-            eps = model(xt, t, cond.to(device)).float()
+            eps = channels_last_grad(model(xt, t, cond.to(device))).float()
             l_dm = (eps - noise).pow(2).mean()
             return {"loss": l_dm, "l_dm": l_dm, "l_ord": zero, "n_ord": 0}
         trip = triplets[chosen]  # [K, 3]
@@ -221,9 +234,9 @@ class DiffusionLoss:
         else:
             xt_extra = xt[chosen_dev].repeat(reps, 1, 1, 1)
         # ONE forward call for the DM batch and every ordinal evaluation.
-        eps_all = model(
+        eps_all = channels_last_grad(model(
             torch.cat([xt, xt_extra]), torch.cat([t, t_extra]), torch.cat([cond, extra_labels]).to(device)
-        ).float()
+        )).float()
         eps = eps_all[:batch]
         l_dm = (eps - noise).pow(2).mean()
         extra = eps_all[batch:].view(reps, k, *eps.shape[1:])
