@@ -3,11 +3,11 @@
 Usage::
 
     python benchmarks/generator_speed.py                  # everything (~25-30 min on 2 cores, compile included)
-    python benchmarks/generator_speed.py --no-compile     # without the torch.compile peer (saves minutes)
+    python benchmarks/generator_speed.py --no-compile     # without the torch.compile cases (saves minutes)
     python benchmarks/generator_speed.py --quick          # 3 rounds, scaling at n = 16, 64
     OMP_NUM_THREADS=1 python benchmarks/generator_speed.py --quick --threads 1 --batch 1 --rounds 1 \\
         --sampling-steps 1 --no-compile --no-memory --slow-bf16 skip --scaling-sizes 2 --scaling-steps 1 \\
-        --out /tmp/smoke.json                              # a smoke check of the script itself (~30 s)
+        --loss-steps 2 --out /tmp/smoke.json               # a smoke check of the script itself (~1 min)
 
 The networks (PERFORMANCE.md's matched size): diffusers ``UNet2DModel`` at 32 px, 3 channels,
 block_out_channels (64, 128, 128, 128), layers_per_block 2, attention in one down and one up block
@@ -26,8 +26,8 @@ targets are paired within rounds. Cases:
   eager, diffusers bf16 autocast + channels_last, diffusers pure bf16 weights + channels_last;
   odmaug's fast path at 64 px too (same network);
 - one classifier-free-guided DDIM denoising step of 32 images (conditional + unconditional in one
-  batch of 64, guidance 2): odmaug ``sample`` fast path, compiled (what ``sample.compile: auto``
-  does for synthesis jobs of >= 20,000 image-steps; compile time reported) and fp32, diffusers fp32 eager, diffusers
+  batch of 64, guidance 2): odmaug ``sample`` fast path, compiled (what ``sample.compile: true``
+  does; compile time reported) and fp32, diffusers fp32 eager, diffusers
   pure bf16 + channels_last eager, and (unless ``--no-compile``) diffusers ``torch.compile`` +
   bf16 autocast + channels_last (compile time reported: cold in a fresh process with an empty
   inductor cache, and warm in the main process).
@@ -111,7 +111,7 @@ SLOW_BF16_CASES = ("peer-train-bf16-autocast-cl", "peer-train-bf16-cl", "peer-sa
 PEER_EAGER_TRAIN = ("peer-train-fp32", "peer-train-bf16-autocast-cl", "peer-train-bf16-cl")
 # (label, odmaug case(s), peer case(s), required ratio of peer time / odmaug time); of several cases
 # on a side, each round takes the fastest. odmaug's cases are its default (precision auto, eager) and
-# compiled settings (sample.compile auto compiles synthesis jobs of >= 20,000 image-steps).
+# its opt-in compiled settings (train.compile, sample.compile).
 ODMAUG_TRAIN = ("odmaug-train-fast", "odmaug-train-compiled")
 ODMAUG_SAMPLE = ("odmaug-sample-fast", "odmaug-sample-compiled")
 TARGETS = [
@@ -518,7 +518,8 @@ def main() -> None:
     parser.add_argument("--scaling-sizes", type=int, nargs="*", default=None,
                         help="n for the sampling scaling (default 64 256 1024; 16 64 with --quick; none: skip)")
     parser.add_argument("--scaling-steps", type=int, default=4, help="DDIM steps of the scaling runs (default 4)")
-    parser.add_argument("--no-compile", action="store_true", help="skip the torch.compile peer (it takes minutes)")
+    parser.add_argument("--no-compile", action="store_true",
+                        help="skip the torch.compile cases, odmaug's and the peer's (they take minutes)")
     parser.add_argument("--compile-precision", choices=("auto", "bf16", "fp32"), default="auto",
                         help="the compiled peer's precision: bf16 autocast, fp32, or auto = bf16 where the CPU has "
                              "native bf16 (AVX-512 BF16 / AMX), else fp32")
