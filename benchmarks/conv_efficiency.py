@@ -30,11 +30,11 @@ from _common import RESULTS_DIR, best_ceilings, machine_record, matmul_ceilings
 from generator_speed import Case
 
 RESULTS = RESULTS_DIR / "conv_efficiency.json"
-CONV_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::cudnn_convolution")
+CONV_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward")  # the CPU forward and backward kernels
 
 
-def conv_flops(event) -> tuple[str, int] | None:
-    """(shape label, FLOPs) of one convolution forward or backward profiler event, else None."""
+def conv_flops(event) -> tuple[str, int]:
+    """(shape label, FLOPs) of one ``CONV_OPS`` profiler event (its argument order is per op)."""
     args = event.concrete_inputs
     if event.name == "aten::convolution_backward":
         grad_out, x, w = event.input_shapes[:3]
@@ -48,7 +48,7 @@ def conv_flops(event) -> tuple[str, int] | None:
         grad_out, passes, kind = [x[0], w[0], ho, ho], 1, "forward"
     b, cout, ho, wo = grad_out
     cin, kh, kw = w[1], w[2], w[3]
-    flops = 2 * b * cout * ho * wo * cin * kh * kw * passes
+    flops = 2 * b * cout * ho * wo * cin * kh * kw * passes // groups
     label = f"{kind:8s} {x[1]:>3}->{cout:<3} k{kh} s{stride[0]} {x[2]}px"
     return label, flops
 
@@ -72,11 +72,10 @@ def profile_case(case: Case, ceiling: float) -> dict:
         gflops = g["flops"] / (g["self_ms"] / 1e3) / 1e9
         rows.append({"shape": label, **g, "gflops_per_second": gflops, "fraction_of_ceiling": gflops / ceiling})
     conv_ms = sum(r["self_ms"] for r in rows)
-    conv_flops_total = sum(r["flops"] for r in rows)
+    conv_gflops = sum(r["flops"] for r in rows) / (conv_ms / 1e3) / 1e9
     return {"case": case.name, "setting": case.setting_text, "units": case.sampling_steps,
             "step_self_ms": total_us / 1e3, "conv_self_ms": conv_ms, "conv_share_of_step": conv_ms * 1e3 / total_us,
-            "conv_gflops_per_second": conv_flops_total / (conv_ms / 1e3) / 1e9,
-            "conv_fraction_of_ceiling": conv_flops_total / (conv_ms / 1e3) / 1e9 / ceiling, "shapes": rows}
+            "conv_gflops_per_second": conv_gflops, "conv_fraction_of_ceiling": conv_gflops / ceiling, "shapes": rows}
 
 
 def main() -> None:

@@ -178,8 +178,6 @@ class Case:
             self.precision = precision_name(dtype)
             mdtype = torch.float32
             detail = ("bf16 autocast" if dtype is not None else "fp32 (no native bf16)") + " + channels_last"
-            if setting == "compiled":
-                setting = "odmaug-compiled"
         else:
             model = peer_generator()
             if setting == "compiled":
@@ -193,8 +191,8 @@ class Case:
             autocast_dtype = torch.bfloat16 if use_autocast else None
             ctx = lambda: autocast(device, autocast_dtype)  # noqa: E731
             detail = "bf16 autocast" if use_autocast else "fp32"
-        self.setting_text = SETTING_TEXT[setting].format(detail)
-        setting = self.setting
+        text_key = "odmaug-compiled" if side == "odmaug" and setting == "compiled" else setting
+        self.setting_text = SETTING_TEXT[text_key].format(detail)
         self.info = {"case": name, "side": side, "kind": kind, "setting": self.setting_text, "image_size": size,
                      "batch": batch, "precision": self.precision, "parameters": parameters(model)}
         self.model = model
@@ -376,7 +374,7 @@ def quality_guard(cases: dict[str, Case], batch: int) -> dict:
         out["odmaug_sample_rel_error"] = rel(fast.last, fp32.last)
         out["sample_steps"] = fast.sampling_steps
     compiled = cases.get("odmaug-sample-compiled")
-    if compiled is not None and n == 2 * compiled.batch:  # its compiled kernels are for batches of 2 x batch
+    if compiled is not None:  # n = 2 x batch: the shape its (static) compiled kernels were built for
         with torch.no_grad(), autocast(cpu, fast_dtype):
             eps_compiled = compiled.model(xt, t, labels)  # same seed-0 weights, compiled in place
         out["odmaug_compiled_eps_rel_error"] = rel(eps_compiled, eps_fast)

@@ -196,10 +196,14 @@ class DiffusionLoss:
         t = t_cpu.to(device)
         xt = schedule.q_sample(x0, t, noise)  # [B, 3, H, W]
         zero = torch.zeros((), device=device)
-        if not self.active:
+
+        def dm_only() -> dict[str, torch.Tensor]:  # the plain DM loss, when no sample gets the ordinal term
             eps = channels_last_grad(model(xt, t, cond.to(device))).float()
             l_dm = (eps - noise).pow(2).mean()
             return {"loss": l_dm, "l_dm": l_dm, "l_ord": zero, "n_ord": 0}
+
+        if not self.active:
+            return dm_only()
 
         cross = self.ord.mode == "cross-image"
         if cross and pool is None:
@@ -214,9 +218,7 @@ class DiffusionLoss:
         chosen = torch.nonzero(eligible).squeeze(1)[: math.ceil(self.ord.fraction * batch)]  # [K]
         k = len(chosen)
         if k == 0:
-            eps = channels_last_grad(model(xt, t, cond.to(device))).float()
-            l_dm = (eps - noise).pow(2).mean()
-            return {"loss": l_dm, "l_dm": l_dm, "l_ord": zero, "n_ord": 0}
+            return dm_only()
         trip = triplets[chosen]  # [K, 3]
         if self.ord.triplets == "include-true":
             pos = position[chosen]
