@@ -9,7 +9,8 @@ import pandas as pd
 
 from odmaug.config import DataConfig
 from odmaug.data import retinamnist
-from odmaug.data.splits import assign_splits
+from odmaug.console import warn
+from odmaug.data.splits import assign_splits, split_warnings
 from odmaug.data.synthetic import synthetic_labels
 from odmaug.data.table import (
     RETINAMNIST_SCHEME,
@@ -46,7 +47,7 @@ def synthetic_table(cfg: DataConfig) -> ImageTable:
     labels = synthetic_labels(syn.counts)
     paths = [f"{SYNTHETIC_SCHEME}{syn.native_size}/{syn.seed}/{i}/{g}" for i, g in enumerate(labels)]
     frame = pd.DataFrame({"path": paths, "label": labels})
-    frame["split"] = assign_splits(labels, None, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
+    frame["split"] = _split_column(labels, None, cfg)
     return ImageTable(frame, cfg.num_classes, "synthetic")
 
 
@@ -98,10 +99,16 @@ def _with_splits(frame: pd.DataFrame, cfg: DataConfig) -> pd.DataFrame:
         return frame
     groups = frame["group"].to_numpy() if "group" in frame.columns and frame["group"].notna().all() else None
     frame = frame.copy()
-    frame["split"] = assign_splits(
-        frame["label"].to_numpy(), groups, cfg.val_fraction, cfg.test_fraction, cfg.split_seed
-    )
+    frame["split"] = _split_column(frame["label"].to_numpy(), groups, cfg)
     return frame
+
+
+def _split_column(labels: np.ndarray, groups: np.ndarray | None, cfg: DataConfig) -> np.ndarray:
+    """Stratified split names per row, shape (N,); one warning line per grade a requested split lacks."""
+    splits = assign_splits(labels, groups, cfg.val_fraction, cfg.test_fraction, cfg.split_seed)
+    for line in split_warnings(labels, splits, cfg.val_fraction, cfg.test_fraction, groups):
+        warn(line)
+    return splits
 
 
 def load_table(cfg: DataConfig) -> ImageTable:
@@ -109,7 +116,7 @@ def load_table(cfg: DataConfig) -> ImageTable:
 
     Raises:
         OdmaugError: missing or unreadable paths, bad labels, escaping manifest paths, a grade
-            with no images in the training split.
+            with no images in the training split, a set too small for the asked val/test splits.
     """
     if cfg.source == "retinamnist":
         if cfg.num_classes != 5:
