@@ -59,14 +59,22 @@ def confusion_rich(metrics: dict[str, Any], title: str) -> Table:
 
 
 def seeds_table(summary: dict[str, Any], split: str, title: str) -> Table:
-    """Mean, std and 95% interval per metric over seeds (``train_seeds`` summary)."""
+    """Mean, std and 95% interval per metric over seeds (``train_seeds`` summary).
+
+    A spread from one seed, or from seeds that all gave the same value, is no measure of
+    uncertainty: std and interval read "–" and the interval cell says why (``spread_omitted``).
+    """
     table = Table(title=title, title_justify="left")
     for column in ("metric", "mean", "std", "95% interval", "runs"):
         table.add_column(column, justify="right" if column != "metric" else "left")
     for key in SUMMARY_KEYS:
         s = summary["summary"][split][key]
-        interval = "-" if s["ci_low"] is None else f"{s['ci_low']:.3f} .. {s['ci_high']:.3f}"
-        table.add_row(METRIC_NAMES[key], _fmt(s["mean"]), _fmt(s["std"]), interval, str(s["n"]))
+        if s["ci_low"] is None:
+            reason = s.get("spread_omitted")  # absent from summaries written before it existed
+            std, interval = "–", "–" + (f" ({reason})" if reason else "")
+        else:
+            std, interval = _fmt(s["std"]), f"{s['ci_low']:.3f} .. {s['ci_high']:.3f}"
+        table.add_row(METRIC_NAMES[key], _fmt(s["mean"]), std, interval, str(s["n"]))
     return table
 
 

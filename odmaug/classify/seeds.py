@@ -35,8 +35,9 @@ def train_seeds(
 
     Returns:
         ``{"seeds", "runs": [{"seed", "dir", "best_epoch", "val", "test", "timing"}],
-        "summary": {"val"|"test": {metric: {"n", "mean", "std", "ci_low", "ci_high"}}}}``; the
-        interval is the 95% t-distribution interval of the mean. Also written to
+        "summary": {"val"|"test": {metric: {"n", "mean", "std", "ci_low", "ci_high", "spread_omitted"}}}}``;
+        the interval is the 95% t-distribution interval of the mean (None, with the reason in
+        ``spread_omitted``, for one seed or seeds that all agree). Also written to
         ``out_root/summary.json``.
     """
     seeds = list(seeds)

@@ -133,20 +133,30 @@ def classification_metrics(
     }
 
 
-def summarize_runs(values: Sequence[float], confidence: float = 0.95) -> dict[str, float | int | None]:
+def summarize_runs(values: Sequence[float], confidence: float = 0.95, unit: str = "seed") -> dict[str, Any]:
     """Mean, sample standard deviation and a t-distribution confidence interval of ``values``.
 
-    One value has no spread: std and the interval are None.
+    Args:
+        values: one figure per run (None entries are dropped: a figure that run does not have).
+        confidence: coverage of the interval of the mean.
+        unit: what one value is (``seed``), for the reason text.
+
+    Returns:
+        ``{"n", "mean", "std", "ci_low", "ci_high", "spread_omitted"}``. Where a spread would be
+        degenerate (no value, one value, or all values equal: a zero-width interval is no
+        interval) std and the interval are None and ``spread_omitted`` says why
+        (:func:`odmaug.metrics.spread.runs_spread_omitted`); otherwise it is None.
     """
     from scipy import stats
 
+    from odmaug.metrics.spread import runs_spread_omitted
+
     arr = np.asarray([v for v in values if v is not None], dtype=np.float64)
     n = int(arr.size)
-    if n == 0:
-        return {"n": 0, "mean": None, "std": None, "ci_low": None, "ci_high": None}
-    mean = float(arr.mean())
-    if n == 1:
-        return {"n": 1, "mean": mean, "std": None, "ci_low": None, "ci_high": None}
+    omitted = runs_spread_omitted(arr.tolist(), unit)
+    mean = float(arr.mean()) if n else None
+    if omitted:
+        return {"n": n, "mean": mean, "std": None, "ci_low": None, "ci_high": None, "spread_omitted": omitted}
     std = float(arr.std(ddof=1))
     half = float(stats.t.ppf(0.5 + confidence / 2, df=n - 1) * std / math.sqrt(n))
-    return {"n": n, "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half}
+    return {"n": n, "mean": mean, "std": std, "ci_low": mean - half, "ci_high": mean + half, "spread_omitted": None}

@@ -3,7 +3,8 @@
 Formulas come from torch-fidelity 0.4.0 (the reference implementation of all three):
 
 - KID: ``torch_fidelity.metric_kid.kid_features_to_metric`` (unbiased MMD^2, cubic polynomial
-  kernel ``(x.y / d + 1)^3``, mean and std over random subsets);
+  kernel ``(x.y / d + 1)^3``, mean and std over random subsets; the std is omitted when the
+  subsets cannot vary, see :mod:`odmaug.metrics.spread`);
 - precision/recall (Kynkaanniemi et al. 2019, k-NN balls): ``metric_prc.prc_features_to_metric``
   (0.4.0 fixed a precision/recall swap; generated first, real second);
 - FID: the Frechet distance ``|mu1 - mu2|^2 + tr S1 + tr S2 - 2 tr sqrt(S1 S2)`` with the trace term
@@ -31,6 +32,7 @@ from odmaug.data.table import ImageTable
 from odmaug.errors import OdmaugError
 from odmaug.metrics.cache import cached_features
 from odmaug.metrics.features import as_extractor
+from odmaug.metrics.spread import kid_spread_omitted
 
 
 def _centred_root(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,10 +63,13 @@ def fid_from_features(features_1: np.ndarray | torch.Tensor, features_2: np.ndar
 
 
 def kid_from_features(real: np.ndarray, generated: np.ndarray, subsets: int, subset_size: int, seed: int) -> dict[str, Any]:
-    """KID (mean, std over ``subsets`` random subsets) via torch-fidelity.
+    """KID (mean, std over ``subsets`` random subsets) via torch-fidelity, from features [N, D], [M, D].
 
     The subset size is lowered to the smaller set's size when needed (torch-fidelity refuses
-    otherwise); the size used is returned as ``kid_subset_size``.
+    otherwise); the size used is returned as ``kid_subset_size``. When the subsets cannot vary
+    (a set no larger than the subset size, or one subset) the std is None and
+    ``kid_std_omitted`` says why (:func:`odmaug.metrics.spread.kid_spread_omitted`); the mean is
+    torch-fidelity's either way.
     """
     size = int(min(subset_size, len(real), len(generated)))
     out = kid_features_to_metric(
@@ -75,7 +80,9 @@ def kid_from_features(real: np.ndarray, generated: np.ndarray, subsets: int, sub
         rng_seed=seed,
         verbose=False,
     )
-    return {"kid_mean": out[KEY_METRIC_KID_MEAN], "kid_std": out[KEY_METRIC_KID_STD], "kid_subset_size": size}
+    omitted = kid_spread_omitted(len(real), len(generated), size, subsets)
+    std = None if omitted else out[KEY_METRIC_KID_STD]  # a std over subsets that cannot vary reads as false precision
+    return {"kid_mean": out[KEY_METRIC_KID_MEAN], "kid_std": std, "kid_std_omitted": omitted, "kid_subset_size": size}
 
 
 def precision_recall(real: np.ndarray, generated: np.ndarray, k: int = 3) -> dict[str, float]:
@@ -98,7 +105,7 @@ def _figures(real: np.ndarray, generated: np.ndarray, cfg: MetricsConfig, seed: 
     row: dict[str, Any] = {"n_real": int(len(real)), "n_generated": int(len(generated))}
     if min(len(real), len(generated)) < minimum:
         return row | {"too_few": True, "fid": None, "fid_small_set": None, "kid_mean": None, "kid_std": None,
-                      "kid_subset_size": None, "precision": None, "recall": None}
+                      "kid_std_omitted": None, "kid_subset_size": None, "precision": None, "recall": None}
     row |= {"too_few": False, "fid": fid_from_features(real, generated),
             "fid_small_set": bool(min(len(real), len(generated)) < cfg.small_set)}
     row |= kid_from_features(real, generated, cfg.kid_subsets, cfg.kid_subset_size, seed)
@@ -129,7 +136,8 @@ def metrics_from_features(
     Returns:
         ``{"extractor", "overall": row, "per_grade": [row for each grade]}``; a row holds
         ``grade, n_real, n_generated, too_few, fid, fid_small_set, kid_mean, kid_std,
-        kid_subset_size, precision, recall, extractor``.
+        kid_std_omitted, kid_subset_size, precision, recall, extractor`` (``kid_std`` None with
+        the reason in ``kid_std_omitted`` when the subsets cannot vary).
     """
     cfg = cfg or MetricsConfig()
     real, generated = np.asarray(real), np.asarray(generated)
@@ -219,17 +227,10 @@ def compute_generative_metrics(
                                                  cache_dir or cfg.cache_dir)
     gen_x, gen_y = extract_table_features(generated, extractor, size, None, cfg.batch_size, f"generated {generated.name}")
     result = metrics_from_features(real_x, real_y, gen_x, gen_y, real.num_classes, cfg, seed, extractor.name)
-    return {
-        **result,
-        "extractor_identity": extractor.identity,
-        "real": {"name": real.name, "n": len(real)},
-        "generated": {"name": generated.name, "n": len(generated)},
-        "image_size": size,
-        "feature_dim": extractor.dim,
-        "cache": cache_info,
-        "settings": {k: getattr(cfg, k) for k in ("small_set", "min_per_grade", "kid_subsets", "kid_subset_size", "nearest_k")},
-        "seed": seed,
-    }
+    settings = {k: getattr(cfg, k) for k in ("small_set", "min_per_grade", "kid_subsets", "kid_subset_size", "nearest_k")}
+    return {**result, "extractor_identity": extractor.identity, "real": {"name": real.name, "n": len(real)},
+            "generated": {"name": generated.name, "n": len(generated)}, "image_size": size,
+            "feature_dim": extractor.dim, "cache": cache_info, "settings": settings, "seed": seed}
 
 
 def evaluate_generated(
