@@ -1,6 +1,6 @@
 """Helpers shared by the generator benchmarks (``generator_cost.py``, ``generator_speed.py``).
 
-Measuring rules (docs PERFORMANCE.md): time the compared cases round-robin in one process, take
+Measuring rules (docs/performance.md): time the compared cases round-robin in one process, take
 medians, count FLOPs with ``FlopCounterMode`` and relate them to matmul ceilings measured in the
 same run; peak memory comes from a fresh process per case (``/proc/self/status`` VmHWM).
 """

@@ -14,7 +14,7 @@ ODM/DM and fp32/bf16 ratios are paired within rounds. Peak resident memory is me
 a fresh subprocess. Cases:
 
 - training steps (forward + backward + Adam + EMA, as the trainer does them) of the quickstart
-  generator at 32 px, batch 32: DM (gamma = 0), ODM with METHOD.md's default options (random
+  generator at 32 px, batch 32: DM (gamma = 0), ODM with docs/method.md's default options (random
   triplets, whole batch), the cheaper ODM variants (include-true triplets, ordinal fraction 0.25,
   both: the quickstart's setting), in bf16 autocast and fp32;
 - the same at 64 px with the paper recipe's network (batch 8 here, to keep the CPU time bounded);
@@ -39,7 +39,7 @@ from _common import (ROOT, RESULTS_DIR, best_ceilings, flops_of, machine_record,
 
 RESULTS = RESULTS_DIR / "generator_cost.json"
 
-PAPER = {"triplets": "random", "fraction": 1.0}  # METHOD.md's defaults (the paper's reading)
+PAPER = {"triplets": "random", "fraction": 1.0}  # docs/method.md's defaults (the paper's reading)
 CASES = {
     # name: (recipe, image size, batch, ordinal overrides or None for DM, precision, kind)
     "qs-dm-bf16": ("quickstart", 32, 32, None, "bf16", "train"),

@@ -9,7 +9,7 @@ Usage::
         --sampling-steps 1 --no-compile --no-memory --slow-bf16 skip --scaling-sizes 2 --scaling-steps 1 \\
         --loss-steps 2 --out /tmp/smoke.json               # a smoke check of the script itself (~1 min)
 
-The networks (PERFORMANCE.md's matched size): diffusers ``UNet2DModel`` at 32 px, 3 channels,
+The networks (the matched size of docs/performance.md): diffusers ``UNet2DModel`` at 32 px, 3 channels,
 block_out_channels (64, 128, 128, 128), layers_per_block 2, attention in one down and one up block
 at 16x16, num_class_embeds 6; odmaug's default ``GeneratorConfig`` (base 64, channel_mult
 (1, 2, 2, 2), 2 res blocks, attention at 16 px) for 5 grades + the null class. Both have 8,953,603
@@ -499,7 +499,7 @@ def odm_step_cost(native_bf16: bool) -> dict | None:
     keep = {k: v for k, v in data.get("paired_time_ratios", {}).items() if "-odm" in k}
     return {"source": str(path.relative_to(ROOT)), "date": data.get("date"), "ratios": keep,
             "cpu": data.get("machine", {}).get("cpu_model"),
-            "note": "quickstart-size (1.53 M) network, batch 32; ODM with METHOD.md defaults (random triplets, "
+            "note": "quickstart-size (1.53 M) network, batch 32; ODM with docs/method.md defaults (random triplets, "
                     "whole batch) = qs-odm-<precision> / qs-dm-<precision>; include-true-frac0.25 is the quickstart's"}
 
 

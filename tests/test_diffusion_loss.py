@@ -1,4 +1,4 @@
-"""DiffusionLoss: the DM term, the ordinal term and every METHOD.md option."""
+"""DiffusionLoss: the DM term, the ordinal term and every option of docs/method.md."""
 
 from __future__ import annotations
 

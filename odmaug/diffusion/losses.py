@@ -1,4 +1,4 @@
-"""The training loss: DM (eps-prediction MSE) plus the ordinal term of ODM (METHOD.md section 2).
+"""The training loss: DM (eps-prediction MSE) plus the ordinal term of ODM (docs/method.md, section 2).
 
 One mechanism for both models: :class:`DiffusionLoss` with ``gamma = 0`` *is* the DM loss (one
 forward pass, no extra evaluations); with ``gamma > 0`` the extra label evaluations of the ordinal
@@ -33,7 +33,7 @@ def channels_last_grad(eps: torch.Tensor) -> torch.Tensor:
     The gradient of ``(eps - noise).pow(2).mean()`` leaves autograd in NCHW layout even when
     ``eps`` is channels_last (mean's backward expands a scalar, and the product with it comes out
     contiguous), so the network's last convolution would start its backward in the other layout;
-    on CPUs with bf16 units that sends convolution backward to slow kernels (PERFORMANCE.md).
+    on CPUs with bf16 units that sends convolution backward to slow kernels (docs/performance.md).
     """
     if eps.requires_grad and eps.dim() == 4 and eps.is_contiguous(memory_format=torch.channels_last):
         eps.register_hook(lambda grad: grad.contiguous(memory_format=torch.channels_last))
@@ -114,7 +114,7 @@ class ClassPool:
 
 
 class DiffusionLoss:
-    """``L = L_DM + gamma * mean_i(lambda_{t_i} * L_ord,i)`` as one callable (METHOD.md section 2).
+    """``L = L_DM + gamma * mean_i(lambda_{t_i} * L_ord,i)`` as one callable (docs/method.md, section 2).
 
     Args:
         cfg: the recipe's ``diffusion`` section (``p_uncond`` and ``ordinal`` options).
