@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from odmaug.errors import OdmaugError
+from odmaug.yaml_strict import strict_safe_load
 
 
 class Section(BaseModel):
@@ -51,6 +52,20 @@ class DataConfig(Section):
     test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
     split_seed: int = 0
     """Seed of the stratified (and grouped) split for sources that have no split column."""
+    group_pattern: Optional[str] = None
+    """Regular expression with one capture group, searched in each file name for its patient (group)
+    when splits are drawn, e.g. ``^(Patient\\d+)_`` for ``Patient012_left.jpg``; both eyes then land
+    in one split. Folder and manifest sources without a group column; a name it misses is an error."""
+    crop: Literal["none", "centre", "fundus"] = "none"
+    """Per-image crop of real images before resizing: none (non-square images are squashed), centre
+    (the central square) or fundus (the bright field of view, padded with black to a square)."""
+    cache: bool = True
+    """Keep decoded, cropped and resized file images on disk (one .npy each), so later stages skip decoding."""
+    cache_dir: Optional[str] = None
+    """Folder of that decode cache; None: ``$XDG_CACHE_HOME/odmaug/images`` (~/.cache)."""
+    min_split_images: int = Field(10, ge=0)
+    """Warn when a split of a folder or manifest source holds fewer images of a grade than this: with
+    under ~10 images a grade's recall or F1 moves by 10 points or more per image (0: never warn)."""
     synthetic: SyntheticDataConfig = Field(default_factory=SyntheticDataConfig)
 
     @model_validator(mode="after")
@@ -63,6 +78,17 @@ class DataConfig(Section):
             left, top, right, bottom = self.crop_box
             if not (0 <= left < right and 0 <= top < bottom):
                 raise ValueError("data.crop_box must be (left, top, right, bottom) with left < right, top < bottom")
+            if self.crop != "none":
+                raise ValueError("data.crop_box and data.crop are alternatives: set one of them")
+        if self.group_pattern is not None:
+            import re
+
+            try:
+                groups = re.compile(self.group_pattern).groups
+            except re.error as err:
+                raise ValueError(f"data.group_pattern is not a regular expression: {err}") from None
+            if groups != 1:
+                raise ValueError(f"data.group_pattern needs exactly one capture group (has {groups}), e.g. ^(Patient\\d+)_")
         if self.source == "synthetic" and len(self.synthetic.counts) != self.num_classes:
             raise ValueError("data.synthetic.counts needs one count per grade (data.num_classes)")
         return self
@@ -88,7 +114,7 @@ class GeneratorConfig(Section):
 
 
 class OrdinalConfig(Section):
-    """The ordinal loss of METHOD.md section 2 (gamma = 0 gives the plain DM)."""
+    """The ordinal loss of docs/method.md, section 2 (gamma = 0 gives the plain DM)."""
 
     gamma: float = Field(1.0, ge=0.0)
     """Weight of the ordinal term (1 in the paper; 0 = the DM baseline, no extra forward passes)."""
@@ -115,6 +141,11 @@ class DiffusionConfig(Section):
     """linear betas (Ho et al.) from beta_start to beta_end, or the cosine schedule of Nichol & Dhariwal."""
     beta_start: float = Field(1e-4, gt=0.0, lt=1.0)
     beta_end: float = Field(0.02, gt=0.0, lt=1.0)
+    """Linear schedule: first and last beta as defined for T = 1000 (Ho et al.: 1e-4 .. 0.02)."""
+    scale_betas: bool = True
+    """Linear schedule: multiply beta_start and beta_end by 1000 / T (improved-diffusion), so every T
+    reaches noise at its last step. false uses them as given (runs made before this setting existed);
+    training refuses a schedule whose last step keeps signal (sqrt(abar_{T-1}) >= 0.01)."""
     p_uncond: float = Field(0.1, ge=0.0, lt=1.0)
     """Probability of dropping a label to the null class (classifier-free guidance)."""
     ordinal: OrdinalConfig = Field(default_factory=OrdinalConfig)
@@ -164,10 +195,16 @@ class TrainConfig(Section):
 class SampleConfig(Section):
     """Sampling settings (``odmaug sample``, training grids and synthesis)."""
 
-    sampler: Literal["ddim", "ddpm"] = "ddim"
-    """ddim (generalised update with eta) or ancestral ddpm (posterior mean and variance)."""
+    sampler: Literal["ddim", "ddpm", "dpmpp-2m", "unipc"] = "ddim"
+    """ddim (generalised update with eta), ancestral ddpm (posterior mean and variance), or the
+    deterministic multistep ODE solvers dpmpp-2m (DPM-Solver++ (2M), Lu et al. 2022) and unipc
+    (UniPC, Zhao et al. 2023), which need fewer steps for the same quality (eta is ignored)."""
     steps: int = Field(100, ge=1)
     """Denoising steps (at most diffusion.timesteps; ddpm with fewer steps samples the respaced chain)."""
+    timestep_spacing: Literal["trailing", "leading", "linspace"] = "trailing"
+    """Which timesteps the steps visit (diffusers' timestep_spacing). trailing and linspace start at
+    t = T - 1 for every step count; leading (diffusers' DDIM default) starts lower, at t = steps - 1
+    once steps > T / 2, i.e. from an image that is not yet pure noise."""
     eta: float = Field(0.0, ge=0.0, le=1.0)
     """DDIM stochasticity: 0 deterministic, 1 = DDPM posterior variance."""
     guidance_scale: float = Field(2.0, ge=0.0)
@@ -413,7 +450,7 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
     if not path.is_file():
         raise OdmaugError(f"recipe not found: {path}")
     try:
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = strict_safe_load(path.read_text(), str(path)) or {}  # a repeated key is an error, not last-wins
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         line = getattr(getattr(err, "problem_mark", None), "line", None)
         where = f" (line {line + 1})" if line is not None else ""

@@ -66,7 +66,7 @@ def test_requested_items_and_shards():
 
 def record(**changes) -> dict:
     identity = {"checkpoint_id": "abc", "num_classes": 5, "image_size": 8, "sampler": "ddim", "steps": 5,
-                "eta": 0.0, "guidance_scale": 2.0, "clip_x0": True, "precision": "auto"}
+                "eta": 0.0, "guidance_scale": 2.0, "clip_x0": True, "precision": "auto", "timestep_spacing": "trailing"}
     identity.update(changes)
     return {"format": 1, "generator_run": "00000-smoke", "identity": identity}
 
@@ -118,6 +118,19 @@ def test_folder_refuses_other_settings_unless_forced(tmp_path):
     assert folder.prepare(record(checkpoint_id="other"), force=True) == 1
     assert not folder.path(Item(1, 0)).exists() and not folder.manifest_path.exists()
     assert folder.read_record()["identity"]["checkpoint_id"] == "other"
+
+
+def test_a_folder_recorded_before_timestep_spacing_existed_was_made_with_leading(tmp_path):
+    import json
+
+    folder = SynthesisFolder(tmp_path / "syn", image_size=8, num_classes=5)
+    old = record()
+    del old["identity"]["timestep_spacing"]
+    folder.root.mkdir(parents=True)
+    folder.record_path.write_text(json.dumps(old))
+    with pytest.raises(OdmaugError, match=r"timestep_spacing='leading' \(now 'trailing'\)"):
+        folder.prepare(record())
+    assert folder.prepare(record(timestep_spacing="leading")) == 0  # resuming it with its own spacing works
 
 
 def test_folder_without_record_or_with_damaged_record(tmp_path):

@@ -34,7 +34,8 @@ def test_linear_schedule_and_forward_noising():
     assert torch.allclose(s.predict_x0(s.q_sample(x0, t, noise), t, noise), x0, atol=1e-3)
     cos = NoiseSchedule.from_config(DiffusionConfig(schedule="cosine", timesteps=200))
     assert cos.timesteps == 200 and bool((cos.alphas_cumprod[1:] < cos.alphas_cumprod[:-1]).all())
-    assert s.sampling_timesteps(4) == [750, 500, 250, 0]
+    assert s.sampling_timesteps(4) == [999, 749, 499, 249]  # trailing: from the last timestep
+    assert s.sampling_timesteps(4, "leading") == [750, 500, 250, 0]
     with pytest.raises(OdmaugError):
         s.sampling_timesteps(1001)
 
@@ -63,13 +64,14 @@ def test_ddim_matches_diffusers_scheduler(tiny_model):
     diffusers = pytest.importorskip("diffusers")
     T, steps = 100, 10
     s = NoiseSchedule.from_config(DiffusionConfig(timesteps=T))
-    ref = diffusers.DDIMScheduler(num_train_timesteps=T, beta_start=1e-4, beta_end=0.02, beta_schedule="linear",
+    ref = diffusers.DDIMScheduler(num_train_timesteps=T, beta_start=1e-3, beta_end=0.2, beta_schedule="linear",
                                   clip_sample=True, set_alpha_to_one=True, steps_offset=0, timestep_spacing="leading")
     ref.set_timesteps(steps)
-    assert ref.timesteps.tolist() == s.sampling_timesteps(steps)
+    assert ref.timesteps.tolist() == s.sampling_timesteps(steps, "leading")
     labels = torch.tensor([1, 3])
     noise = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(2))
-    ours = sample(tiny_model, noise, labels, s, sampler="ddim", steps=steps, eta=0.0, guidance_scale=1.0)
+    ours = sample(tiny_model, noise, labels, s, sampler="ddim", steps=steps, eta=0.0, guidance_scale=1.0,
+                  timestep_spacing="leading")
     x = noise.clone()
     with torch.no_grad():
         for t in ref.timesteps:

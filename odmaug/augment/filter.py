@@ -41,6 +41,10 @@ class GradeFilter:
     def __post_init__(self) -> None:
         if self.max_grade_error < 0:
             raise OdmaugError(f"--max-grade-error must be 0 or more (got {self.max_grade_error})")
+        from odmaug.classify.models import read_meta
+
+        # A missing or foreign classifier must fail here, before any image is generated.
+        read_meta(self.classifier)
 
 
 def file_hash(path: Path, length: int = 12) -> str:

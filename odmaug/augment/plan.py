@@ -7,8 +7,9 @@ be reproduced on its own.
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Container, Iterable, Iterator, Optional, Sequence
 
 import numpy as np
 
@@ -101,13 +102,64 @@ class Item:
         return f"{self.grade}/{self.seed}.png"
 
 
+@dataclass(frozen=True)
+class Request:
+    """The (grade, seed) pairs of a plan, never listed: ``--n 1000000000`` costs no memory.
+
+    Grade ``g`` asks for the seeds ``seed_start .. seed_start + counts[g] - 1``; everything about
+    the request (its size, membership, what is missing) is computed from these numbers, so only
+    what is on disk or generated is ever held in memory, never the whole request.
+    """
+
+    counts: dict[int, int]
+    seed_start: int = 0
+
+    def __post_init__(self) -> None:
+        if self.seed_start < 0:
+            raise OdmaugError(f"--seed-start must be 0 or more (got {self.seed_start})")
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def __contains__(self, item: Item) -> bool:
+        return 0 <= item.seed - self.seed_start < self.counts.get(item.grade, 0)
+
+    def items(self) -> Iterator[Item]:
+        """Every pair, lazily, sorted by grade then seed."""
+        for g in sorted(self.counts):
+            for s in range(self.seed_start, self.seed_start + self.counts[g]):
+                yield Item(g, s)
+
+    def missing(self, present: Container[Item]) -> Iterator[Item]:
+        """The pairs not in ``present``, lazily, in the order of :meth:`items`."""
+        return (item for item in self.items() if item not in present)
+
+    def per_grade(self, items: Iterable[Item]) -> dict[int, int]:
+        """How many of ``items`` (members or not) fall in each requested grade's seeds."""
+        out = dict.fromkeys(self.counts, 0)
+        for item in items:
+            if item in self:
+                out[item.grade] += 1
+        return out
+
+
 def requested_items(counts: dict[int, int], seed_start: int = 0) -> list[Item]:
-    """Every (grade, seed) pair of a plan, sorted by grade then seed."""
-    if seed_start < 0:
-        raise OdmaugError(f"--seed-start must be 0 or more (got {seed_start})")
-    return [Item(g, s) for g in sorted(counts) for s in range(seed_start, seed_start + counts[g])]
+    """Every (grade, seed) pair of a plan as a list, sorted by grade then seed (small plans only:
+    synthesis itself walks :meth:`Request.items` lazily)."""
+    return list(Request(counts, seed_start).items())
 
 
 def shard(items: Sequence[Item], rank: int, world_size: int) -> list[Item]:
     """The items rank ``rank`` of ``world_size`` generates: every world-th one, starting at ``rank``."""
     return list(items[rank::world_size])
+
+
+def iter_shard(items: Iterable[Item], rank: int, world_size: int) -> Iterator[Item]:
+    """:func:`shard` of an iterable, lazily."""
+    return itertools.islice(items, rank, None, world_size)
+
+
+def shard_size(n: int, rank: int, world_size: int) -> int:
+    """How many of ``n`` items :func:`shard` gives rank ``rank``."""
+    return len(range(rank, n, world_size))

@@ -12,10 +12,8 @@ Crash safety comes from three rules:
 
 from __future__ import annotations
 
-import math
 import os
 import re
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +24,7 @@ import pandas as pd
 from PIL import Image
 
 from odmaug.augment.plan import Item
+from odmaug.augment.space import check_disk_space, estimate_png_bytes  # noqa: F401 - re-exported
 from odmaug.errors import OdmaugError
 from odmaug.runs import atomic_path, atomic_write_json
 
@@ -34,6 +33,7 @@ MANIFEST_FILE = "manifest.csv"
 FORMAT_VERSION = 1
 IDENTITY_KEYS = (
     "checkpoint_id", "num_classes", "image_size", "sampler", "steps", "eta", "guidance_scale", "clip_x0", "precision",
+    "timestep_spacing",
 )
 """What decides an image's pixels besides its grade and seed (``synthesis.json`` -> ``identity``)."""
 MANIFEST_COLUMNS = [
@@ -58,31 +58,6 @@ def is_valid_png(path: str | Path, image_size: int) -> bool:
         return True
     except Exception:  # noqa: BLE001 - any decoding failure means "regenerate it"
         return False
-
-
-def estimate_png_bytes(image_size: int, block: int = 4096) -> int:
-    """Disk bytes one PNG can take: raw pixels plus PNG/zlib overhead, rounded up to a disk block.
-
-    Diffusion samples are noisy, so PNG compresses them little; the estimate assumes none.
-    """
-    raw = 3 * image_size * image_size + image_size  # RGB bytes + one filter byte per row
-    worst = raw + raw // 1000 + 128  # zlib stored blocks + PNG signature and chunks
-    return int(math.ceil(worst / block) * block)
-
-
-def check_disk_space(folder: Path, n_images: int, image_size: int) -> int:
-    """Refuse a run whose images would not fit on the disk holding ``folder``; return the estimate."""
-    need = n_images * (estimate_png_bytes(image_size) + 256) + (1 << 20)  # + manifest rows, 1 MiB margin
-    probe = folder
-    while not probe.exists() and probe != probe.parent:
-        probe = probe.parent
-    free = shutil.disk_usage(probe).free
-    if need > free:
-        raise OdmaugError(
-            f"not enough disk space in {folder}: {n_images} images need about {need / 2**20:.1f} MiB, "
-            f"{free / 2**20:.1f} MiB free"
-        )
-    return need
 
 
 @dataclass
@@ -121,7 +96,8 @@ class SynthesisFolder:
             return None
         try:
             record = json.loads(self.record_path.read_text())
-            record["identity"]  # noqa: B018 - must exist
+            # Folders written before timestep_spacing was recorded were all made with "leading".
+            record["identity"].setdefault("timestep_spacing", "leading")
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError):
             raise OdmaugError(f"{self.record_path}: not a synthesis record; use another --out or --force") from None
         return record

@@ -7,7 +7,6 @@ moment (Ctrl-C, kill -9, a lost machine) and the next run only makes what is mis
 
 from __future__ import annotations
 
-import contextlib
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,59 +16,25 @@ import numpy as np
 import torch
 
 from odmaug.distributed import DistInfo, barrier, broadcast_object, init_distributed, rank_device, shutdown
-from odmaug.augment.filter import GradeFilter, apply_filter
+from odmaug.augment.filter import GradeFilter
 from odmaug.augment.plan import (
     Item,
+    Request,
     check_amounts,
     images_per_grade,
+    iter_shard,
     needs_real_counts,
     parse_target_classes,
-    requested_items,
-    shard,
+    shard_size,
 )
-from odmaug.augment.store import SynthesisFolder, check_disk_space, is_valid_png, rank_manifest_name
-from odmaug.config import Recipe, SampleConfig
-from odmaug.console import progress
-from odmaug.data import load_table, to_uint8
+from odmaug.augment.resume import finish_folder, prepare_folder
+from odmaug.augment.sampler import BATCH_ALIGN, SamplingSettings, aligned, generate_batches  # noqa: F401 - re-exported
+from odmaug.augment.store import SynthesisFolder, rank_manifest_name
+from odmaug.config import Recipe
+from odmaug.data import load_table
 from odmaug.device import resolve_device
 from odmaug.errors import OdmaugError
 from odmaug.runs import Run, open_run
-
-
-@dataclass(frozen=True)
-class SamplingSettings:
-    """The sampler settings that decide an image's pixels (recorded in ``synthesis.json``)."""
-
-    sampler: str = "ddim"
-    steps: int = 100
-    eta: float = 0.0
-    guidance_scale: float = 2.0
-    clip_x0: bool = True
-    precision: str = "auto"
-
-    @classmethod
-    def from_config(cls, cfg: SampleConfig, **overrides: Any) -> "SamplingSettings":
-        """The recipe's ``sample`` section, with any non-None ``overrides`` applied."""
-        values = {
-            "sampler": cfg.sampler, "steps": cfg.steps, "eta": cfg.eta,
-            "guidance_scale": cfg.guidance_scale, "clip_x0": cfg.clip_x0,
-            "precision": getattr(cfg, "precision", "auto"),
-        }
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        settings = cls(**values)
-        settings.check()
-        return settings
-
-    def check(self) -> None:
-        """One-line errors for impossible values."""
-        if self.sampler not in ("ddim", "ddpm"):
-            raise OdmaugError(f"--sampler must be ddim or ddpm (got {self.sampler!r})")
-        if self.steps < 1:
-            raise OdmaugError(f"--steps must be at least 1 (got {self.steps})")
-        if not 0.0 <= self.eta <= 1.0:
-            raise OdmaugError(f"--eta must be in [0, 1] (got {self.eta})")
-        if self.guidance_scale < 0:
-            raise OdmaugError(f"--guidance must be 0 or more (got {self.guidance_scale})")
 
 
 @dataclass
@@ -113,55 +78,6 @@ def real_train_counts(recipe: Recipe, data_dir: Optional[str], num_classes: int)
             f"the generator checkpoint has {num_classes} grades but the data ({table.name}) has {table.num_classes}"
         )
     return table.split("train").counts()
-
-
-BATCH_ALIGN = 8
-"""Network batches always hold a multiple of this many images (the tail is padded with copies).
-
-CPU kernels (oneDNN, vectorised reductions) take other code paths for batch remainders, which
-changes float rounding by ~1e-7 (fp32) to ~1e-2 (bf16) and can flip a uint8 pixel: measured here,
-batches of 1, 3 or 5 rows differ from batches of 64, while every multiple of 8 rows agrees bit for
-bit. Aligned batches make an image independent of ``--batch-size`` and of its neighbours.
-"""
-
-
-def aligned(n: int, align: int = BATCH_ALIGN) -> int:
-    """``n`` rounded up to a multiple of ``align``."""
-    return -(-n // align) * align
-
-
-def _generate_batches(loaded, folder: SynthesisFolder, items: list[Item], settings: SamplingSettings,
-                      batch_size: int, device: torch.device, bar_label: str, show_progress: bool,
-                      compiled: bool = False) -> None:
-    """Generate ``items`` batch by batch and write each PNG as soon as its batch is done.
-
-    A compiled network builds kernels for each batch shape (about a minute on a 2-core CPU), so
-    with ``compiled`` a short last batch is padded to the full batch size instead: on average
-    cheaper than a second compile.
-    """
-    from odmaug.diffusion import generate
-
-    batch_size = aligned(batch_size)
-    one_shape = compiled and len(items) > batch_size
-    bar = progress("img") if show_progress else contextlib.nullcontext()
-    with bar:
-        task = bar.add_task(bar_label, total=len(items), info="") if show_progress else None
-        for start in range(0, len(items), batch_size):
-            chunk = items[start : start + batch_size]
-            rows = batch_size if one_shape else aligned(len(chunk))
-            padded = chunk + [chunk[-1]] * (rows - len(chunk))  # only the last batch pads
-            labels = torch.tensor([i.grade for i in padded], dtype=torch.long)
-            images = generate(
-                loaded.model, loaded.schedule, labels, [i.seed for i in padded],
-                sampler=settings.sampler, steps=settings.steps, eta=settings.eta,
-                guidance_scale=settings.guidance_scale, clip_x0=settings.clip_x0,
-                batch_size=len(padded), device=device, precision=settings.precision,
-            )  # [B, 3, H, W] in [-1, 1]
-            pixels = to_uint8(images[: len(chunk)].detach().cpu()).permute(0, 2, 3, 1).numpy()  # [B, H, W, 3]
-            for item, image in zip(chunk, pixels):
-                folder.write_png(item, np.ascontiguousarray(image))
-            if task is not None:
-                bar.update(task, advance=len(chunk), info=f"grade {chunk[-1].grade} seed {chunk[-1].seed}")
 
 
 def run_synthesis(
@@ -223,12 +139,12 @@ def _synthesize(ranks: DistInfo, run, out_dir, target_classes, n_per_grade, to_c
                 compile) -> SynthesisSummary:
     from odmaug.diffusion import load_generator
     from odmaug.diffusion.sampling import compile_for_sampling
-    from odmaug.precision import precision_name, resolve_precision
 
     # Checks that need no model come first, identically on every rank.
     gen_run: Run = open_run(run)
     recipe = gen_run.recipe()
     check_amounts(n_per_grade, to_count)
+    Request({}, seed_start)  # checks --seed-start
     settings = settings or SamplingSettings.from_config(recipe.sample)
     settings.check()
     batch_size = int(batch_size or recipe.sample.batch_size)
@@ -236,119 +152,92 @@ def _synthesize(ranks: DistInfo, run, out_dir, target_classes, n_per_grade, to_c
         raise OdmaugError(f"--batch-size must be at least 1 (got {batch_size})")
     dev = rank_device(resolve_device(device), ranks)
     loaded = load_generator(gen_run.root, use_ema=use_ema, device=dev)
-    num_classes = loaded.num_classes
-    if num_classes != recipe.data.num_classes:
-        raise OdmaugError(
-            f"the generator checkpoint has {num_classes} grades but its recipe's data has {recipe.data.num_classes}"
-        )
-    grades = parse_target_classes(target_classes, num_classes)
-    counts = real_train_counts(recipe, data_dir, num_classes) if needs_real_counts(grades, n_per_grade) else None
-    requested = images_per_grade(grades, num_classes, n_per_grade, to_count, counts)
-    items = requested_items(requested, seed_start)
-
+    counts, request = _plan(loaded, recipe, settings, target_classes, n_per_grade, to_count, seed_start, data_dir)
     out = Path(out_dir) if out_dir is not None else gen_run.root / "synthetic"
-    folder = SynthesisFolder(out, loaded.image_size, num_classes)
-    record = {
-        "format": 1,
-        "generator_run": gen_run.root.resolve().name,
-        "generator_path": str(gen_run.root.resolve()),
-        "weights": loaded.weights_path.name,
-        "step": loaded.step,
-        "identity": {
-            "checkpoint_id": loaded.checkpoint_id, "num_classes": num_classes, "image_size": loaded.image_size,
-            **asdict(settings),
-            # The dtype actually used ("auto" means bf16 on some devices, fp32 on others).
-            "precision": precision_name(resolve_precision(settings.precision, dev)),
-        },
-    }
+    folder = SynthesisFolder(out, loaded.image_size, loaded.num_classes)
+    record = _record(gen_run, loaded, settings, dev)
+    state, valid = prepare_folder(folder, record, request, force, ranks)
+    present: set[Item] = state["present"]
 
-    # Rank 0 alone touches the folder's existing files, then tells every rank what is missing.
-    state: dict[str, Any] = {"error": None}
-    if ranks.is_main:
-        try:
-            # Decide everything before writing anything: a refusal leaves the folder untouched.
-            replace = folder.needs_replacing(record, force)
-            scan = folder.scan()
-            valid = set() if replace else folder.valid_items(scan)
-            state["pending"] = [i for i in items if i not in valid]
-            state["present"] = len(items) - len(state["pending"])
-            check_disk_space(out, len(state["pending"]), loaded.image_size)
-            state["removed"] = folder.prepare(record, force)
-            if not replace:
-                folder.remove_temporary(scan)  # left by a killed run
-                folder.remove_invalid(scan, valid)  # damaged files: remade if requested, else dropped
-        except OdmaugError as err:
-            state = {"error": str(err)}
-        except OSError as err:  # e.g. an unwritable --out: one line, and the other ranks stop too
-            state = {"error": f"cannot use {out}: {err.strerror or err}"}
-    state = broadcast_object(state, ranks)
-    if state["error"]:
-        raise OdmaugError(state["error"])
-    pending: list[Item] = state["pending"]
-
-    mine = shard(pending, ranks.rank, ranks.world_size)
+    # The missing pairs are walked lazily, never listed: memory does not grow with --n.
+    n_pending = request.total - len(present)
+    mine = shard_size(n_pending, ranks.rank, ranks.world_size)
     label = "synthesize" if not ranks.enabled else f"synthesize (rank 0 of {ranks.world_size})"
     started = time.perf_counter()
     # Compiling is an execution detail, not part of the identity: it changes no setting of the
     # images (only float rounding, ~1e-6 relative in fp32). Kernels build on the first batch.
     compiled = compile_for_sampling(loaded.model, recipe.sample.compile if compile is None else compile,
-                                    len(mine) * settings.steps, dev)
-    _generate_batches(loaded, folder, mine, settings, batch_size, dev, label, show_progress and ranks.is_main, compiled)
+                                    mine * settings.steps, dev)
+    generate_batches(loaded, folder, iter_shard(request.missing(present), ranks.rank, ranks.world_size), mine,
+                     settings, batch_size, dev, label, show_progress and ranks.is_main, compiled)
     seconds = time.perf_counter() - started
     if ranks.enabled:
-        folder.write_manifest(folder.manifest_frame(mine, record), rank_manifest_name(ranks.rank))
+        mine_items = iter_shard(request.missing(present), ranks.rank, ranks.world_size)
+        folder.write_manifest(folder.manifest_frame(mine_items, record), rank_manifest_name(ranks.rank))
     barrier(ranks)  # every rank's images and manifest part are on disk
 
     summary_state: dict[str, Any] = {"error": None}
     if ranks.is_main:
         try:
-            summary_state = _finish(folder, record, set(valid) | set(pending), grade_filter, dev, ranks)
+            summary_state = finish_folder(folder, record, request, valid, grade_filter, dev, ranks)
         except OdmaugError as err:
             summary_state = {"error": str(err)}
     summary_state = broadcast_object(summary_state, ranks)
     if summary_state["error"]:
         raise OdmaugError(summary_state["error"])
-    summary = SynthesisSummary(
-        manifest=folder.manifest_path, out_dir=out, requested=requested, present=state["present"],
-        generated=len(pending), removed=state["removed"], seconds=seconds,
-        generated_per_grade={g: sum(1 for i in pending if i.grade == g) for g in requested},
-        checkpoint_id=loaded.checkpoint_id, world_size=ranks.world_size, compiled=compiled, **summary_state["fields"],
-        real_counts=None if counts is None else {g: int(c) for g, c in enumerate(counts)},
-    )
+    summary = _summary(folder, request, present, state["removed"], seconds, loaded.checkpoint_id, ranks, compiled,
+                       summary_state["fields"], counts)
     if ranks.is_main:
         gen_run.log(
-            "synthesis", out=str(out), requested=requested, present=summary.present, generated=summary.generated,
+            "synthesis", out=str(out), requested=request.counts, present=summary.present, generated=summary.generated,
             seconds=round(seconds, 3), checkpoint_id=loaded.checkpoint_id, world_size=ranks.world_size,
             manifest_rows=summary.manifest_rows, compiled=compiled, **asdict(settings),
         )
     return summary
 
 
-def _finish(folder: SynthesisFolder, record: dict, known: set[Item], grade_filter: Optional[GradeFilter],
-            device: torch.device, ranks: DistInfo) -> dict[str, Any]:
-    """Rank 0: rebuild the manifest from one listing of the folder (and apply the filter)."""
-    scan = folder.scan()
-    missing = sorted(known - set(scan.images))
-    if missing:
-        raise OdmaugError(f"{len(missing)} images vanished while writing, e.g. {folder.path(missing[0])}; re-run")
-    # Files neither validated at the start nor written now (another process?) are checked here.
-    on_disk = [i for i, p in scan.images.items() if i in known or is_valid_png(p, folder.image_size)]
-    extra: dict[str, dict[Item, Any]] = {}
-    filtered_out: dict[int, int] = {}
-    if grade_filter is not None:
-        on_disk, predicted, filtered_out = apply_filter(grade_filter, folder, on_disk, device)
-        extra["predicted_grade"] = predicted
-    frame = folder.manifest_frame(on_disk, record, extra)
-    folder.write_manifest(frame)
-    for rank in range(ranks.world_size if ranks.enabled else 0):
-        (folder.root / rank_manifest_name(rank)).unlink(missing_ok=True)
-    per_grade = frame["label"].value_counts().sort_index()
+def _summary(folder: SynthesisFolder, request: Request, present: set[Item], removed: int, seconds: float,
+             checkpoint_id: str, ranks: DistInfo, compiled: bool, fields: dict[str, Any],
+             counts: Optional[np.ndarray]) -> SynthesisSummary:
+    there = request.per_grade(present)
+    return SynthesisSummary(
+        manifest=folder.manifest_path, out_dir=folder.root, requested=request.counts, present=len(present),
+        generated=request.total - len(present), removed=removed, seconds=seconds,
+        generated_per_grade={g: request.counts[g] - there[g] for g in request.counts},
+        checkpoint_id=checkpoint_id, world_size=ranks.world_size, compiled=compiled, **fields,
+        real_counts=None if counts is None else {g: int(c) for g, c in enumerate(counts)},
+    )
+
+
+def _plan(loaded, recipe: Recipe, settings: SamplingSettings, target_classes, n_per_grade: Optional[int],
+          to_count: Optional[int], seed_start: int, data_dir: Optional[str]) -> tuple[Optional[np.ndarray], Request]:
+    """The real training counts (when the plan needs them) and the request: numbers only, no list."""
+    num_classes = loaded.num_classes
+    if num_classes != recipe.data.num_classes:
+        raise OdmaugError(
+            f"the generator checkpoint has {num_classes} grades but its recipe's data has {recipe.data.num_classes}"
+        )
+    loaded.schedule.sampling_timesteps(settings.steps, settings.timestep_spacing)  # steps <= T, before any write
+    grades = parse_target_classes(target_classes, num_classes)
+    counts = real_train_counts(recipe, data_dir, num_classes) if needs_real_counts(grades, n_per_grade) else None
+    return counts, Request(images_per_grade(grades, num_classes, n_per_grade, to_count, counts), seed_start)
+
+
+def _record(gen_run: Run, loaded, settings: SamplingSettings, device: torch.device) -> dict[str, Any]:
+    """``synthesis.json``: the checkpoint and the settings that decide the pixels."""
+    from odmaug.precision import precision_name, resolve_precision
+
     return {
-        "error": None,
-        "fields": {
-            "manifest_rows": len(frame),
-            "manifest_counts": {int(g): int(c) for g, c in per_grade.items()},
-            "filtered_out": filtered_out,
+        "format": 1,
+        "generator_run": gen_run.root.resolve().name,
+        "generator_path": str(gen_run.root.resolve()),
+        "weights": loaded.weights_path.name,
+        "step": loaded.step,
+        "identity": {
+            "checkpoint_id": loaded.checkpoint_id, "num_classes": loaded.num_classes, "image_size": loaded.image_size,
+            **asdict(settings),
+            # The dtype actually used ("auto" means bf16 on some devices, fp32 on others).
+            "precision": precision_name(resolve_precision(settings.precision, device)),
         },
     }
 

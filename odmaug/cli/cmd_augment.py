@@ -132,10 +132,15 @@ def augment_command(
     ),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default <run>/synthetic)."),
     seed_start: Optional[int] = typer.Option(None, "--seed-start", help="First seed of every grade."),
-    sampler: Optional[str] = typer.Option(None, "--sampler", help="ddim or ddpm (default: the run's recipe)."),
+    sampler: Optional[str] = typer.Option(
+        None, "--sampler", help="ddim, ddpm, dpmpp-2m or unipc (default: the run's recipe)."
+    ),
     steps: Optional[int] = typer.Option(None, "--steps", help="Sampling steps (default: the run's recipe)."),
     guidance: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance scale s."),
     eta: Optional[float] = typer.Option(None, "--eta", help="DDIM eta (0: deterministic DDIM)."),
+    spacing: Optional[str] = typer.Option(
+        None, "--timestep-spacing", help="trailing, leading or linspace (default: the recipe's sample.timestep_spacing)."
+    ),
     precision: Optional[str] = typer.Option(
         None, "--precision", help="auto (bf16 where the device computes it natively), bf16, fp16 or fp32."
     ),
@@ -159,7 +164,9 @@ def augment_command(
     """Synthesize new images of chosen grades from a trained generator: <out>/<grade>/<seed>.png + manifest.csv.
 
     Re-running resumes: valid images are kept, missing or damaged ones are made again, and the manifest is rebuilt
-    from the files on disk. Under torchrun the seeds are shared out over the ranks.
+    from the files on disk. Over K processes the seeds are shared out over the ranks:
+
+    torchrun --nproc_per_node K -m odmaug -- augment --run RUN --n N   (the -- keeps torchrun off --run and --n)
     """
     from odmaug.augment import GradeFilter, SamplingSettings, run_synthesis
     from odmaug.runs import open_run
@@ -169,7 +176,8 @@ def augment_command(
     if n is None and to_count is None:
         n, to_count = aug.n, aug.to_count  # the recipe's amounts only when none is given here
     settings = SamplingSettings.from_config(
-        recipe.sample, sampler=sampler, steps=steps, guidance_scale=guidance, eta=eta, precision=precision
+        recipe.sample, sampler=sampler, steps=steps, guidance_scale=guidance, eta=eta, precision=precision,
+        timestep_spacing=spacing,
     )
     classifier = filter_with or aug.filter_with
     grade_filter = None

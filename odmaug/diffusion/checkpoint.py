@@ -18,7 +18,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
+import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,13 +31,21 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from odmaug.config import Recipe
-from odmaug.diffusion.schedule import NoiseSchedule
+from odmaug.diffusion.schedule import TERMINAL_SIGNAL_LIMIT, NoiseSchedule
 from odmaug.diffusion.unet import build_generator
 from odmaug.errors import OdmaugError
-from odmaug.runs import atomic_path, atomic_write_json, open_run
+from odmaug.runs import WriteError, atomic_path, atomic_write_json, open_run
 
 POINTER = "checkpoint.json"
 FORMAT_VERSION = 1
+
+
+def _pause_for_tests(point: str, step: int) -> None:
+    """Test hook, inert unless ``$ODMAUG_TEST_PAUSE_AT`` is ``<point>@<step>``: then say so on stderr and
+    block until killed, so tests/test_kill_resume.py's SIGKILL lands exactly here, not by timing."""
+    if os.environ.get("ODMAUG_TEST_PAUSE_AT") == f"{point}@{step}":
+        print(f"odmaug-test-paused {point}@{step}", file=sys.stderr, flush=True)
+        time.sleep(1e6)
 
 
 def file_sha256(path: Path) -> str:
@@ -106,29 +117,46 @@ def save_checkpoint(
         The checkpoint folder.
     """
     folder = generator_dir / f"step-{step:08d}"
-    folder.mkdir(parents=True, exist_ok=True)
+    fresh = not folder.exists()
+    _make_folder(folder)
     meta = {"num_classes": str(num_classes), "image_size": str(image_size), "step": str(step), "format": str(FORMAT_VERSION)}
     optim_tensors, optim_info = _optimizer_to_flat(optimizer_state)
-    hashes = {
-        "model.safetensors": _save_tensors(model_state, folder / "model.safetensors", meta),
-        "ema.safetensors": _save_tensors(ema_state, folder / "ema.safetensors", meta),
-        "state.safetensors": _save_tensors({**optim_tensors, **rng_states}, folder / "state.safetensors"),
-    }
-    atomic_write_json(folder / "state.json", {"step": step, "optimizer": optim_info, **info})
-    hashes["state.json"] = file_sha256(folder / "state.json")
-    pointer = {
-        "format": FORMAT_VERSION,
-        "step": step,
-        "folder": folder.name,
-        "num_classes": num_classes,
-        "image_size": image_size,
-        "sha256": hashes,
-    }
-    atomic_write_json(generator_dir / POINTER, pointer)
+    try:
+        hashes = {"model.safetensors": _save_tensors(model_state, folder / "model.safetensors", meta)}
+        _pause_for_tests("checkpoint-write", step)  # the folder half written, the pointer on the previous one
+        hashes["ema.safetensors"] = _save_tensors(ema_state, folder / "ema.safetensors", meta)
+        hashes["state.safetensors"] = _save_tensors({**optim_tensors, **rng_states}, folder / "state.safetensors")
+        atomic_write_json(folder / "state.json", {"step": step, "optimizer": optim_info, **info})
+        hashes["state.json"] = file_sha256(folder / "state.json")
+        atomic_write_json(generator_dir / POINTER, {
+            "format": FORMAT_VERSION, "step": step, "folder": folder.name, "num_classes": num_classes,
+            "image_size": image_size, "sha256": hashes,
+        })
+    except BaseException:
+        # A failed write (a full disk, Ctrl-C) leaves the pointer on the previous checkpoint. A
+        # half-written folder it does not point to only takes space, and the pruning below could
+        # keep it in place of a complete one. (Checked: an interrupt may land after the pointer moved.)
+        if fresh and _pointer_folder(generator_dir) != folder.name:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     old = sorted(p for p in generator_dir.glob("step-*") if p.is_dir() and p.name != folder.name)
     for stale in old[: max(0, len(old) - (keep - 1))]:
         shutil.rmtree(stale, ignore_errors=True)
     return folder
+
+
+def _make_folder(folder: Path) -> None:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise WriteError(folder, err.strerror or str(err), err.errno) from None
+
+
+def _pointer_folder(generator_dir: Path) -> str | None:
+    try:
+        return json.loads((generator_dir / POINTER).read_text()).get("folder")
+    except (OSError, ValueError, AttributeError):
+        return None
 
 
 def read_pointer(generator_dir: Path) -> dict[str, Any]:
@@ -251,9 +279,15 @@ def load_generator(run: str | Path, use_ema: bool = True, device: str | torch.de
     device = resolve_device(device) if isinstance(device, str) else device
     model = model.to(device=device, memory_format=torch.channels_last).eval()
     model.requires_grad_(False)
+    schedule = NoiseSchedule.from_config(recipe.diffusion)
+    if schedule.terminal_signal >= TERMINAL_SIGNAL_LIMIT:  # only runs trained before scale_betas existed
+        from odmaug.console import warn
+
+        warn(f"{run_obj.root.name} was trained with a schedule whose last step keeps {schedule.terminal_signal:.2f} "
+             "of the image; its samples start from pure noise and come out biased: retrain it for faithful images")
     return LoadedGenerator(
         model=model,
-        schedule=NoiseSchedule.from_config(recipe.diffusion),
+        schedule=schedule,
         recipe=recipe,
         num_classes=num_classes,
         image_size=image_size,

@@ -1,7 +1,8 @@
-"""Samplers (ancestral DDPM and DDIM) with classifier-free guidance, and per-seed generation.
+"""Samplers (DDPM, DDIM, DPM-Solver++ (2M), UniPC) with classifier-free guidance, and per-seed generation.
 
-Every sampler has the same signature (``sample``). Reproducibility follows EDM's ``generate.py``
-and diffusers PR #1924: image ``i`` gets its own CPU ``torch.Generator`` seeded with ``seeds[i]``,
+Every sampler has the same signature (``sample``); the multistep ODE solvers are diffusers'
+schedulers (:mod:`odmaug.diffusion.solvers`). Reproducibility follows EDM's ``generate.py`` and
+diffusers PR #1924: image ``i`` gets its own CPU ``torch.Generator`` seeded with ``seeds[i]``,
 which draws its initial noise and every noise of the stochastic updates, so an image depends only
 on its seed, not on the batch it was generated in.
 """
@@ -19,9 +20,10 @@ from torch import nn
 from odmaug.console import progress
 from odmaug.precision import autocast, resolve_precision
 from odmaug.diffusion.schedule import NoiseSchedule
+from odmaug.diffusion.solvers import SOLVERS, solve
 from odmaug.errors import OdmaugError
 
-SAMPLERS = ("ddim", "ddpm")
+SAMPLERS = ("ddim", "ddpm") + SOLVERS
 
 CompileSetting = Union[bool, Literal["auto"]]
 COMPILE_MIN_IMAGE_STEPS = 20_000
@@ -97,6 +99,7 @@ def sample(
     eta: float = 0.0,
     guidance_scale: float = 1.0,
     clip_x0: bool = True,
+    timestep_spacing: str = "trailing",
     generators: Optional[Sequence[torch.Generator]] = None,
     null_label: Optional[int] = None,
     on_step: Optional[Callable[[], None]] = None,
@@ -109,12 +112,19 @@ def sample(
         labels: grades [B] on the same device.
         schedule: the noise schedule the model was trained with.
         sampler: ``ddim`` (generalised update with ``eta``) or ``ddpm`` (ancestral: posterior
-            mean and posterior variance; with ``steps < T`` the respaced process).
+            mean and posterior variance; with ``steps < T`` the respaced process), or a
+            deterministic multistep ODE solver: ``dpmpp-2m`` (DPM-Solver++ (2M), Lu et al. 2022)
+            or ``unipc`` (UniPC bh2, Zhao et al. 2023), see :mod:`odmaug.diffusion.solvers`.
         steps: number of denoising steps (``T`` for the full DDPM chain).
-        eta: DDIM stochasticity (0 deterministic, 1 = DDPM posterior variance); ignored by ddpm.
+        timestep_spacing: ``trailing`` (from t = T - 1 for every step count), ``linspace`` or
+            ``leading``, as diffusers' ``timestep_spacing`` (see ``NoiseSchedule.sampling_timesteps``).
+            Each step goes to the next listed timestep (diffusers' DDIM goes to t - T // steps,
+            which differs from the list when the spacing is not uniform).
+        eta: DDIM stochasticity (0 deterministic, 1 = DDPM posterior variance); ignored by ddpm,
+            dpmpp-2m and unipc.
         guidance_scale: s of classifier-free guidance (1 = conditional model).
-        clip_x0: clip each predicted x0 to [-1, 1] (the eps used in the update is re-derived
-            from the clipped x0, as in diffusers).
+        clip_x0: clip each predicted x0 to [-1, 1] (ddim and ddpm re-derive the eps of the update
+            from the clipped x0, as in diffusers; dpmpp-2m and unipc integrate the clipped x0).
         generators: per-image CPU generators for the noise of stochastic updates (needed when
             ``sampler == "ddpm"`` or ``eta > 0``).
         null_label: the null class (default: the model's ``num_classes``).
@@ -125,35 +135,50 @@ def sample(
     """
     if sampler not in SAMPLERS:
         raise OdmaugError(f"unknown sampler '{sampler}' (use {', '.join(SAMPLERS)})")
-    stochastic = sampler == "ddpm" or eta > 0
+    stochastic = sampler == "ddpm" or (sampler == "ddim" and eta > 0)
     if stochastic and (generators is None or len(generators) != noise.shape[0]):
         raise OdmaugError("stochastic sampling (ddpm or eta > 0) needs one generator per image")
     if null_label is None:
         null_label = int(getattr(model, "num_classes", getattr(getattr(model, "module", None), "num_classes", -1)))
-    timesteps = schedule.sampling_timesteps(steps)
+    timesteps = schedule.sampling_timesteps(steps, timestep_spacing)
+    if sampler in SOLVERS:
+
+        def eps_model(x_t: torch.Tensor, t: int) -> torch.Tensor:
+            t_batch = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
+            return guided_eps(model, x_t, t_batch, labels, guidance_scale, null_label)
+
+        return solve(sampler, noise, timesteps, schedule, eps_model, clip_x0, on_step)
     x = noise.float()
-    batch = x.shape[0]
     for i, t in enumerate(timesteps):
         t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
-        coef = schedule.step_coefficients(t, t_prev, 1.0 if sampler == "ddpm" else eta)
-        t_batch = torch.full((batch,), t, device=x.device, dtype=torch.long)
+        t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
         eps = guided_eps(model, x, t_batch, labels, guidance_scale, null_label)
-        abar_t, abar_prev = coef["abar_t"], coef["abar_prev"]
-        x0 = (x - (1 - abar_t) ** 0.5 * eps) / abar_t**0.5
-        if clip_x0:
-            x0 = x0.clamp(-1.0, 1.0)
-            eps = (x - abar_t**0.5 * x0) / (1 - abar_t) ** 0.5
-        if sampler == "ddpm":
-            # posterior q(x_prev | x_t, x0): mean c0 x0 + ct x_t, variance beta_tilde
-            beta = 1.0 - abar_t / abar_prev
-            mean = (abar_prev**0.5 * beta / (1 - abar_t)) * x0 + ((1 - beta) ** 0.5 * (1 - abar_prev) / (1 - abar_t)) * x
-            x = mean
-        else:
-            x = abar_prev**0.5 * x0 + coef["dir_coef"] * eps
-        if stochastic and coef["sigma"] > 0:
-            x = x + coef["sigma"] * _per_image_noise(generators, tuple(x.shape[1:]), x.device)
+        x = _ancestral_step(schedule, x, eps, t, t_prev, sampler, eta, clip_x0, generators if stochastic else None)
         if on_step is not None:
             on_step()
+    return x
+
+
+def _ancestral_step(schedule: NoiseSchedule, x: torch.Tensor, eps: torch.Tensor, t: int, t_prev: int, sampler: str,
+                    eta: float, clip_x0: bool, generators: Optional[Sequence[torch.Generator]]) -> torch.Tensor:
+    """One DDIM (generalised, with ``eta``) or DDPM (posterior) step from x_t [B, C, H, W] to x_{t_prev}.
+
+    ``generators`` (one per image) draw the step's noise; None for a deterministic step.
+    """
+    coef = schedule.step_coefficients(t, t_prev, 1.0 if sampler == "ddpm" else eta)
+    abar_t, abar_prev = coef["abar_t"], coef["abar_prev"]
+    x0 = (x - (1 - abar_t) ** 0.5 * eps) / abar_t**0.5
+    if clip_x0:
+        x0 = x0.clamp(-1.0, 1.0)
+        eps = (x - abar_t**0.5 * x0) / (1 - abar_t) ** 0.5
+    if sampler == "ddpm":
+        # posterior q(x_prev | x_t, x0): mean c0 x0 + ct x_t, variance beta_tilde
+        beta = 1.0 - abar_t / abar_prev
+        x = (abar_prev**0.5 * beta / (1 - abar_t)) * x0 + ((1 - beta) ** 0.5 * (1 - abar_prev) / (1 - abar_t)) * x
+    else:
+        x = abar_prev**0.5 * x0 + coef["dir_coef"] * eps
+    if generators is not None and coef["sigma"] > 0:
+        x = x + coef["sigma"] * _per_image_noise(generators, tuple(x.shape[1:]), x.device)
     return x
 
 
@@ -168,6 +193,7 @@ def generate(
     eta: float = 0.0,
     guidance_scale: float = 1.0,
     clip_x0: bool = True,
+    timestep_spacing: str = "trailing",
     batch_size: int = 64,
     device: str | torch.device = "cpu",
     precision: str = "fp32",
@@ -199,6 +225,7 @@ def generate(
         raise OdmaugError(f"grades must be in 0..{num_classes - 1} (got {labels_t.min().item()}..{labels_t.max().item()})")
     if batch_size < 1:
         raise OdmaugError("batch_size must be at least 1")
+    schedule.sampling_timesteps(steps, timestep_spacing)  # a bad step count or spacing fails before any work
     dtype = resolve_precision(precision, device)
     compile_for_sampling(model, compile, len(labels_t) * steps, device)
     size, channels = int(model.image_size), int(getattr(model, "in_channels", 3))
@@ -219,7 +246,7 @@ def generate(
                 images = sample(
                     model, noise, labels_t[chunk].to(device), schedule,
                     sampler=sampler, steps=steps, eta=eta, guidance_scale=guidance_scale, clip_x0=clip_x0,
-                    generators=gens, null_label=num_classes, on_step=on_step,
+                    timestep_spacing=timestep_spacing, generators=gens, null_label=num_classes, on_step=on_step,
                 )
             out[chunk] = images.float().cpu()
     return out

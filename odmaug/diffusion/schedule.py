@@ -9,15 +9,37 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 
 from odmaug.config import DiffusionConfig
 from odmaug.errors import OdmaugError
 
 
-def linear_betas(timesteps: int, beta_start: float, beta_end: float) -> torch.Tensor:
-    """Ho et al.'s linear schedule: float64 [T] from ``beta_start`` to ``beta_end``."""
-    return torch.linspace(beta_start, beta_end, timesteps, dtype=torch.float64)
+TIMESTEP_SPACINGS = ("trailing", "leading", "linspace")
+"""diffusers' ``timestep_spacing`` choices (Lin et al. 2024, "Common Diffusion Noise Schedules and
+Sample Steps are Flawed", table 2). Only ``trailing`` and ``linspace`` start at t = T - 1 for every
+step count; ``leading`` (diffusers' DDIM default) starts at ``(steps - 1) * (T // steps)``."""
+
+TERMINAL_SIGNAL_LIMIT = 0.01
+"""Largest sqrt(abar_{T-1}) (the share of x0 left at the last training step) a trainable schedule
+may keep: sampling starts from pure noise, so signal left at t = T - 1 biases every sample."""
+
+MAX_BETA = 0.999
+"""Betas are clipped here (as for the cosine schedule) so that a short, scaled schedule stays valid."""
+
+
+def linear_betas(timesteps: int, beta_start: float, beta_end: float, scale: bool = True) -> torch.Tensor:
+    """Ho et al.'s linear schedule: float64 [T] from ``beta_start`` to ``beta_end``.
+
+    Ho et al. define 1e-4 .. 0.02 for T = 1000. With ``scale`` both ends are multiplied by 1000 / T,
+    as improved-diffusion's ``get_named_beta_schedule("linear", T)`` does (Nichol & Dhariwal 2021),
+    so every T reaches noise at its last step (sqrt(abar_{T-1}) ~ 0.005 at T = 100, not 0.60); at
+    T = 1000 the scale is 1. Betas are clipped at :data:`MAX_BETA` (needed for T <= 20).
+    """
+    factor = 1000.0 / timesteps if scale else 1.0
+    betas = torch.linspace(beta_start * factor, beta_end * factor, timesteps, dtype=torch.float64)
+    return betas.clamp(max=MAX_BETA)
 
 
 def cosine_betas(timesteps: int, s: float = 0.008, max_beta: float = 0.999) -> torch.Tensor:
@@ -57,7 +79,21 @@ class NoiseSchedule:
             return cls(cosine_betas(cfg.timesteps), "cosine")
         if cfg.beta_end <= cfg.beta_start:
             raise OdmaugError("diffusion.beta_end must be larger than diffusion.beta_start")
-        return cls(linear_betas(cfg.timesteps, cfg.beta_start, cfg.beta_end), "linear")
+        return cls(linear_betas(cfg.timesteps, cfg.beta_start, cfg.beta_end, cfg.scale_betas), "linear")
+
+    @property
+    def terminal_signal(self) -> float:
+        """sqrt(abar_{T-1}): how much of x0 the last training step keeps (0 = pure noise)."""
+        return float(self.alphas_cumprod[-1].sqrt())
+
+    def check_reaches_noise(self) -> None:
+        """Raise when the last step keeps more than :data:`TERMINAL_SIGNAL_LIMIT` of x0 (before training)."""
+        if self.terminal_signal >= TERMINAL_SIGNAL_LIMIT:
+            raise OdmaugError(
+                f"the {self.kind} noise schedule of T = {self.timesteps} keeps {self.terminal_signal:.3f} of the "
+                f"image at its last step (x_T = {self.terminal_signal:.2f} x0 + ...), while sampling starts "
+                "from pure noise: use diffusion.scale_betas=true, diffusion.schedule=cosine or larger betas"
+            )
 
     def table(self, name: str, device: torch.device | str) -> torch.Tensor:
         """A float32 copy of table ``name`` (e.g. ``"alphas_cumprod"``) on ``device``, cached."""
@@ -85,16 +121,30 @@ class NoiseSchedule:
         """The ordinal weight lambda_t = t / T with the paper's 1-based t: (index + 1) / T, [B]."""
         return (t.float() + 1.0) / self.timesteps
 
-    def sampling_timesteps(self, steps: int) -> list[int]:
-        """Descending timesteps for a sampler of ``steps`` steps ("leading" spacing).
+    def sampling_timesteps(self, steps: int, spacing: str = "trailing") -> list[int]:
+        """Descending timesteps [steps] for a sampler of ``steps`` steps, as diffusers' ``set_timesteps``.
 
-        ``steps == T`` gives every timestep; fewer steps take every ``T // steps``-th timestep
-        starting at 0, as in DDIM and diffusers' default spacing.
+        ``trailing``: ``round(arange(T, 0, -T / steps)) - 1``; ``linspace``: ``round(linspace(0, T - 1,
+        steps))`` reversed; ``leading``: ``arange(steps) * (T // steps)`` reversed. ``steps == T``
+        gives every timestep for each spacing; ``linspace`` with one step gives ``[0]``.
+
+        Raises:
+            OdmaugError: ``steps`` outside 1..T, or an unknown ``spacing``.
         """
-        if not 1 <= steps <= self.timesteps:
-            raise OdmaugError(f"sampling steps must be between 1 and {self.timesteps} (got {steps})")
-        stride = self.timesteps // steps
-        return [i * stride for i in range(steps)][::-1]
+        T = self.timesteps
+        if not 1 <= steps <= T:
+            raise OdmaugError(f"sampling steps must be between 1 and T = {T}, the run's diffusion.timesteps (got {steps})")
+        if spacing == "trailing":
+            # diffusers' formula, so the lists agree; its float arange can yield one entry too many
+            # (a final -1, e.g. T = 100, steps = 29), which is cut off here
+            timesteps = (np.round(np.arange(T, 0, -T / steps)).astype(np.int64) - 1)[:steps]
+        elif spacing == "linspace":
+            timesteps = np.linspace(0, T - 1, steps).round()[::-1].astype(np.int64)
+        elif spacing == "leading":
+            timesteps = (np.arange(steps) * (T // steps))[::-1]
+        else:
+            raise OdmaugError(f"unknown timestep spacing '{spacing}' (use {', '.join(TIMESTEP_SPACINGS)})")
+        return [int(t) for t in timesteps]
 
     def step_coefficients(self, t: int, t_prev: int, eta: float) -> dict[str, float]:
         """Scalars of one reverse step from ``t`` to ``t_prev`` (``-1`` means "to x0").
