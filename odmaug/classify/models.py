@@ -84,21 +84,65 @@ def check_model_name(name: str) -> None:
 
 
 def create_model(name: str, num_classes: int, image_size: int) -> nn.Module:
-    """``timm.create_model(name, num_classes=C, pretrained=False)``, randomly initialised.
+    """``timm.create_model(name, num_classes=C, pretrained=False)``, randomly initialised, that
+    runs on [B, 3, image_size, image_size] inputs (logits [B, C]).
 
-    Models with a fixed input size (ViTs) are built for ``image_size``; others accept any size.
+    Models with a fixed input size (ViTs) are built for ``image_size``; others accept any size
+    their downsampling allows, which one batch-1 forward pass checks (see :mod:`odmaug.probe`).
+
+    Raises:
+        OdmaugError: unknown name, or a model that cannot be built for or run at ``image_size``
+            (the message names the model, the size and the smallest larger size that works).
     """
+    from odmaug.probe import require_runs, size_hint
+
+    check_model_name(name)
+    try:
+        model = _build(name, num_classes, image_size)
+    except OdmaugError as err:  # fixed-size models refuse some sizes in their constructors
+        hint = size_hint(lambda size: _runs_at(None, name, num_classes, size), image_size,
+                         "classifier.image_size or data.image_size")
+        raise OdmaugError(f"{err}; {hint}") from None
+    require_runs(("classifier", name, num_classes, image_size), model, image_size, f"classifier {name}",
+                 "classifier.image_size or data.image_size", _zeros,
+                 lambda size: _runs_at(model, name, num_classes, size))
+    return model
+
+
+def check_classifier(name: str, num_classes: int, image_size: int) -> None:
+    """Raise :class:`OdmaugError` now, before any folder is made, when ``name`` is not a timm
+    model or cannot run at ``image_size`` (builds the model once; the global RNG is untouched)."""
+    with torch.random.fork_rng(devices=[]):  # building draws initial weights from the global RNG
+        create_model(name, num_classes, image_size)
+
+
+def _build(name: str, num_classes: int, image_size: int) -> nn.Module:
     import timm
     from timm.models import get_pretrained_cfg_value
 
-    check_model_name(name)
     kwargs: dict[str, Any] = {"num_classes": num_classes, "pretrained": False}
     if get_pretrained_cfg_value(name, "fixed_input_size"):
         kwargs["img_size"] = image_size
     try:
         return timm.create_model(name, **kwargs)
-    except (TypeError, ValueError, RuntimeError) as err:
+    except (TypeError, ValueError, RuntimeError, ArithmeticError, AssertionError) as err:
+        # fixed-size models check img_size in their constructors (patch grids, windows)
         raise OdmaugError(f"timm could not build '{name}' for {image_size}px inputs: {err}") from None
+
+
+def _zeros(size: int) -> list[torch.Tensor]:
+    return [torch.zeros(1, 3, size, size)]  # [1, 3, S, S]: a batch of one is enough in eval mode
+
+
+def _runs_at(model: Optional[nn.Module], name: str, num_classes: int, size: int) -> bool:
+    """Whether ``model`` (rebuilt for ``size`` when None or when its input size is fixed) runs at ``size``."""
+    from timm.models import get_pretrained_cfg_value
+
+    from odmaug.probe import forward_error, rebuilt_runs_at
+
+    if model is None or get_pretrained_cfg_value(name, "fixed_input_size"):
+        return rebuilt_runs_at(lambda s: _build(name, num_classes, s), _zeros)(size)
+    return forward_error(model, _zeros(size)) is None  # other models take any size: no rebuild
 
 
 def load_pretrained(model: nn.Module, path: str | Path) -> list[str]:
@@ -148,12 +192,27 @@ def save_classifier(model: nn.Module, meta: ClassifierMeta, out_dir: str | Path)
 
 
 def resolve_classifier_dir(path: str | Path) -> Path:
-    """The classifier folder itself, or ``<run>/classifier`` when given a run folder."""
+    """The classifier folder itself, or ``<run>/classifier`` when given a run folder.
+
+    A multi-seed run (``train-classifier --seeds``: ``<run>/classifiers/seed<k>/``, or that
+    ``classifiers`` folder itself) stands for its lowest finished seed, with a one-line note, so
+    every command that takes one classifier accepts it.
+    """
     path = Path(path)
     if (path / META_FILE).is_file():
         return path
     if (path / "classifier" / META_FILE).is_file():
         return path / "classifier"
+    for seeds_root in (path / "classifiers", path):
+        seeds = sorted((int(p.name[4:]), p) for p in seeds_root.glob("seed*")
+                       if p.name[4:].isdigit() and (p / META_FILE).is_file())
+        if seeds:
+            from odmaug.data.checks import warn_once
+
+            chosen = seeds[0][1]
+            warn_once(f"{path} holds {len(seeds)} classifier(s), seeds {', '.join(str(k) for k, _ in seeds)}: "
+                      f"using the first, {chosen}")
+            return chosen
     if not path.exists():
         raise OdmaugError(f"classifier not found: {path}")
     raise OdmaugError(f"{path}: no trained classifier here (expected {META_FILE} and {WEIGHTS_FILE})")

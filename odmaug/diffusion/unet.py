@@ -7,20 +7,22 @@ classifier-free guidance; anything else raises (a conditional model must never i
 Performance notes (why the code looks the way it does): the network is written so that it runs in
 ``channels_last`` memory format and under bf16 autocast without layout conversions. Attention works
 on the [B, H*W, C] view of a channels_last tensor (a free reshape) with ``Linear`` projections and
-``F.scaled_dot_product_attention``; time/class embeddings are added through broadcasting; there are
-no Python loops over samples and no host synchronisation in ``forward``.
+``F.scaled_dot_product_attention``; every GroupNorm (+ time/class offset, SiLU, dropout) goes through
+:func:`odmaug.diffusion.layers.norm_act` (fused on the CPU in bf16, where torch's kernels are slow on
+channels_last); there are no Python loops over samples and no host synchronisation in ``forward``.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from odmaug.config import GeneratorConfig
+from odmaug.diffusion.layers import norm_act
 from odmaug.errors import OdmaugError
 
 
@@ -59,10 +61,10 @@ class ResBlock(nn.Module):
         self.skip = nn.Conv2d(cin, cout, 1) if cin != cout else nn.Identity()
 
     def forward(self, x: torch.Tensor, emb: torch.Tensor) -> torch.Tensor:
-        h = self.conv1(F.silu(self.norm1(x)))  # [B, cout, H, W]
-        h = h + self.emb(emb)[:, :, None, None]  # emb: [B, E] -> [B, cout, 1, 1]
-        h = self.conv2(self.dropout(F.silu(self.norm2(h))))
-        return self.skip(x) + h
+        h = self.conv1(norm_act(x, self.norm1))  # [B, cout, H, W]
+        # emb [B, E] -> a [B, cout] offset added to h before norm2 (folded into the norm's affine map)
+        h = norm_act(h, self.norm2, shift=self.emb(emb), dropout=self.dropout.p, training=self.dropout.training)
+        return self.skip(x) + self.conv2(h)
 
 
 class AttentionBlock(nn.Module):
@@ -80,7 +82,7 @@ class AttentionBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, c, h, w = x.shape
         # [B, C, H, W] -> [B, H*W, C]: free for channels_last tensors (no copy, no layout change).
-        tokens = self.norm(x).permute(0, 2, 3, 1).reshape(b, h * w, c)
+        tokens = norm_act(x, self.norm, act=False).permute(0, 2, 3, 1).reshape(b, h * w, c)
         q, k, v = self.qkv(tokens).view(b, h * w, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
         out = F.scaled_dot_product_attention(q, k, v)  # [B, heads, HW, C/heads]
         out = self.proj(out.transpose(1, 2).reshape(b, h * w, c))  # [B, HW, C]
@@ -147,9 +149,12 @@ class UNet(nn.Module):
     ) -> None:
         super().__init__()
         levels = len(channel_mult)
-        if image_size % (2 ** (levels - 1)):
+        step = 2 ** (levels - 1)  # every level but the last halves H and W
+        if image_size % step:
+            near = " or ".join(f"{n} px" for n in (image_size // step * step, image_size // step * step + step) if n >= 8)
             raise OdmaugError(
-                f"image size {image_size} is not divisible by 2^{levels - 1} (generator.channel_mult has {levels} levels)"
+                f"image size {image_size} is not divisible by 2^{levels - 1} = {step} (generator.channel_mult has "
+                f"{levels} levels, each but the last halves the size): use {near}, or fewer levels"
             )
         self.num_classes = num_classes
         self.image_size = image_size
@@ -231,7 +236,7 @@ class UNet(nn.Module):
         h = self.mid2(self.mid1(h, emb), emb)
         for block in self.up:
             h = block(torch.cat([h, hs.pop()], dim=1), emb) if isinstance(block, Level) else block(h)
-        return self.out_conv(F.silu(self.out_norm(h)))
+        return self.out_conv(norm_act(h, self.out_norm))
 
 
 GeneratorFactory = Callable[[GeneratorConfig, int, int], nn.Module]
@@ -250,20 +255,45 @@ def register_generator(name: str) -> Callable[[GeneratorFactory], GeneratorFacto
 
 @register_generator("unet")
 def _unet(cfg: GeneratorConfig, num_classes: int, image_size: int) -> nn.Module:
-    return UNet(
-        num_classes,
-        image_size,
-        base_channels=cfg.base_channels,
-        channel_mult=tuple(cfg.channel_mult),
-        num_res_blocks=cfg.num_res_blocks,
-        attention_resolutions=tuple(cfg.attention_resolutions),
-        num_heads=cfg.num_heads,
-        dropout=cfg.dropout,
-    )
+    return UNet(num_classes, image_size, base_channels=cfg.base_channels, channel_mult=tuple(cfg.channel_mult),
+                num_res_blocks=cfg.num_res_blocks, attention_resolutions=tuple(cfg.attention_resolutions),
+                num_heads=cfg.num_heads, dropout=cfg.dropout)
 
 
 def build_generator(cfg: GeneratorConfig, num_classes: int, image_size: int) -> nn.Module:
-    """The generator network named by ``cfg.name`` (see :data:`GENERATORS`)."""
+    """The generator network named by ``cfg.name`` (see :data:`GENERATORS`), checked to run on
+    [1, 3, S, S] inputs with S = ``image_size`` by one forward pass (see :mod:`odmaug.probe`).
+
+    Raises:
+        OdmaugError: unknown name, or settings that cannot run at ``image_size`` (the U-Net names
+            its rule; any network that fails its forward pass names the smallest larger size that works).
+    """
+    from odmaug.probe import rebuilt_runs_at, require_runs
+
     if cfg.name not in GENERATORS:
         raise OdmaugError(f"unknown generator '{cfg.name}' (available: {', '.join(sorted(GENERATORS))})")
-    return GENERATORS[cfg.name](cfg, num_classes, image_size)
+    factory = GENERATORS[cfg.name]
+    model = factory(cfg, num_classes, image_size)
+    require_runs(("generator", cfg.model_dump_json(), num_classes, image_size), model, image_size,
+                 f"generator '{cfg.name}'", "data.image_size", _probe_inputs,
+                 rebuilt_runs_at(lambda size: factory(cfg, num_classes, size), _probe_inputs))
+    return model
+
+
+def unreached_attention(cfg: GeneratorConfig, image_size: int) -> Optional[str]:
+    """A warning when ``generator.attention_resolutions`` lists sizes the U-Net never works at.
+
+    The U-Net places attention at level i when its feature maps are image_size / 2^i px wide; a
+    listed size that is none of these silently gets no attention (only the middle block keeps one).
+    """
+    levels = [image_size >> i for i in range(len(cfg.channel_mult))]
+    missing = [r for r in cfg.attention_resolutions if r not in levels]
+    if cfg.name != "unet" or not missing:
+        return None
+    return (f"generator.attention_resolutions {missing} never occur at {image_size} px (the U-Net's levels work at "
+            f"{levels} px), so no attention layer is placed there")
+
+
+def _probe_inputs(size: int) -> list[torch.Tensor]:
+    """x [1, 3, S, S], t [1] and labels [1] (grade 0) for one probing forward pass."""
+    return [torch.zeros(1, 3, size, size), torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long)]
