@@ -17,8 +17,7 @@ from odmaug.runs import atomic_path  # noqa: E402
 
 def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 100) -> Path:
     """Save a matplotlib figure as PNG atomically (tight layout), close it, return the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path = Path(path)  # atomic_path makes the folder (and reports a file in the way as one error line)
     fig.tight_layout()
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, format="png")

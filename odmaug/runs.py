@@ -8,7 +8,8 @@ Layout (later stages add their sub-folders)::
 
 Every file that another stage reads (config, manifests, checkpoints) is written atomically: to a
 temporary file in the same folder, flushed, then renamed over the target, so a crash leaves either
-the old file or the new one, never half of one.
+the old file or the new one, never half of one (:mod:`odmaug.atomic`; a failed write is one
+``cannot write <path>: <reason>`` error).
 """
 
 from __future__ import annotations
@@ -17,56 +18,26 @@ import json
 import os
 import platform
 import re
+import shutil
 import subprocess
-import tempfile
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
+from odmaug.atomic import (  # noqa: F401 - re-exported: callers import atomic writes from here
+    WriteError,
+    atomic_path,
+    atomic_write_bytes,
+    atomic_write_json,
+    atomic_write_text,
+    check_writable,
+)
 from odmaug.config import Recipe, dump_recipe, load_recipe
 from odmaug.errors import OdmaugError
 
 RUNS_DIR_ENV = "ODMAUG_RUNS_DIR"
-
-
-@contextmanager
-def atomic_path(target: str | Path) -> Iterator[Path]:
-    """Yield a temporary path next to ``target``; on success it is renamed over ``target``.
-
-    Use for writers that want a path (``save_file``, ``Image.save``, ``DataFrame.to_csv``). On an
-    exception the temporary file is removed and ``target`` is untouched.
-    """
-    target = Path(target)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        with open(tmp_path, "rb") as fh:
-            os.fsync(fh.fileno())
-        os.replace(tmp_path, target)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
-def atomic_write_bytes(target: str | Path, data: bytes) -> None:
-    """Write ``data`` to ``target`` atomically."""
-    with atomic_path(target) as tmp:
-        tmp.write_bytes(data)
-
-
-def atomic_write_text(target: str | Path, text: str) -> None:
-    """Write ``text`` (UTF-8) to ``target`` atomically."""
-    atomic_write_bytes(target, text.encode("utf-8"))
-
-
-def atomic_write_json(target: str | Path, obj: Any) -> None:
-    """Write ``obj`` as indented JSON to ``target`` atomically."""
-    atomic_write_text(target, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
 
 
 def git_commit(cwd: str | Path | None = None) -> str | None:
@@ -118,6 +89,24 @@ def default_runs_dir(runs_dir: str | Path | None = None) -> Path:
     return Path(os.environ.get(RUNS_DIR_ENV, "runs"))
 
 
+def legacy_overrides(config_path: Path) -> list[str]:
+    """``--set`` overrides that keep a run folder made by an older odmaug meaning what it meant.
+
+    Runs whose ``config.yaml`` predates ``diffusion.scale_betas`` were trained with unscaled linear
+    betas (the same schedule at T = 1000; a noisier-ending one at other T), so they keep them.
+    """
+    import yaml
+
+    try:
+        raw = yaml.safe_load(Path(config_path).read_text())
+    except (OSError, yaml.YAMLError, UnicodeDecodeError):
+        return []  # load_recipe reports the unreadable file
+    diffusion = raw.get("diffusion") if isinstance(raw, dict) else None
+    if isinstance(diffusion, dict) and "scale_betas" not in diffusion:
+        return ["diffusion.scale_betas=false"]
+    return []
+
+
 @dataclass
 class Run:
     """A run folder and its standard paths."""
@@ -150,7 +139,7 @@ class Run:
         """The resolved recipe this run was made with."""
         if not self.config_path.is_file():
             raise OdmaugError(f"{self.root} is not an odmaug run folder (no config.yaml)")
-        return load_recipe(self.config_path)
+        return load_recipe(self.config_path, legacy_overrides(self.config_path))
 
     def log(self, event: str, **fields: Any) -> None:
         """Append one JSON line ``{"time", "event", ...fields}`` to the run's log.
@@ -186,18 +175,37 @@ def _json_default(value: Any) -> Any:
 _RUN_ID = re.compile(r"^(\d{5})-")
 
 
+def check_run_name(name: str) -> str:
+    """``name`` if it is a plain folder name, by the same rule as a recipe's ``name``.
+
+    A label from the command line becomes part of a path, so ``../x`` or ``a/b`` would make the run
+    folder somewhere else (or fail half-way with a traceback).
+
+    Raises:
+        OdmaugError: a slash, a backslash, a NUL, a leading '.', or an empty name.
+    """
+    try:
+        return Recipe._name_is_path_safe(name)
+    except ValueError as err:
+        raise OdmaugError(f"run name '{name}': {err}") from None
+
+
 def create_run(recipe: Recipe, runs_dir: str | Path | None = None, name: str | None = None) -> Run:
     """Make ``<runs_dir>/<id>-<name>/`` with ``config.yaml`` and ``env.json``.
 
     The id is one more than the largest id already in ``runs_dir``; creation retries if another
     process takes the same id at the same moment.
+
+    Raises:
+        OdmaugError: ``name`` (e.g. ``--name``) is not a plain folder name, checked by the rule of
+            the recipe's own ``name`` before anything is made; the runs folder cannot be created.
     """
+    label = check_run_name(name) if name is not None else recipe.name
     base = default_runs_dir(runs_dir)
     try:
         base.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise OdmaugError(f"cannot create runs folder {base}: {err.strerror}") from None
-    label = name or recipe.name
     for _ in range(100):
         ids = [int(m.group(1)) for p in base.iterdir() if (m := _RUN_ID.match(p.name))]
         root = base / f"{max(ids, default=-1) + 1:05d}-{label}"
@@ -213,6 +221,54 @@ def create_run(recipe: Recipe, runs_dir: str | Path | None = None, name: str | N
     atomic_write_json(run.env_path, environment_record(recipe.seed, recipe.device))
     run.log("run_created", name=label)
     return run
+
+
+RECORD_FILES = frozenset({"config.yaml", "env.json", "log.jsonl"})
+"""What :func:`create_run` writes; a run folder holding nothing else has no output yet."""
+START_EVENTS = frozenset({"run_created", "train_start"})
+"""Log events written before any work is done; any other (a step, an epoch) is a record worth keeping."""
+
+
+def has_no_output(root: Path) -> bool:
+    """Whether ``root`` holds only :data:`RECORD_FILES` and empty folders (no checkpoint, no result),
+    and its log records no work (only :data:`START_EVENTS`)."""
+    for path in root.rglob("*"):
+        if path.is_symlink() or not path.is_dir():
+            if path.parent != root or path.name not in RECORD_FILES:
+                return False
+    return all(r.get("event") in START_EVENTS for r in Run(root).read_log())
+
+
+def remove_if_no_output(run: Run) -> bool:
+    """Delete a run folder a failed command made but wrote nothing into; return whether it did.
+
+    Anything beyond the record (a checkpoint, a resumable classifier state, a result, a file a
+    user put there) keeps the folder.
+    """
+    root = run.root
+    if not root.is_dir() or not has_no_output(root):
+        return False
+    shutil.rmtree(root, ignore_errors=True)
+    return not root.exists()
+
+
+@contextmanager
+def removed_if_it_fails_empty(run: Run) -> Iterator[Run]:
+    """Yield ``run``; when the body raises (an error, Ctrl-C) before writing any output, remove it.
+
+    Only for a folder the command itself just made: a run passed in by the user (``--resume``)
+    is never removed.
+    """
+    try:
+        yield run
+    except BaseException as err:
+        # typer.Exit / SystemExit with code 0 is a successful early return, not a failure
+        if getattr(err, "exit_code", getattr(err, "code", 1)) not in (0, None):
+            try:
+                remove_if_no_output(run)
+            except OSError:
+                pass  # the original failure is the one to report
+        raise
 
 
 def open_run(path: str | Path) -> Run:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 from typing import List, Optional
@@ -59,26 +60,34 @@ def train_classifier_cmd(
     seed: Optional[int] = SeedOption,
 ) -> None:
     """Train a timm severity classifier (best validation QWK is kept) and report its test metrics."""
-    from odmaug.classify.models import check_model_name
+    from odmaug.classify.models import check_classifier
     from odmaug.classify.splits import training_splits
-    from odmaug.runs import create_run
+    from odmaug.runs import check_writable, create_run, removed_if_it_fails_empty
 
     cfg = recipe_from_options(recipe, overrides, data_dir, device, seed)
-    check_model_name(cfg.classifier.model)  # fail before any data is loaded
+    # fail before any data is loaded or folder made: unknown model, or one that cannot run at this size
+    check_classifier(cfg.classifier.model, cfg.data.num_classes, cfg.classifier.image_size or cfg.data.image_size)
     seed_list = parse_seeds(seeds) if seeds else None
+    if out is not None:
+        check_writable(out, folder=True)  # before the data is loaded and the epochs run
     train, val, test = training_splits(cfg, manifest)
     if out is None:
         run = create_run(cfg, runs_dir)
         log = run.log
         target = run.root / ("classifiers" if seed_list else "classifier")
     else:
-        log, target = None, out
+        run, log, target = None, None, out
     console.print(f"training {cfg.classifier.model} on {train.name} ({len(train)} images, per grade "
                   f"{train.counts().tolist()}); val {len(val)}, test {len(test) if test is not None else 0}")
     try:
-        _train_and_report(cfg, train, val, test, target, seed_list, log)
+        # A new run that fails (or is interrupted) before its first epoch is saved leaves no folder behind.
+        with removed_if_it_fails_empty(run) if run is not None else contextlib.nullcontext():
+            _train_and_report(cfg, train, val, test, target, seed_list, log)
     except KeyboardInterrupt:
-        typer.echo(f"interrupted: finished epochs are saved; resume with the same command plus --out {target}", err=True)
+        if not target.exists():  # no epoch finished (and a new run folder is gone): a rerun starts afresh
+            typer.echo("interrupted before the first epoch finished: nothing was kept", err=True)
+        else:
+            typer.echo(f"interrupted: finished epochs are saved; resume with the same command plus --out {target}", err=True)
         raise typer.Exit(code=130) from None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import time
 from pathlib import Path
 from typing import List, Optional
@@ -55,40 +56,59 @@ def train_generator_cmd(
 ) -> None:
     """Train the ordinal diffusion model (or DM with --set diffusion.ordinal.gamma=0) into a new run folder.
 
-    Works under ``torchrun --nproc_per_node K -m odmaug train-generator ...`` (DDP; only rank 0 writes).
+    DDP over K processes (only rank 0 writes); the -- keeps torchrun from parsing odmaug's options:
+
+    torchrun --nproc_per_node K -m odmaug -- train-generator --recipe R.yaml
     """
     from odmaug.device import resolve_device
     from odmaug import distributed as ddp_utils
-    from odmaug.diffusion.trainer import check_training_recipe, train_generator
-    from odmaug.runs import atomic_write_text, create_run, open_run
-    from odmaug.config import dump_recipe
+    from odmaug.diffusion.trainer import check_training_recipe
+    from odmaug.runs import check_run_name, create_run, legacy_overrides, open_run, removed_if_it_fails_empty
 
     if resume is not None and recipe is not None:
         raise OdmaugError("use either --recipe (new run) or --resume RUN (the run's own recipe), not both")
     run = open_run(resume) if resume is not None else None
-    cfg = recipe_from_options(run.config_path if run else recipe, overrides, data_dir, device, seed)
+    sets = [*legacy_overrides(run.config_path), *(overrides or [])] if run else overrides
+    cfg = recipe_from_options(run.config_path if run else recipe, sets, data_dir, device, seed)
     check_training_recipe(cfg)  # before any folder is made
+    if name is not None:  # on every rank, before DDP starts: a bad --name must not strand the others
+        check_run_name(name)
     info = ddp_utils.init_distributed(resolve_device(cfg.device))
     try:
-        if run is None:
+        new = run is None
+        if new:
             path = create_run(cfg, runs_dir, name).root if info.is_main else None
             run = open_run(ddp_utils.broadcast_object(path, info))
-        elif info.is_main:
-            atomic_write_text(run.config_path, dump_recipe(cfg))
-            run.log("resume", overrides=list(overrides or []))
-        if info.is_main:
-            console.print(f"run folder: {run.root}", markup=False, highlight=False)
-        result = train_generator(run, cfg, resume=resume is not None)
-        if info.is_main:
-            if result.steps_this_call == 0:
-                console.print(f"{run.root} is already at step {result.step} of {cfg.train.steps}: nothing to do "
-                              f"(continue with --resume {run.root} --set train.steps=N)", markup=False)
-                return
-            grids = sorted((run.root / "generator" / "samples").glob("grid-*.png"))
-            console.print(_result_table(result, grids[-1] if grids else None))
-            console.print(str(run.root), markup=False, highlight=False)
+        # A new run that fails (or is interrupted) before its first checkpoint leaves no folder behind.
+        with removed_if_it_fails_empty(run) if new and info.is_main else contextlib.nullcontext():
+            _train_and_print(run, cfg, resume is not None, overrides, info.is_main)
     finally:
         ddp_utils.shutdown(info)
+
+
+def _train_and_print(run, cfg, resume: bool, overrides: Optional[List[str]], is_main: bool) -> None:
+    from odmaug.config import dump_recipe
+    from odmaug.diffusion.trainer import train_generator
+    from odmaug.runs import atomic_write_text
+
+    if is_main:
+        console.print(f"run folder: {run.root}", markup=False, highlight=False)
+
+    def record_resume() -> None:
+        # Only once the checkpoint has taken the new recipe: one it refuses (another network
+        # shape) must leave config.yaml as it was, or `sample` and a plain --resume fail too.
+        atomic_write_text(run.config_path, dump_recipe(cfg))
+        run.log("resume", overrides=list(overrides or []))
+
+    result = train_generator(run, cfg, resume=resume, on_ready=record_resume if resume else None)
+    if is_main:
+        if result.steps_this_call == 0:
+            console.print(f"{run.root} is already at step {result.step} of {cfg.train.steps}: nothing to do "
+                          f"(continue with --resume {run.root} --set train.steps=N)", markup=False)
+            return
+        grids = sorted((run.root / "generator" / "samples").glob("grid-*.png"))
+        console.print(_result_table(result, grids[-1] if grids else None))
+        console.print(str(run.root), markup=False, highlight=False)
 
 
 @app.command("sample")
@@ -96,10 +116,15 @@ def sample_cmd(
     run: Path = typer.Option(..., "--run", help="Run folder with a trained generator."),
     out: Path = typer.Option(Path("samples.png"), "--out", "-o", help="Grid PNG to write (one row per grade)."),
     per_grade: int = typer.Option(8, "--per-grade", min=1, max=256, help="Images per grade."),
-    sampler: Optional[str] = typer.Option(None, "--sampler", help="ddim or ddpm (default: the run's sample.sampler)."),
+    sampler: Optional[str] = typer.Option(
+        None, "--sampler", help="ddim, ddpm, dpmpp-2m or unipc (default: the run's sample.sampler)."
+    ),
     steps: Optional[int] = typer.Option(None, "--steps", min=1, help="Denoising steps (default: the run's)."),
     eta: Optional[float] = typer.Option(None, "--eta", min=0.0, max=1.0, help="DDIM eta (default: the run's)."),
     guidance: Optional[float] = typer.Option(None, "--guidance", min=0.0, help="Guidance scale s (1 = conditional)."),
+    spacing: Optional[str] = typer.Option(
+        None, "--timestep-spacing", help="trailing, leading or linspace (default: the run's sample.timestep_spacing)."
+    ),
     seed: int = typer.Option(0, "--seed", help="Image i of the grid uses seed SEED + i."),
     no_ema: bool = typer.Option(False, "--no-ema", help="Use the raw training weights instead of the EMA."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", min=1, help="Images denoised together."),
@@ -114,19 +139,22 @@ def sample_cmd(
     from odmaug.device import resolve_device
     from odmaug.diffusion import generate, load_generator
     from odmaug.figures import grade_grid
+    from odmaug.runs import check_writable
 
     if out.suffix.lower() != ".png":
         raise OdmaugError(f"--out must be a .png file (got {out})")
+    check_writable(out)  # before the generator is loaded and sampled
     loaded = load_generator(run, use_ema=not no_ema, device=resolve_device(device or "auto"))
     s = loaded.recipe.sample
     sampler, steps = sampler or s.sampler, steps or s.steps
     eta = s.eta if eta is None else eta
     guidance = s.guidance_scale if guidance is None else guidance
+    spacing = spacing or s.timestep_spacing
     labels = [g for g in range(loaded.num_classes) for _ in range(per_grade)]
     started = time.perf_counter()
     images = generate(
         loaded.model, loaded.schedule, labels, [seed + i for i in range(len(labels))], sampler=sampler, steps=steps,
-        eta=eta, guidance_scale=guidance, clip_x0=s.clip_x0, batch_size=batch_size or s.batch_size,
+        eta=eta, guidance_scale=guidance, clip_x0=s.clip_x0, timestep_spacing=spacing, batch_size=batch_size or s.batch_size,
         device=next(loaded.model.parameters()).device, precision=precision or s.precision, show_progress=True,
         compile=s.compile if compile is None else compile,
     )

@@ -44,7 +44,7 @@ def metrics(
     from odmaug.device import resolve_device
     from odmaug.metrics.generative import evaluate_generated
     from odmaug.metrics.generative_table import generative_table
-    from odmaug.runs import atomic_write_json
+    from odmaug.runs import atomic_write_json, check_writable
 
     sets = list(overrides or [])
     if inception_weights is not None:
@@ -56,6 +56,8 @@ def metrics(
     if no_cache:
         sets.append("metrics.cache=false")
     cfg = recipe_from_options(recipe, sets, data_dir, device, seed)
+    if out is not None:
+        check_writable(out)  # before features are computed, not after
     torch_device = resolve_device(cfg.device)
     real_table = table_from_spec(real, cfg.data)
     generated_table = table_from_spec(generated, cfg.data)

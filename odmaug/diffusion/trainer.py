@@ -3,7 +3,8 @@
 The whole training split lives on the device as one uint8 tensor; batches are drawn with a seeded
 CPU generator (no DataLoader). One generator per rank draws everything random in a step (batch
 indices, flips, t, noise, label dropout, triplets); dropout uses torch's global RNG. Both states
-are in every checkpoint, so ``N steps + resume + N steps`` gives the same weights as ``2N`` steps.
+are in every checkpoint, so ``N steps + resume + N steps`` gives the same weights as ``2N`` steps,
+also after Ctrl-C at any moment or a kill before the first checkpoint (see :mod:`.train_state`).
 
 Under torchrun the model is wrapped in DistributedDataParallel; ``train.batch_size`` is the GLOBAL
 batch (each of K ranks takes batch_size / K images and its own random stream); only rank 0 writes.
@@ -12,60 +13,29 @@ batch (each of K ranks takes batch_size / K images and its own random stream); o
 from __future__ import annotations
 
 import copy
-import hashlib
 import math
-import resource
 import time
-from dataclasses import dataclass
+from contextlib import ExitStack
 from pathlib import Path
+from typing import Callable
 
 import torch
 from torch import nn
 
 from odmaug.config import Recipe
-from odmaug.console import progress
+from odmaug.console import progress, warn
 from odmaug.data import load_table, load_uint8, to_model_range, to_uint8
 from odmaug.device import resolve_device
 from odmaug import distributed as ddp_utils
-from odmaug.diffusion.checkpoint import load_training_state, load_weights_into, save_checkpoint
 from odmaug.diffusion.losses import ClassPool, DiffusionLoss
 from odmaug.precision import autocast, cpu_bf16_flags, precision_name, resolve_precision
 from odmaug.diffusion.sampling import generate
 from odmaug.diffusion.schedule import NoiseSchedule
-from odmaug.diffusion.unet import build_generator
+from odmaug.diffusion.unet import build_generator, unreached_attention
+from odmaug.diffusion.train_state import CheckpointState, InterruptGuard, TrainResult, peak_memory_mb
 from odmaug.errors import OdmaugError
 from odmaug.figures import grade_grid
 from odmaug.runs import Run
-
-
-@dataclass
-class TrainResult:
-    """What a training call did."""
-
-    run: Path
-    step: int  # optimizer steps done in total
-    steps_this_call: int
-    seconds: float  # wall time of the training loop (without data loading)
-    images_per_second: float  # real training images per second (global batch), this call
-    peak_memory_mb: float  # peak resident memory of this process (CPU) or peak CUDA allocation
-    precision: str
-    world_size: int
-
-
-def weights_digest(model: nn.Module) -> str:
-    """sha256[:16] of a model's parameters in order: identical weights give identical digests."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().to("cpu").reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
-
-
-def peak_memory_mb(device: torch.device) -> float:
-    """Peak CUDA allocation on CUDA; else this process's peak resident set size (Linux: KiB units)."""
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 def ema_decay_at(step: int, decay: float, warmup: int) -> float:
@@ -84,17 +54,20 @@ def check_training_recipe(recipe: Recipe) -> None:
     device = resolve_device(recipe.device)
     resolve_precision(recipe.train.precision, device)
     resolve_precision(recipe.sample.precision, device)
-    with torch.device("meta"):  # shapes only: no memory, no time
+    with torch.random.fork_rng(devices=[]):  # a CPU build + one forward pass (odmaug.probe); RNG untouched
         build_generator(recipe.generator, recipe.data.num_classes, recipe.data.image_size)
+    if note := unreached_attention(recipe.generator, recipe.data.image_size):
+        warn(note)
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if recipe.train.batch_size % world:
         raise OdmaugError(f"train.batch_size={recipe.train.batch_size} must be divisible by the {world} processes")
     if recipe.sample.steps > recipe.diffusion.timesteps:
         raise OdmaugError(f"sample.steps={recipe.sample.steps} exceeds diffusion.timesteps={recipe.diffusion.timesteps}")
+    NoiseSchedule.from_config(recipe.diffusion).check_reaches_noise()
 
 
-class _Trainer:
-    """The state of one training call; see :func:`train_generator`."""
+class _Trainer(CheckpointState):
+    """The state of one training call; see :func:`train_generator` (checkpoint and resume: :mod:`.train_state`)."""
 
     def __init__(self, run: Run, recipe: Recipe, resume: bool, show_progress: bool) -> None:
         self.run, self.recipe, self.cfg = run, recipe, recipe.train
@@ -148,27 +121,6 @@ class _Trainer:
         self.labels = torch.tensor(train.labels, dtype=torch.long)  # [N] on CPU: no device syncs
         self.class_counts = torch.bincount(self.labels, minlength=self.num_classes).tolist()
 
-    def _restore(self) -> None:
-        state = load_training_state(self.gen_dir)
-        load_weights_into(self.model, state.model, state.folder / "model.safetensors", self.num_classes)
-        load_weights_into(self.ema, state.ema, state.folder / "ema.safetensors", self.num_classes)
-        try:
-            self.optimizer.load_state_dict(state.optimizer)
-        except (ValueError, KeyError, RuntimeError) as err:
-            raise OdmaugError(f"{state.folder}: optimizer state does not fit this model ({err})") from None
-        rank = self.dist.rank
-        saved_world = int(state.info.get("world_size", 1))
-        if saved_world == self.dist.world_size and f"rng.data.{rank}" in state.rng:
-            self.generator.set_state(state.rng[f"rng.data.{rank}"])
-            torch.set_rng_state(state.rng[f"rng.torch.{rank}"])
-            if self.device.type == "cuda" and f"rng.cuda.{rank}" in state.rng:
-                torch.cuda.set_rng_state(state.rng[f"rng.cuda.{rank}"], self.device)
-        elif self.dist.is_main:
-            self._log("resume_reseeded", reason=f"checkpoint written by {saved_world} processes, now {self.dist.world_size}")
-        if self.scaler is not None and "scaler" in state.info:
-            self.scaler.load_state_dict(state.info["scaler"])
-        self.step = state.step
-
     # ----------------------------------------------------------------- helpers
     def _log(self, event: str, **fields) -> None:
         if self.dist.is_main:
@@ -199,25 +151,6 @@ class _Trainer:
         else:
             torch._foreach_lerp_(ema_params, params, 1.0 - decay)
 
-    def _checkpoint(self) -> None:
-        rng = {"data": self.generator.get_state(), "torch": torch.get_rng_state()}
-        if self.device.type == "cuda":
-            rng["cuda"] = torch.cuda.get_rng_state(self.device)
-        gathered = {}
-        for name, state in rng.items():
-            for rank, value in enumerate(ddp_utils.gather_tensors(state, self.dist)):
-                gathered[f"rng.{name}.{rank}"] = value
-        if self.dist.is_main:
-            info = {"precision": precision_name(self.dtype), "world_size": self.dist.world_size}
-            if self.scaler is not None:
-                info["scaler"] = self.scaler.state_dict()
-            folder = save_checkpoint(
-                self.gen_dir, self.step, self.model.state_dict(), self.ema.state_dict(), self.optimizer.state_dict(),
-                gathered, info, self.num_classes, self.size, keep=self.cfg.keep_checkpoints,
-            )
-            self._log("checkpoint", step=self.step, folder=folder.name)
-        ddp_utils.barrier(self.dist)
-
     def sample_grid(self) -> Path | None:
         """EMA samples, one row per grade (seeds 0.., fixed), as ``samples/grid-<step>.png``."""
         if not self.dist.is_main:
@@ -227,7 +160,8 @@ class _Trainer:
         images = generate(
             self.ema, self.schedule, labels, list(range(len(labels))), sampler=s.sampler,
             steps=min(s.steps, self.schedule.timesteps), eta=s.eta, guidance_scale=s.guidance_scale,
-            clip_x0=s.clip_x0, batch_size=s.batch_size, device=self.device, precision=s.precision,
+            clip_x0=s.clip_x0, timestep_spacing=s.timestep_spacing, batch_size=s.batch_size, device=self.device,
+            precision=s.precision,
         )
         rows = list(to_uint8(images).view(self.num_classes, per, *images.shape[1:]))
         path = self.gen_dir / "samples" / f"grid-{self.step:08d}.png"
@@ -237,11 +171,70 @@ class _Trainer:
         return path
 
     # ----------------------------------------------------------------- the loop
-    def train(self) -> TrainResult:
+    def _step(self, guard: InterruptGuard) -> tuple[dict[str, torch.Tensor], float]:
+        """One optimizer step; the updates that make step k into step k + 1 run with Ctrl-C held back."""
+        x, labels = self._batch()
+        lr = self._lr(self.step + 1)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        with autocast(self.device, self.dtype):
+            out = self.loss_fn(self.forward_model, x, labels, self.schedule, self.generator, self.pool)
+        self.optimizer.zero_grad(set_to_none=True)
+        if self.scaler is not None:
+            self.scaler.scale(out["loss"]).backward()
+            self.scaler.unscale_(self.optimizer)
+        else:
+            out["loss"].backward()
+        if self.cfg.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip, foreach=True)
+        with guard.hold():
+            if self.scaler is not None:
+                self.scaler.step(self.optimizer)
+                self.scaler.update()
+            else:
+                self.optimizer.step()
+            self.step += 1
+            self._update_ema()
+            self._snapshot_rng()
+        return out, lr
+
+    def _log_losses(self, sums: torch.Tensor, n_sum: int, lr: float, since: tuple[float, int]) -> str:
+        """Log the mean losses since the last log point; returns the progress bar's text."""
+        l_dm, l_ord, loss = (sums / n_sum).tolist()  # the only host sync, at log points
+        it_s = (self.step - since[1]) / max(time.perf_counter() - since[0], 1e-9)
+        self._log("train", step=self.step, l_dm=l_dm, l_ord=l_ord, loss=loss, lr=lr, it_s=round(it_s, 4),
+                  img_s=round(it_s * self.cfg.batch_size, 2))
+        return f"loss {loss:.4f} (dm {l_dm:.4f}, ord {l_ord:.4f})"
+
+    def _loop(self, guard: InterruptGuard, bar) -> None:
         cfg, total = self.cfg, self.cfg.steps
-        start_step = self.step
+        task = bar.add_task("training generator", total=total, completed=self.step, info="") if bar is not None else None
+        sums = torch.zeros(3, device=self.device)  # running l_dm, l_ord, loss between log points
+        n_sum, since = 0, (time.perf_counter(), self.step)
+        while self.step < total:
+            out, lr = self._step(guard)
+            sums += torch.stack([out["l_dm"], out["l_ord"], out["loss"]]).detach()
+            n_sum += 1
+            if bar is not None:
+                bar.update(task, advance=1)
+            if self.step % cfg.log_every == 0 or self.step == total:
+                info = self._log_losses(sums, n_sum, lr, since)
+                if bar is not None:
+                    bar.update(task, info=info)
+                sums.zero_()
+                n_sum, since = 0, (time.perf_counter(), self.step)
+            if self.step % cfg.checkpoint_every == 0 or self.step == total:
+                with guard.hold():  # Ctrl-C waits for the checkpoint rather than tearing it
+                    self._checkpoint()
+            if self.step % cfg.sample_every == 0 or self.step == total:
+                self.sample_grid()
+                ddp_utils.barrier(self.dist)
+
+    def train(self) -> TrainResult:
+        cfg, start_step = self.cfg, self.step
+        self._check_room()
         self._log(
-            "train_start", step=start_step, steps=total, device=str(self.device),
+            "train_start", step=start_step, steps=cfg.steps, device=str(self.device),
             precision=precision_name(self.dtype), precision_setting=cfg.precision, cpu_bf16_flags=list(cpu_bf16_flags()),
             world_size=self.dist.world_size, backend=self.dist.backend, global_batch=cfg.batch_size,
             per_rank_batch=self.local_batch, train_images=len(self.labels), class_counts=self.class_counts,
@@ -249,96 +242,42 @@ class _Trainer:
             ordinal=self.recipe.diffusion.ordinal.model_dump(), ordinal_active=self.loss_fn.active,
         )
         self.model.train()
-        sums = torch.zeros(3, device=self.device)  # running l_dm, l_ord, loss between log points
-        n_sum, t_log, step_log = 0, time.perf_counter(), self.step
+        self._snapshot_rng()
         t0 = time.perf_counter()
-        bar_ctx = progress("step") if (self.dist.is_main and self.show_progress) else None
-        try:
-            if bar_ctx is not None:
-                bar = bar_ctx.__enter__()
-                task = bar.add_task("training generator", total=total, completed=self.step, info="")
-            while self.step < total:
-                x, labels = self._batch()
-                lr = self._lr(self.step + 1)
-                for group in self.optimizer.param_groups:
-                    group["lr"] = lr
-                with autocast(self.device, self.dtype):
-                    out = self.loss_fn(self.forward_model, x, labels, self.schedule, self.generator, self.pool)
-                self.optimizer.zero_grad(set_to_none=True)
-                if self.scaler is not None:
-                    self.scaler.scale(out["loss"]).backward()
-                    self.scaler.unscale_(self.optimizer)
-                else:
-                    out["loss"].backward()
-                if cfg.grad_clip is not None:
-                    torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip, foreach=True)
-                if self.scaler is not None:
-                    self.scaler.step(self.optimizer)
-                    self.scaler.update()
-                else:
-                    self.optimizer.step()
-                self.step += 1
-                self._update_ema()
-                sums += torch.stack([out["l_dm"], out["l_ord"], out["loss"]]).detach()
-                n_sum += 1
-                if bar_ctx is not None:
-                    bar.update(task, advance=1)
-                if self.step % cfg.log_every == 0 or self.step == total:
-                    l_dm, l_ord, loss = (sums / n_sum).tolist()  # the only host sync, at log points
-                    now = time.perf_counter()
-                    it_s = (self.step - step_log) / max(now - t_log, 1e-9)
-                    self._log("train", step=self.step, l_dm=l_dm, l_ord=l_ord, loss=loss, lr=lr, it_s=round(it_s, 4),
-                              img_s=round(it_s * cfg.batch_size, 2))
-                    if bar_ctx is not None:
-                        bar.update(task, info=f"loss {loss:.4f} (dm {l_dm:.4f}, ord {l_ord:.4f})")
-                    sums.zero_()
-                    n_sum, t_log, step_log = 0, now, self.step
-                if self.step % cfg.checkpoint_every == 0 or self.step == total:
-                    self._checkpoint()
-                if self.step % cfg.sample_every == 0 or self.step == total:
-                    self.sample_grid()
-                    ddp_utils.barrier(self.dist)
-        except KeyboardInterrupt:
-            # Keep the work done so far: a checkpoint at the current step, then stop.
-            if not self.dist.enabled and self.step > start_step:
-                self._checkpoint()
-            raise
-        finally:
-            if bar_ctx is not None:
-                bar_ctx.__exit__(None, None, None)
-        seconds = time.perf_counter() - t0
-        done = self.step - start_step
-        digests = ddp_utils.gather_tensors(
-            torch.frombuffer(bytearray(weights_digest(self.model).encode()), dtype=torch.uint8), self.dist
-        )
-        result = TrainResult(
-            run=self.run.root, step=self.step, steps_this_call=done, seconds=seconds,
-            images_per_second=done * cfg.batch_size / seconds if done else 0.0,
-            peak_memory_mb=peak_memory_mb(self.device), precision=precision_name(self.dtype),
-            world_size=self.dist.world_size,
-        )
-        self._log(
-            "train_end", step=self.step, steps_this_call=done, seconds=round(seconds, 2),
-            img_s=round(result.images_per_second, 2), peak_memory_mb=round(result.peak_memory_mb, 1),
-            rank_weight_digests=[bytes(d.tolist()).decode() for d in digests],
-        )
-        return result
+        with ExitStack() as stack:
+            bar = stack.enter_context(progress("step")) if (self.dist.is_main and self.show_progress) else None
+            guard = stack.enter_context(InterruptGuard())
+            try:
+                self._loop(guard, bar)
+            except KeyboardInterrupt:
+                self._checkpoint_on_interrupt(start_step)  # keep the steps done so far, then stop
+                raise
+        return self._finish(start_step, time.perf_counter() - t0)
 
 
-def train_generator(run: Run, recipe: Recipe | None = None, *, resume: bool = False, show_progress: bool = True) -> TrainResult:
+def train_generator(
+    run: Run, recipe: Recipe | None = None, *, resume: bool = False, show_progress: bool = True,
+    on_ready: Callable[[], None] | None = None,
+) -> TrainResult:
     """Train the run's generator (ODM, or DM when ``diffusion.ordinal.gamma == 0``).
 
     Args:
         run: the run folder (made by :func:`odmaug.runs.create_run`); output goes to ``generator/``.
         recipe: settings (default: the run's ``config.yaml``).
-        resume: continue from the run's latest checkpoint (weights, EMA, optimizer, RNG state).
+        resume: continue from the run's latest checkpoint (weights, EMA, optimizer, RNG state), or
+            from step 0 when the run has none yet.
         show_progress: rich progress bar on stderr (rank 0 only).
+        on_ready: called on rank 0 once the data, the network and a resumed checkpoint are loaded
+            and fit ``recipe``, before any step: the place to record a changed recipe, so that one
+            the checkpoint refuses changes nothing in the run.
 
     Returns:
         A :class:`TrainResult` (steps done, wall time, images/s, peak memory, precision).
     """
     recipe = recipe or run.recipe()
     trainer = _Trainer(run, recipe, resume, show_progress)
+    if on_ready is not None and trainer.dist.is_main:
+        on_ready()
     if trainer.step >= recipe.train.steps:
         if trainer.dist.is_main:
             run.log("train_skipped", step=trainer.step, steps=recipe.train.steps)
