@@ -12,7 +12,11 @@ Stages (each reads only what earlier stages wrote, so any of them can be re-run 
 
 Expensive outputs live in a content-addressed store ``<runs_dir>/store/<kind>-<hash>/``: a stage
 whose inputs are unchanged is reused, an interrupted one resumes (generators from their last
-checkpoint, synthesis image by image, classifiers from their last epoch).
+checkpoint, synthesis image by image, classifiers from their last epoch), and a generator asked for
+more ``train.steps`` continues the stored shorter run.
+
+Planning (every input checked before any work, where each stage lives, ``--dry-run`` with time
+estimates) is in :mod:`odmaug.benchmark_plan` and :mod:`odmaug.benchmark_estimate`.
 """
 
 from __future__ import annotations
@@ -20,76 +24,33 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 import numpy as np
 import pandas as pd
 
+from odmaug.benchmark_plan import (
+    Plan,
+    content_hash,
+    external_arm,
+    generator_recipe,
+    generator_status,
+    make_plan,
+    plan_table,
+    synthesis_counts,
+)
 from odmaug.config import Recipe, dump_recipe
-from odmaug.console import console, warn
-from odmaug.data import ImageTable, load_table, table_from_spec, write_manifest
+from odmaug.console import console, is_main_process, warn
+from odmaug.data import ImageTable, load_table, write_manifest
 from odmaug.errors import OdmaugError
 from odmaug.runs import Run, atomic_write_json, atomic_write_text, create_run, default_runs_dir, environment_record
-
-GENERATOR_ARMS = {"dm": 0.0, "odm": None}  # arm -> forced gamma (None: the recipe's)
-BALANCED_BY_GENERATOR = ("dm", "odm")
-
-
-def content_hash(obj: Any, length: int = 12) -> str:
-    """Short sha256 of a JSON-serialisable object (sorted keys): the identity of a stage's inputs."""
-    text = json.dumps(obj, sort_keys=True, default=str)
-    return hashlib.sha256(text.encode()).hexdigest()[:length]
 
 
 def table_fingerprint(table: ImageTable) -> str:
     """Identity of a dataset's rows (paths, grades, splits, sources) for stage hashes."""
     cols = table.frame[["path", "label", "split", "source"]].astype(str)
     return hashlib.sha256(pd.util.hash_pandas_object(cols, index=False).values.tobytes()).hexdigest()[:12]
-
-
-def generator_recipe(recipe: Recipe, arm: str) -> Recipe:
-    """The recipe a generator arm trains with: DM is ODM with the ordinal weight at zero."""
-    out = recipe.model_copy(deep=True)
-    out.name = arm
-    gamma = GENERATOR_ARMS[arm]
-    if gamma is not None:
-        out.diffusion.ordinal.gamma = gamma
-    return out
-
-
-def generator_key(recipe: Recipe) -> str:
-    parts = {k: recipe.to_dict()[k] for k in ("data", "generator", "diffusion", "train", "seed")}
-    parts["data"].pop("data_dir", None)  # where the file lies does not change the images
-    return content_hash(parts)
-
-
-@dataclass
-class Stage:
-    """One planned unit of work, for ``--dry-run`` and for the log."""
-
-    kind: str
-    name: str
-    path: Path
-    status: str  # new / resume / reuse
-    work: str
-
-
-@dataclass
-class Plan:
-    """What a benchmark will do, computed without training anything."""
-
-    arms: list[str]
-    generators: dict[str, Path]  # arm -> generator run folder (dm/odm)
-    externals: dict[str, str]  # name -> folder or manifest
-    store: Path
-    stages: list[Stage] = field(default_factory=list)
-
-
-def _external(arm: str) -> tuple[str, str]:
-    name, path = arm[len("external:"):].split("=", 1)
-    return name, path
 
 
 def _store_run(store: Path, folder: str, recipe: Recipe) -> Run:
@@ -101,69 +62,6 @@ def _store_run(store: Path, folder: str, recipe: Recipe) -> Run:
         atomic_write_text(run.config_path, dump_recipe(recipe))
         atomic_write_json(run.env_path, environment_record(recipe.seed, recipe.device))
     return run
-
-
-def _generator_status(run_root: Path, steps: int) -> tuple[str, int]:
-    from odmaug.diffusion.checkpoint import read_pointer
-
-    try:
-        step = int(read_pointer(run_root / "generator").get("step", 0))
-    except (OdmaugError, OSError, ValueError):
-        return "new", 0
-    return ("reuse" if step >= steps else "resume"), step
-
-
-def synthesis_counts(recipe: Recipe, real_counts: np.ndarray) -> list[int]:
-    """Images to synthesize per grade: what balancing needs, and at least ``metrics_per_grade``."""
-    from odmaug.data.balance import share_cap, target_count
-
-    bench = recipe.benchmark
-    target = target_count(bench.strategy, real_counts, bench.to_count)
-    out = []
-    for n_real in real_counts.tolist():
-        need = min(max(0, target - n_real), share_cap(n_real, bench.max_synthetic_share))
-        out.append(int(max(need, bench.metrics_per_grade)))
-    return out
-
-
-def make_plan(recipe: Recipe, store: Path, real: ImageTable) -> Plan:
-    """Decide every stage and whether it is new, resumed or reused."""
-    arms = list(recipe.benchmark.arms)
-    gen_arms = [a for a in arms if a in GENERATOR_ARMS]
-    externals = dict(_external(a) for a in arms if a.startswith("external:"))
-    plan = Plan(arms, {}, externals, store)
-    counts = synthesis_counts(recipe, real.split("train").counts())
-    for arm in gen_arms:
-        g_recipe = generator_recipe(recipe, arm)
-        root = store / f"generator-{arm}-{generator_key(g_recipe)}"
-        plan.generators[arm] = root
-        status, step = _generator_status(root, recipe.train.steps)
-        plan.stages.append(Stage("generator", arm, root, status, f"{max(0, recipe.train.steps - step)} of {recipe.train.steps} steps"))
-        synth = root / "synthetic"
-        have = len(pd.read_csv(synth / "manifest.csv")) if (synth / "manifest.csv").is_file() else 0
-        total = sum(counts)
-        plan.stages.append(
-            Stage("synthesis", arm, synth, "reuse" if have >= total else ("resume" if have else "new"),
-                  f"{max(0, total - have)} of {total} images ({recipe.sample.sampler}, {recipe.sample.steps} steps)")
-        )
-    n_epochs = recipe.classifier.epochs
-    for arm in dict.fromkeys(["real", *arms]):
-        for seed in recipe.benchmark.seeds if arm in arms else recipe.benchmark.seeds[:1]:
-            plan.stages.append(Stage("classifier", f"{arm} seed {seed}", store, "planned", f"{n_epochs} epochs"))
-    for arm in [*gen_arms, *externals]:
-        plan.stages.append(Stage("metrics", arm, store, "planned", ", ".join(recipe.benchmark.extractors) + " features"))
-    return plan
-
-
-def plan_table(plan: Plan):
-    from rich.table import Table
-
-    table = Table(title=f"benchmark plan (store: {plan.store})", title_justify="left")
-    for col in ("stage", "what", "status", "work", "where"):
-        table.add_column(col)
-    for s in plan.stages:
-        table.add_row(s.kind, s.name, s.status, s.work, s.path.name)
-    return table
 
 
 # --------------------------------------------------------------------------------------------------
@@ -227,7 +125,9 @@ def composition_matched(generated: ImageTable, real_counts: np.ndarray, seed: in
 
 
 def _say(message: str) -> None:
-    console.print(f"[bold cyan]»[/] {message}", highlight=False)
+    """One line per stage event: from rank 0 only, or torchrun's K processes would print it K times."""
+    if is_main_process():
+        console.print(f"[bold cyan]»[/] {message}", highlight=False)
 
 
 def train_generators(plan: Plan, recipe: Recipe, store: Path, show_progress: bool) -> None:
@@ -237,10 +137,16 @@ def train_generators(plan: Plan, recipe: Recipe, store: Path, show_progress: boo
     for arm, root in plan.generators.items():
         g_recipe = generator_recipe(recipe, arm)
         run = _store_run(store, root.name, g_recipe)
-        status, step = _generator_status(root, g_recipe.train.steps)
-        _say(f"generator {arm} (gamma = {g_recipe.diffusion.ordinal.gamma:g}): {status}, {root}")
+        steps = g_recipe.train.steps
+        status, step = generator_status(root, steps)
+        what = {"new": f"new, {steps} steps", "resume": f"resume from step {step} to {steps}",
+                "reuse": f"reuse (step {step})"}[status]
+        _say(f"generator {arm} (gamma = {g_recipe.diffusion.ordinal.gamma:g}): {what}, {root}")
         if status != "reuse":
-            train_generator(run, g_recipe, resume=status == "resume", show_progress=show_progress)
+            # A continued run's config.yaml must name its new train.steps; rewritten (on rank 0)
+            # only once the checkpoint has taken the recipe, as `train-generator --resume` does.
+            record = (lambda: atomic_write_text(run.config_path, dump_recipe(g_recipe))) if status == "resume" else None
+            train_generator(run, g_recipe, resume=status == "resume", show_progress=show_progress, on_ready=record)
 
 
 def synthesize_for(plan: Plan, recipe: Recipe, counts: list[int], device: str, show_progress: bool) -> dict[str, ImageTable]:
@@ -255,15 +161,11 @@ def synthesize_for(plan: Plan, recipe: Recipe, counts: list[int], device: str, s
         manifest = None
         for grade, n in enumerate(counts):
             if n > 0:
-                manifest = run_synthesis(root, root / "synthetic", [grade], n, None, 0, settings, True, None, False,
+                manifest = run_synthesis(root, plan.synthesis[arm], [grade], n, None, 0, settings, True, None, False,
                                          device, recipe.data.data_dir, show_progress=show_progress).manifest
         frame = read_manifest(manifest, recipe.data.num_classes)
         tables[arm] = ImageTable(frame, recipe.data.num_classes, f"{arm} synthetic", recipe.data.data_dir)
-    for name, path in plan.externals.items():
-        tables[name] = table_from_spec(path, recipe.data).split("train")
-        tables[name].frame["source"] = "synthetic"
-        tables[name].name = f"{name} (external)"
-    return tables
+    return tables | plan.externals
 
 
 def arm_dataset(arm: str, real: ImageTable, synthetic: dict[str, ImageTable], recipe: Recipe, seed: int) -> tuple[ImageTable, pd.DataFrame | None]:
@@ -275,14 +177,15 @@ def arm_dataset(arm: str, real: ImageTable, synthetic: dict[str, ImageTable], re
         return real, None
     if arm == "oversample":
         return balance(real, [], "oversample", bench.to_count if bench.strategy == "to-count" else None, 1.0, seed)
-    key = arm if arm in synthetic else _external(arm)[0]
+    key = arm if arm in synthetic else external_arm(arm)[0]
     return balance(real, [synthetic[key]], bench.strategy, bench.to_count, bench.max_synthetic_share, seed)
 
 
 def train_arm_classifiers(plan: Plan, recipe: Recipe, real: ImageTable, synthetic: dict[str, ImageTable],
                           bench_run: Run, store: Path, device: str, show_progress: bool,
-                          rank: int = 0, world: int = 1) -> dict[str, dict[str, Any]]:
-    """Stage 4: one classifier per arm and seed (jobs spread over ranks under torchrun)."""
+                          rank: int = 0, world: int = 1, say: bool = True) -> dict[str, dict[str, Any]]:
+    """Stage 4: one classifier per arm and seed (jobs spread over ranks under torchrun); ``say``:
+    a line per job (off when rank 0 only collects the finished jobs)."""
     from odmaug.classify.train import train_classifier
 
     val, test = real.split("val"), real.split("test")
@@ -293,10 +196,12 @@ def train_arm_classifiers(plan: Plan, recipe: Recipe, real: ImageTable, syntheti
             jobs.append((arm, seed))
     results: dict[str, dict[str, Any]] = {}
     for index, (arm, seed) in enumerate(jobs):
+        label = arm.split("=")[0]
         if index % world != rank:
+            if say:  # rank 0 speaks for every job (the other ranks are silent): where it runs
+                _say(f"classifier {label}, seed {seed}: on rank {index % world}")
             continue
         table, counts = arm_dataset(arm, real, synthetic, recipe, seed)
-        label = arm.split("=")[0]
         if rank == 0:
             write_manifest(table, bench_run.subdir("datasets") / f"{label.replace(':', '-')}-seed{seed}.csv")
         train = table.split("train")
@@ -304,30 +209,39 @@ def train_arm_classifiers(plan: Plan, recipe: Recipe, real: ImageTable, syntheti
                             "crop_box": recipe.data.crop_box, "train": table_fingerprint(train),
                             "val": table_fingerprint(val), "test": table_fingerprint(test), "seed": seed})
         out_dir = store / f"classifier-{label.replace(':', '-')}-seed{seed}-{key}"
-        _say(f"classifier {label}, seed {seed}: {len(train)} training images {train.counts().tolist()} -> {out_dir.name}")
+        if say:
+            _say(f"classifier {label}, seed {seed}: {len(train)} training images {train.counts().tolist()} -> {out_dir.name}")
         result = train_classifier(recipe, train, val, test, out_dir, seed, device, show_progress=show_progress)
         results.setdefault(arm, {})[seed] = {"dir": str(result.out_dir), "test": result.test, "counts": None if counts is None else counts.to_dict("list")}
     return results
 
 
-def generator_metrics(name: str, generated: ImageTable, real: ImageTable, recipe: Recipe, domain_dir: Path,
-                      device: str) -> dict[str, Any]:
-    """Stage 5: FID/KID/precision/recall per grade and overall, and grade fidelity, of one generator."""
-    from odmaug.classify.evaluate import evaluate_classifier
-    from odmaug.metrics.generative import compute_generative_metrics
+def build_extractors(recipe: Recipe, domain_dir: Path, device: str) -> tuple[dict[str, Any], list[dict[str, str]]]:
+    """The feature extractors of ``benchmark.extractors``, built once for all generators, and the
+    skipped ones (Inception without weights), said once here rather than once per generator."""
     from odmaug.metrics.features import build_extractor
     from odmaug.metrics.inception import InceptionUnavailable
 
+    extractors, skipped = {}, []
+    for spec in recipe.benchmark.extractors:
+        try:
+            extractors[spec] = build_extractor(f"domain:{domain_dir}" if spec == "domain" else spec, recipe.metrics, device)
+        except InceptionUnavailable as err:
+            warn(str(err))
+            skipped.append({"extractor": spec, "reason": str(err)})
+    return extractors, skipped
+
+
+def generator_metrics(generated: ImageTable, real: ImageTable, recipe: Recipe, extractors: dict[str, Any],
+                      domain_dir: Path, device: str) -> dict[str, Any]:
+    """Stage 5: FID/KID/precision/recall per grade and overall, and grade fidelity, of one generator."""
+    from odmaug.classify.evaluate import evaluate_classifier
+    from odmaug.metrics.generative import compute_generative_metrics
+
     real_train = real.split("train")
     matched = composition_matched(generated, real_train.counts(), recipe.seed)
-    out: dict[str, Any] = {"n_generated": len(generated), "metrics": {}, "skipped": []}
-    for spec in recipe.benchmark.extractors:
-        full = f"domain:{domain_dir}" if spec == "domain" else spec
-        try:
-            extractor = build_extractor(full, recipe.metrics, device)
-        except InceptionUnavailable as err:
-            out["skipped"].append({"extractor": spec, "reason": str(err)})
-            continue
+    out: dict[str, Any] = {"n_generated": len(generated), "metrics": {}}
+    for spec, extractor in extractors.items():
         kwargs = dict(image_size=recipe.data.image_size, crop_box=recipe.data.crop_box, seed=recipe.seed)
         per_grade = compute_generative_metrics(real_train, generated, extractor, recipe.metrics, **kwargs)
         overall = compute_generative_metrics(real_train, matched, extractor, recipe.metrics, **kwargs)
@@ -357,8 +271,9 @@ def sample_grid(real: ImageTable, synthetic: dict[str, ImageTable], recipe: Reci
 
 
 def run_benchmark(recipe: Recipe, runs_dir: Optional[str | Path] = None, device: str = "auto",
-                  dry_run: bool = False, show_progress: bool = True) -> tuple[Optional[Run], dict[str, Any]]:
-    """Run (or plan, with ``dry_run``) the whole benchmark of ``recipe``.
+                  dry_run: bool = False, show_progress: bool = True, estimate: bool = True) -> tuple[Optional[Run], dict[str, Any]]:
+    """Run (or plan, with ``dry_run``) the whole benchmark of ``recipe``; a dry run with ``estimate``
+    also times each stage from a short probe on this machine (:mod:`odmaug.benchmark_estimate`).
 
     Returns:
         The benchmark's run folder (None for a dry run) and the results dict written to
@@ -376,8 +291,14 @@ def run_benchmark(recipe: Recipe, runs_dir: Optional[str | Path] = None, device:
             raise OdmaugError(f"{real.name} has no {split} split: the benchmark needs real validation and test images")
     plan = make_plan(recipe, store, real)
     if dry_run:
+        if estimate:
+            from odmaug.benchmark_estimate import estimate_plan
+
+            estimate_plan(plan, recipe, real, resolve_device(device), synthesis_counts(recipe, real.split("train").counts()))
         console.print(plan_table(plan))
-        return None, {"plan": [vars(s) | {"path": str(s.path)} for s in plan.stages]}
+        if plan.note:
+            console.print(plan.note, markup=False, highlight=False)
+        return None, {"plan": plan.records()}
 
     dist = init_distributed(resolve_device(device))
     try:
@@ -385,7 +306,7 @@ def run_benchmark(recipe: Recipe, runs_dir: Optional[str | Path] = None, device:
         if dist.is_main:
             bench_run = create_run(recipe, base, f"benchmark-{recipe.name}")
             console.print(plan_table(plan))
-            bench_run.log("benchmark_plan", stages=[vars(s) | {"path": str(s.path)} for s in plan.stages])
+            bench_run.log("benchmark_plan", stages=plan.records())
 
         bench_root = broadcast_object(str(bench_run.root) if bench_run else None, dist)
         bench_run = Run(Path(bench_root))
@@ -399,7 +320,7 @@ def run_benchmark(recipe: Recipe, runs_dir: Optional[str | Path] = None, device:
         if not dist.is_main:
             return bench_run, {}
         # Every job is finished now: collecting on rank 0 reuses them all.
-        classifiers = train_arm_classifiers(plan, recipe, real, synthetic, bench_run, store, device, False)
+        classifiers = train_arm_classifiers(plan, recipe, real, synthetic, bench_run, store, device, False, say=False)
         results = collect_results(recipe, plan, real, synthetic, classifiers, bench_run, device, started)
     finally:
         shutdown(dist)
@@ -422,12 +343,11 @@ def collect_results(recipe: Recipe, plan: Plan, real: ImageTable, synthetic: dic
 
     domain_dir = Path(classifiers["real"][recipe.benchmark.seeds[0]]["dir"])
     generators: dict[str, Any] = {}
-    notes = []
+    built, skipped = build_extractors(recipe, domain_dir, device) if synthetic else ({}, [])
+    notes = [f"{s['extractor']} metrics skipped: {s['reason']}" for s in skipped]
     for name, table in synthetic.items():
         _say(f"generative metrics: {name} ({len(table)} images)")
-        generators[name] = generator_metrics(name, table, real, recipe, domain_dir, device)
-        for skipped in generators[name]["skipped"]:
-            notes.append(f"{skipped['extractor']} metrics skipped: {skipped['reason']}")
+        generators[name] = generator_metrics(table, real, recipe, built, domain_dir, device) | {"skipped": skipped}
     grids = {}
     if synthetic:
         grids["real vs generated"] = str(sample_grid(real, synthetic, recipe, bench_run.subdir("report") / "figures" / "samples.png"))
@@ -444,7 +364,7 @@ def collect_results(recipe: Recipe, plan: Plan, real: ImageTable, synthetic: dic
         "domain_classifier": str(domain_dir),
         "extractors": extractors,
         "grids": grids,
-        "notes": sorted(set(notes)),
+        "notes": notes,
         "wall_time_s": round(time.perf_counter() - started, 1),
     }
     atomic_write_json(bench_run.root / "results.json", results)

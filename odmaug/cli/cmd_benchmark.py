@@ -17,8 +17,12 @@ def benchmark(
     data_dir: Optional[Path] = DataDirOption,
     runs_dir: Optional[Path] = RunsDirOption,
     device: Optional[str] = DeviceOption,
-    dry_run: bool = typer.Option(False, "--dry-run", help="Print the plan (stages, what is reused, work left) and stop."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check every input, print the plan (stages, what is reused, work left, estimated times) and stop."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
+    estimate: bool = typer.Option(
+        True, "--estimate/--no-estimate",
+        help="With --dry-run: time each stage from a short probe on this machine (a few steps of each network).",
+    ),
 ) -> None:
     """Does augmentation help? QWK/accuracy per arm (real, oversample, DM, ODM) beside FID/KID.
 
@@ -26,10 +30,15 @@ def benchmark(
     seed, and writes report/report.md and a self-contained report/report.html.
 
     Finished stages are reused from <runs-dir>/store (keyed by a hash of their inputs), so an
-    interrupted benchmark resumes where it stopped. Under torchrun the generators train with DDP,
-    synthesis is sharded and classifier jobs are spread over the ranks.
+    interrupted benchmark resumes where it stopped, and a larger train.steps continues the stored
+    generators (a smaller one trains anew: a longer run is never cut back).
+
+    Over K processes generators train with DDP, synthesis is sharded and classifier jobs are spread over
+    the ranks; the -- keeps torchrun from parsing odmaug's options:
+
+    torchrun --nproc_per_node K -m odmaug -- benchmark --recipe R.yaml
     """
     from odmaug.benchmark import run_benchmark
 
     cfg = recipe_from_options(recipe, overrides, data_dir, device)
-    run_benchmark(cfg, runs_dir, cfg.device, dry_run=dry_run, show_progress=not quiet)
+    run_benchmark(cfg, runs_dir, cfg.device, dry_run=dry_run, show_progress=not quiet, estimate=estimate)

@@ -11,25 +11,45 @@ from rich.table import Table
 
 from odmaug.cli.app import DataDirOption, RecipeOption, SetOption, data_app, recipe_from_options
 from odmaug.console import console
-from odmaug.data import ImageTable, load_table, prepare, table_from_spec
+from odmaug.data import ImageTable, load_table, table_from_spec
+from odmaug.data.images import prepared
 from odmaug.data.sources import counts_by_split
 from odmaug.errors import OdmaugError
 from odmaug.figures import grade_grid
+from odmaug.runs import check_writable
 
 
 def counts_table(table: ImageTable) -> Table:
-    """A rich table: one row per split, one column per grade, total and imbalance ratio."""
+    """A rich table: one row per split, one column per grade, total, imbalance ratio and the
+    number of patient groups (``-``: the rows have none)."""
     out = Table(title=f"{table.name}: images per grade", title_justify="left")
     out.add_column("split")
     for g in range(table.num_classes):
         out.add_column(f"grade {g}", justify="right")
     out.add_column("total", justify="right")
     out.add_column("imbalance", justify="right")
+    out.add_column("groups", justify="right")
     for split, counts in counts_by_split(table).items():
         nonzero = counts[counts > 0]
         ratio = f"{counts.max() / nonzero.min():.1f}" if len(nonzero) == len(counts) else "inf"
-        out.add_row(split, *[str(c) for c in counts], str(counts.sum()), ratio)
+        groups = table.frame.loc[table.frame["split"] == split, "group"].dropna()
+        out.add_row(split, *[str(c) for c in counts], str(counts.sum()), ratio, str(groups.nunique()) if len(groups) else "-")
     return out
+
+
+def group_summary(table: ImageTable) -> str:
+    """One line: are the splits grouped by patient, and does any group straddle two splits?"""
+    groups = table.frame["group"]
+    if groups.isna().all():
+        return "splits not grouped: no patient groups, so one patient's images may be in several splits"
+    known = table.frame[groups.notna()]
+    per_group = known.groupby("group")["split"].nunique()
+    straddle = per_group[per_group > 1]
+    partly = f", {int(groups.isna().sum())} rows without a group" if groups.isna().any() else ""
+    if len(straddle):
+        return (f"splits NOT grouped: {len(straddle)} of {len(per_group)} patient groups straddle splits "
+                f"(e.g. {straddle.index[0]}){partly}")
+    return f"splits grouped by patient: {len(per_group)} groups, none in two splits{partly}"
 
 
 def example_rows(table: ImageTable, per_grade: int, size: int, crop_box, seed: int) -> list[np.ndarray]:
@@ -39,7 +59,7 @@ def example_rows(table: ImageTable, per_grade: int, size: int, crop_box, seed: i
     for grade in range(table.num_classes):
         idx = np.flatnonzero(table.labels == grade)
         chosen = np.sort(rng.choice(idx, size=min(per_grade, len(idx)), replace=False)) if len(idx) else []
-        rows.append(np.stack([prepare(table.read(int(i)), size, crop_box) for i in chosen])
+        rows.append(np.stack([prepared(table, int(i), size, crop_box) for i in chosen])
                     if len(chosen) else np.zeros((0, size, size, 3), np.uint8))
     return rows
 
@@ -51,7 +71,7 @@ def info(
         None,
         "--source",
         help="Instead of the recipe's data: retinamnist, synthetic, a folder root/<grade>/*.png, "
-        "or a manifest .csv; add :train/:val/:test for one split.",
+        "or a manifest .csv (without a split column: split as the recipe would); add :train/:val/:test for one split.",
     ),
     grid: Optional[Path] = typer.Option(None, "--grid", help="Save a PNG grid of examples, one row per grade."),
     per_grade: int = typer.Option(8, "--per-grade", min=1, max=64, help="Examples per grade in the grid."),
@@ -61,8 +81,16 @@ def info(
 ) -> None:
     """Print images per grade and split with the imbalance ratio; optionally save an example grid."""
     cfg = recipe_from_options(recipe, overrides, data_dir)
-    table = table_from_spec(source, cfg.data) if source else load_table(cfg.data)
+    if grid is not None:
+        check_writable(grid)  # before the data is read
+    # A folder or manifest without splits is shown split as the recipe would split it; one too small
+    # for that is still counted (all train), so that this command can describe any set.
+    table = table_from_spec(source, cfg.data, draw_splits="if-possible") if source else load_table(cfg.data)
     console.print(counts_table(table))
+    console.print(group_summary(table), highlight=False)
+    if source and table.splits() == ["train"] and cfg.data.val_fraction + cfg.data.test_fraction > 0:
+        console.print("only a train split: the source gives only train rows, or is too small to draw the "
+                      "recipe's val/test splits (then a recipe using it as data stops with an error)", highlight=False)
     if grid is not None:
         part = table.split(split) if split in table.splits() else None
         if part is None or len(part) == 0:

@@ -9,7 +9,8 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from odmaug.data.table import ImageTable
+from odmaug.data.cache import entry_path, load_entry, store_entry
+from odmaug.data.table import SCHEMES, ImageTable
 
 # ImageNet statistics: timm models expect inputs normalised with them.
 CLASSIFIER_MEAN = (0.485, 0.456, 0.406)
@@ -24,6 +25,29 @@ def prepare(image: np.ndarray, size: int, crop_box: Optional[tuple[int, int, int
     if pil.size != (size, size):
         pil = pil.resize((size, size), Image.Resampling.BICUBIC)
     return np.asarray(pil.convert("RGB"))
+
+
+def prepared(
+    table: ImageTable, index: int, size: int, crop_box: Optional[tuple[int, int, int, int]] = None
+) -> np.ndarray:
+    """Row ``index`` of ``table`` read (with the table's crop), cropped to ``crop_box`` and resized:
+    uint8 RGB [size, size, 3].
+
+    File rows go through the table's decode cache (:mod:`odmaug.data.cache`) when it has one: the
+    first call decodes and stores, later calls (any stage, any process) load the stored array.
+
+    Raises:
+        OdmaugError: a missing or corrupt image file (the message names it).
+    """
+    ref = str(table.frame.at[index, "path"])
+    if table.cache_dir is None or ref.startswith(SCHEMES):
+        return prepare(table.read(index), size, crop_box)  # in-memory sources: nothing to save
+    entry = entry_path(table.cache_dir, ref, table.crop_of(index), crop_box, size)
+    image = load_entry(entry, size)
+    if image is None:
+        image = prepare(table.read(index), size, crop_box)
+        store_entry(entry, image)
+    return image
 
 
 def load_uint8(
@@ -44,7 +68,7 @@ def load_uint8(
 
         indices = track(indices, description=f"loading {table.name}", transient=True)
     for i in indices:
-        out[i] = prepare(table.read(i), size, crop_box)
+        out[i] = prepared(table, i, size, crop_box)
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous()
 
 
@@ -68,8 +92,9 @@ def normalize_for_classifier(images_uint8: torch.Tensor) -> torch.Tensor:
 class GradeDataset(Dataset):
     """Prepared images of an :class:`ImageTable` as (uint8 tensor [3, H, W], grade) pairs.
 
-    Images are decoded lazily and, with ``cache=True``, kept after the first read, so a
-    DataLoader with workers decodes large sets in parallel and small sets only once.
+    Images are decoded lazily and, with ``cache=True``, kept in memory after the first read, so a
+    DataLoader with workers decodes large sets in parallel and small sets only once; the table's
+    decode cache on disk (:func:`prepared`) applies either way.
     """
 
     def __init__(
@@ -94,7 +119,7 @@ class GradeDataset(Dataset):
         """Prepared uint8 image [3, H, W] before any transform."""
         if self._cache is not None and index in self._cache:
             return self._cache[index]
-        array = prepare(self.table.read(index), self.size, self.crop_box)
+        array = prepared(self.table, index, self.size, self.crop_box)
         tensor = torch.from_numpy(array.copy()).permute(2, 0, 1).contiguous()
         if self._cache is not None:
             self._cache[index] = tensor

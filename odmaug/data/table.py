@@ -24,6 +24,7 @@ import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
 from odmaug.data import retinamnist
+from odmaug.data.crops import crop_image
 from odmaug.data.synthetic import draw_fundus
 from odmaug.errors import OdmaugError
 
@@ -42,14 +43,40 @@ def read_image(ref: str, data_dir: str | Path | None = None, num_classes: int = 
     if ref.startswith(SYNTHETIC_SCHEME):
         size, seed, index, grade = (int(p) for p in ref[len(SYNTHETIC_SCHEME):].split("/"))
         return draw_fundus(grade, num_classes, size, seed, index)
+    return decode_image_file(ref)
+
+
+def decode_image_file(path: str | Path) -> np.ndarray:
+    """One image file as uint8 RGB [H, W, 3], 16-bit greyscale scaled by its real range.
+
+    Raises:
+        OdmaugError: the file is missing, or corrupt, unreadable or a decompression bomb (more
+            pixels than PIL's ``Image.MAX_IMAGE_PIXELS`` allows twice over); the message names it.
+    """
     try:
-        with Image.open(ref) as img:
+        with Image.open(path) as img:
             img.load()
-            return np.asarray(img.convert("RGB"))
+            return _to_rgb_uint8(img)
     except FileNotFoundError:
-        raise OdmaugError(f"image not found: {ref}") from None
+        raise OdmaugError(f"image not found: {path}") from None
+    except Image.DecompressionBombError as err:
+        # PIL refuses before decoding; decoding would take gigabytes, so it is a bad file for us too.
+        raise OdmaugError(f"corrupt or unreadable image: {path} (too many pixels: {err})") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise OdmaugError(f"corrupt or unreadable image: {ref} ({err})") from None
+        raise OdmaugError(f"corrupt or unreadable image: {path} ({err})") from None
+
+
+# 16-bit greyscale PNGs open in these modes; PIL's convert("RGB") clips them at 255 instead of scaling.
+_SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
+
+
+def _to_rgb_uint8(img: Image.Image) -> np.ndarray:
+    """A loaded PIL image as uint8 RGB [H, W, 3]; 16-bit values 0..65535 map to 0..255 (v / 257)."""
+    if img.mode not in _SIXTEEN_BIT_MODES:
+        return np.asarray(img.convert("RGB"))
+    wide = np.asarray(img).astype(np.float64)  # [H, W]; mode 'I' is 32-bit, clipped to 16-bit range
+    grey = np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8)
+    return np.repeat(grey[:, :, None], 3, axis=2)
 
 
 @dataclass
@@ -61,12 +88,19 @@ class ImageTable:
         num_classes: number of grades C (labels are 0..C-1).
         name: a short description of where the images come from.
         data_dir: folder for ``retinamnist://`` references (None: the usual lookup).
+        crop: ``data.crop`` (none / centre / fundus, see :mod:`odmaug.data.crops`), applied by
+            :meth:`read` to every row but generated ones (``source == "synthetic"``), which were
+            made from already cropped images.
+        cache_dir: folder of the decode cache (:mod:`odmaug.data.cache`) that stages loading
+            prepared images use for file rows; None: no cache.
     """
 
     frame: pd.DataFrame
     num_classes: int
     name: str = "dataset"
     data_dir: str | None = None
+    crop: str = "none"
+    cache_dir: str | None = None
 
     def __post_init__(self) -> None:
         frame = self.frame.copy()
@@ -90,7 +124,8 @@ class ImageTable:
     def split(self, *names: str) -> "ImageTable":
         """Only the rows of the given split(s)."""
         rows = self.frame[self.frame["split"].isin(names)]
-        return ImageTable(rows, self.num_classes, f"{self.name}/{'+'.join(names)}", self.data_dir)
+        return ImageTable(rows, self.num_classes, f"{self.name}/{'+'.join(names)}", self.data_dir,
+                          self.crop, self.cache_dir)
 
     def splits(self) -> list[str]:
         order = {"train": 0, "val": 1, "test": 2}
@@ -101,8 +136,13 @@ class ImageTable:
         return np.bincount(self.labels, minlength=self.num_classes)
 
     def read(self, index: int) -> np.ndarray:
-        """Image ``index`` as uint8 RGB [H, W, 3]."""
-        return read_image(self.frame.at[index, "path"], self.data_dir, self.num_classes)
+        """Image ``index`` as uint8 RGB [H, W, 3], cropped by :meth:`crop_of` (square unless none)."""
+        image = read_image(self.frame.at[index, "path"], self.data_dir, self.num_classes)
+        return crop_image(image, self.crop_of(index))
+
+    def crop_of(self, index: int) -> str:
+        """The crop :meth:`read` applies to row ``index``: ``none`` for generated rows."""
+        return "none" if self.frame.at[index, "source"] == "synthetic" else self.crop
 
     def require_every_grade(self, what: str = "training split") -> None:
         """Raise when a grade has no images (a classifier or generator cannot learn it)."""

@@ -74,6 +74,9 @@ def cache_key(table: ImageTable, size: int, crop_box, extractor_identity: str) -
         "crop_box": list(crop_box) if crop_box else None,
         "extractor": extractor_identity,
     }
+    crop = getattr(table, "crop", "none")  # data.crop (centre, fundus) changes the pixels too
+    if crop != "none":  # only then: keys of uncropped sets stay valid across versions
+        material["crop"] = crop
     return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
 
 
