@@ -50,7 +50,7 @@ def per_grade_fid_figure(results: dict[str, Any], extractor: str, path: Path) ->
         return None
     num_classes = results["num_classes"]
     width = 0.8 / len(gens)
-    fig, ax = plt.subplots(figsize=(1.2 + 1.1 * num_classes, 3.4))
+    fig, ax = plt.subplots(figsize=(2.4 + 1.1 * num_classes, 3.4))  # + the legend's column
     for j, (name, metrics) in enumerate(gens.items()):
         by_grade = {int(r["grade"]): r for r in metrics.get("per_grade", [])}
         fids = [np.nan if by_grade.get(g, {}).get("too_few") or by_grade.get(g, {}).get("fid") is None else by_grade[g]["fid"]
@@ -59,7 +59,9 @@ def per_grade_fid_figure(results: dict[str, Any], extractor: str, path: Path) ->
     ax.set_xticks(range(num_classes), [f"grade {g}" for g in range(num_classes)])
     ax.set_ylabel(f"FID ({extractor} features)")
     ax.set_title("Per-grade FID (lower is better)")
-    ax.legend()
+    # Beside the axes, not in them: inside, matplotlib's best spot was over the top grade's bars
+    # (the scarcest grade has the highest FID), which are the ones the figure is about.
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0.0, frameon=False)
     ax.grid(axis="y", alpha=0.3)
     return _save(fig, path)
 

@@ -14,7 +14,7 @@ from typing import Any, Optional
 import numpy as np
 from rich.table import Table
 
-from odmaug.metrics.generative_table import kid_footnotes
+from odmaug.metrics.generative_table import KID_HEADER, kid_footnotes, kid_text
 from odmaug.metrics.spread import OMITTED_MARK, kid_spread_omitted
 
 
@@ -73,9 +73,9 @@ def _kid_row(row: dict[str, Any]) -> dict[str, Any]:
     return {**row, "kid_std_omitted": reason, "kid_std": None if reason else row.get("kid_std")}
 
 
-def _kid(value: Any) -> str:
-    # Significant digits: domain-feature KID is ~1e-5, which four decimals would print as 0.0000.
-    return "–" if value is None else f"{value:.3g}"
+def _kid(value: Any, digits: int = 3) -> str:
+    # × 10³ in significant digits, as in `odmaug metrics` (the header names the scale)
+    return "–" if value is None else kid_text(value, digits)
 
 
 def arm_rows(results: dict[str, Any]) -> list[list[str]]:
@@ -121,7 +121,7 @@ PAIRED_HEADER = ["arm", "against", "metric", "mean paired difference", "95% CI",
 
 
 def generator_rows(results: dict[str, Any]) -> list[list[str]]:
-    """Rows: generator | features | FID | KID | precision | recall | n real/gen | grade-fidelity QWK (n).
+    """Rows: generator | features | FID | KID ×10³ | precision | recall | n real/gen | grade-fidelity QWK (n).
 
     Overall figures compare the real training split with a generated subset of the same grade mix;
     grade fidelity is the domain classifier on every generated image (n of them). KID ± is
@@ -138,7 +138,7 @@ def generator_rows(results: dict[str, Any]) -> list[list[str]]:
             else:
                 fid = _fmt(o.get("fid"), 2) + (" *" if o.get("fid_small_set") else "")
                 std = o.get("kid_std")
-                kid = f"{_kid(o.get('kid_mean'))} " + (OMITTED_MARK if std is None else f"± {_kid(std)}")
+                kid = f"{_kid(o.get('kid_mean'))} " + (OMITTED_MARK if std is None else f"± {_kid(std, 2)}")
             rows.append([name, extractor, fid, kid, _fmt(o.get("precision")), _fmt(o.get("recall")),
                          f"{_fmt(o.get('n_real'))}/{_fmt(o.get('n_generated'))}",
                          _fmt(fidelity) + ("" if fidelity is None or fidelity_n is None else f" (n={fidelity_n})")])
@@ -153,7 +153,7 @@ def generator_footnotes(results: dict[str, Any]) -> list[str]:
 
 
 def per_grade_generator_rows(results: dict[str, Any]) -> list[list[str]]:
-    """Rows: generator | features | grade | n real/gen | FID | KID | precision | recall | fidelity recall."""
+    """Rows: generator | features | grade | n real/gen | FID | KID ×10³ | precision | recall | fidelity recall."""
     rows = []
     for name, gen in results.get("generators", {}).items():
         recalls = gen.get("fidelity", {}).get("recall_per_grade", [])
@@ -170,10 +170,11 @@ def per_grade_generator_rows(results: dict[str, Any]) -> list[list[str]]:
     return rows
 
 
-PER_GRADE_HEADER = ["generator", "features", "grade", "n real/gen", "FID", "KID", "precision", "recall", "fidelity recall"]
+PER_GRADE_HEADER = ["generator", "features", "grade", "n real/gen", "FID", KID_HEADER, "precision", "recall",
+                    "fidelity recall"]
 
 
-GENERATOR_HEADER = ["generator", "features", "FID", "KID", "precision", "recall", "n real/gen", "grade-fidelity QWK"]
+GENERATOR_HEADER = ["generator", "features", "FID", KID_HEADER, "precision", "recall", "n real/gen", "grade-fidelity QWK"]
 
 
 def generator_table(results: dict[str, Any]) -> Table:

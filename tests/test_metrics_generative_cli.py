@@ -90,7 +90,7 @@ def test_cli_domain_extractor_on_synthetic_data(tmp_path, smoke_recipe_path, dom
     (res,) = data["results"]
     name = f"domain:{Path(domain_classifier.removeprefix('domain:')).parent.name}"  # <run>/classifier -> run name
     assert res["extractor"] == name and res["image_size"] == 16
-    assert res["overall"]["n_real"] == 77 and res["overall"]["n_generated"] == 23  # smoke split sizes
+    assert res["overall"]["n_real"] == 78 and res["overall"]["n_generated"] == 23  # smoke split sizes (train [28, 17, 14, 11, 8])
     assert res["overall"]["fid_small_set"] is True and np.isfinite(res["overall"]["fid"])
     grades = {r["grade"]: r for r in res["per_grade"]}
     assert grades[0]["too_few"] is False and grades[4]["too_few"] is True  # 8 vs 3 test images of grade 4

@@ -65,10 +65,10 @@ def test_one_seed_says_so_beside_every_figure():
 def test_kid_rows_print_no_rounding_noise_and_say_why():
     res = results({"real": [0.5, 0.6], "odm": [0.6, 0.9]})
     (row,) = generator_rows(res)
-    assert row[3] == "2.1e-05 †" and row[6] == "12/12" and row[7] == "0.810 (n=12)"  # fidelity: every generated image
+    assert row[3] == "0.0210 †" and row[6] == "12/12" and row[7] == "0.810 (n=12)"  # fidelity: every generated image
     assert generator_footnotes(res)[0] == "† KID ± omitted for odm/domain: subset size ≥ set size, every subset is the whole set."
     kids = [r[5] for r in per_grade_generator_rows(res)]
-    assert kids == ["1.2e-05", "3.4e-05"]  # significant digits: four decimals printed 0.0000
+    assert kids == ["0.0120", "0.0340"]  # × 10³, significant digits: four decimals printed 0.0000
 
 
 def test_written_report_carries_the_reasons(tmp_path):

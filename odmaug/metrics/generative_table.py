@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from rich.table import Table
@@ -15,14 +16,29 @@ def _number(value: Any, digits: int = 2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
-def kid_cell(row: dict[str, Any]) -> str:
-    """``mean ± std`` of one row, or ``mean †`` when the std was omitted (the footnote says why).
+KID_SCALE = 1e3
+KID_HEADER = "KID ×10³"
+"""KID is printed times 10³, the field's convention (StyleGAN2-ADA, ...), with the scale in the header."""
 
-    Significant digits, not decimals: Inception KID is ~1e-3 and domain-feature KID far smaller.
+
+def kid_text(value: float, digits: int = 3) -> str:
+    """``value`` × 10³ with ``digits`` significant digits, in plain notation (no ``e-05``, no ``e+04``).
+
+    Significant digits, not decimals: Inception KID is ~1e-3 and domain-feature KID ranges from
+    ~1e-5 to ~1e1, so fixed decimals would print 0.0000 for some and 26501.7189 for others.
     """
+    scaled = value * KID_SCALE
+    if scaled == 0 or not math.isfinite(scaled):
+        return f"{scaled:g}"
+    decimals = max(0, digits - 1 - math.floor(math.log10(abs(scaled))))
+    return f"{scaled:.{decimals}f}"
+
+
+def kid_cell(row: dict[str, Any]) -> str:
+    """``mean ± std`` (× 10³) of one row, or ``mean †`` when the std was omitted (the footnote says why)."""
     if row.get("kid_std") is None:
-        return f"{row['kid_mean']:.3g} {OMITTED_MARK}"
-    return f"{row['kid_mean']:.3g} ± {row['kid_std']:.2g}"
+        return f"{kid_text(row['kid_mean'])} {OMITTED_MARK}"
+    return f"{kid_text(row['kid_mean'])} ± {kid_text(row['kid_std'], 2)}"
 
 
 def kid_footnotes(rows: list[dict[str, Any]]) -> list[str]:
@@ -35,7 +51,7 @@ def kid_footnotes(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def generative_table(result: dict[str, Any]) -> Table:
-    """Grade | n real | n gen | FID | KID | precision | recall for one extractor's result.
+    """Grade | n real | n gen | FID | KID ×10³ | precision | recall for one extractor's result.
 
     FID on fewer than ``small_set`` images carries ``*`` (biased: compare KID); KID without a
     meaningful spread carries ``†`` and a footnote with the reason; grades with too few images read
@@ -45,7 +61,7 @@ def generative_table(result: dict[str, Any]) -> Table:
     rows = [result["overall"], *result["per_grade"]]
     caption = [f"{SMALL_MARK} FID on fewer than {settings.get('small_set', '?')} images is biased: compare KID. "
                f"Features: {result['extractor']} ({result['feature_dim']}-d). "
-               f"KID: mean ± std over {settings.get('kid_subsets', '?')} subsets of "
+               f"{KID_HEADER}: mean ± std over {settings.get('kid_subsets', '?')} subsets of "
                f"min({settings.get('kid_subset_size', '?')}, n real, n gen) images; "
                f"precision/recall k={settings.get('nearest_k', '?')}.", *kid_footnotes(rows)]
     table = Table(
@@ -55,7 +71,7 @@ def generative_table(result: dict[str, Any]) -> Table:
         caption="\n".join(caption),
         caption_justify="left",
     )
-    for column in ("grade", "n real", "n gen", "FID", "KID", "precision", "recall"):
+    for column in ("grade", "n real", "n gen", "FID", KID_HEADER, "precision", "recall"):
         table.add_column(column, justify="left" if column == "grade" else "right")
     for row in rows:
         counts = [str(row["grade"]), str(row["n_real"]), str(row["n_generated"])]
