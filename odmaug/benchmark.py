@@ -340,11 +340,14 @@ def collect_results(recipe: Recipe, plan: Plan, real: ImageTable, synthetic: dic
                        "classifiers": {seed: r["dir"] for seed, r in classifiers[arm].items()},
                        "training_counts": {seed: r["counts"] for seed, r in classifiers[arm].items()}}
     paired = summarise_arms(arms, num_classes)
+    from odmaug.benchmark_uncertainty import benchmark_bootstrap  # seeds x test images (issue 19)
+
+    bootstrap = benchmark_bootstrap(arms, num_classes, recipe.seed)
 
     domain_dir = Path(classifiers["real"][recipe.benchmark.seeds[0]]["dir"])
     generators: dict[str, Any] = {}
     built, skipped = build_extractors(recipe, domain_dir, device) if synthetic else ({}, [])
-    notes = [f"{s['extractor']} metrics skipped: {s['reason']}" for s in skipped]
+    notes = [f"{s['extractor']} metrics skipped: {s['reason']}" for s in skipped] + ([bootstrap["error"]] if "error" in bootstrap else [])
     for name, table in synthetic.items():
         _say(f"generative metrics: {name} ({len(table)} images)")
         generators[name] = generator_metrics(table, real, recipe, built, domain_dir, device) | {"skipped": skipped}
@@ -359,6 +362,7 @@ def collect_results(recipe: Recipe, plan: Plan, real: ImageTable, synthetic: dic
         "test_description": f"{real.name} real test split, {len(real.split('test'))} images {real.split('test').counts().tolist()}",
         "arms": arms,
         "paired": paired,
+        "bootstrap": bootstrap,
         "generators": generators,
         "generator_runs": {arm: str(root) for arm, root in plan.generators.items()},
         "domain_classifier": str(domain_dir),

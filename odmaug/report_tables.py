@@ -78,26 +78,66 @@ def _kid(value: Any, digits: int = 3) -> str:
     return "–" if value is None else kid_text(value, digits)
 
 
+def _boot(results: dict[str, Any], arm: str, ref: str, metric: str) -> Optional[dict[str, Any]]:
+    """The seeds x images bootstrap summary of ``arm - ref`` for ``metric`` (None: not computed)."""
+    return results.get("bootstrap", {}).get("paired", {}).get(arm, {}).get(f"vs_{ref}", {}).get(metric)
+
+
+def boot_interval(b: Optional[dict[str, Any]]) -> str:
+    """``+0.021 [-0.030, +0.072]`` from a :mod:`odmaug.metrics.bootstrap` summary of a difference.
+
+    Identical predictions differ by exactly 0 in every resample: "[0, 0] (identical predictions)".
+    """
+    if not b or b.get("estimate") is None:
+        return "–"
+    if b.get("identical"):
+        return "0 [0, 0] (identical predictions)"
+    if b.get("ci_low") is None:
+        return f"{_signed(b['estimate'])} [–, –] ({b.get('resamples', 0)} defined resamples)"
+    return f"{_signed(b['estimate'])} [{_signed(b['ci_low'])}, {_signed(b['ci_high'])}]"
+
+
+def boot_mde(b: Optional[dict[str, Any]]) -> str:
+    """The minimum detectable effect (80% power, two-sided 5%), or "–" (none, or identical arms)."""
+    if not b or b.get("mde") is None or b.get("identical"):
+        return "–"
+    return _fmt(b["mde"])
+
+
+def boot_size(results: dict[str, Any]) -> str:
+    """``5 seeds × 400 images`` behind the bootstrap figures, or "–"."""
+    boot = results.get("bootstrap") or {}
+    if "n_images" not in boot:
+        return "–"
+    return f"{boot['n_seeds']} seed{'s' * (boot['n_seeds'] != 1)} × {boot['n_images']} images"
+
+
 def arm_rows(results: dict[str, Any]) -> list[list[str]]:
-    """Rows of the per-arm table: arm | QWK mean ± std | accuracy | top-grade recall | ΔQWK vs real."""
+    """Rows of the per-arm table: arm | QWK mean ± std | accuracy | top-grade recall | ΔQWK vs real
+    (t-interval over seeds) | ΔQWK vs real (bootstrap over seeds and test images) | its MDE."""
     rows = []
     top = results["num_classes"] - 1
     for arm, data in results["arms"].items():
         summary = data["summary"]
         delta = results.get("paired", {}).get(arm, {}).get("vs_real", {}).get("qwk")
         no_delta = arm == "real" or not delta or delta.get("mean") is None
+        boot = _boot(results, arm, "real", "qwk")
         rows.append([arm, _pm(summary.get("qwk")), _pm(summary.get("accuracy")), _pm(summary.get(f"recall_grade_{top}")),
-                     "–" if no_delta else f"{_signed(delta['mean'])} {_interval(delta)}"])
+                     "–" if no_delta else f"{_signed(delta['mean'])} {_interval(delta)}", boot_interval(boot), boot_mde(boot)])
     return rows
 
 
-ARM_HEADER = ["arm", "QWK mean ± std", "accuracy", "top-grade recall", "Δ QWK vs real [95% CI]"]
+ARM_HEADER = ["arm", "QWK mean ± std", "accuracy", "top-grade recall", "Δ QWK vs real [95% CI, seeds]",
+              "Δ QWK vs real [95% CI, seeds × images]", "MDE"]
 
 
 def arm_table(results: dict[str, Any]) -> Table:
     """The terminal's closing table."""
     seeds = results.get("seeds", [])
-    table = Table(title=f"Severity classifier per arm (test split, {len(seeds)} seed(s))", title_justify="left")
+    size = boot_size(results)
+    title = f"Severity classifier per arm (test split, {len(seeds)} seed(s)" + ("" if size == "–" else f"; bootstrap {size}") + ")"
+    caption = "MDE: smallest Δ QWK detectable with 80% power (two-sided 5%) on this many seeds and test images"
+    table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
     for i, name in enumerate(ARM_HEADER):
         table.add_column(name, justify="left" if i == 0 else "right")
     for row in arm_rows(results):
@@ -106,18 +146,23 @@ def arm_table(results: dict[str, Any]) -> Table:
 
 
 def paired_rows(results: dict[str, Any]) -> list[list[str]]:
-    """Rows: arm | against | metric | mean paired difference | 95% CI | seeds (pairs behind it)."""
+    """Rows: arm | against | metric | mean paired difference | 95% CI (seeds) | seeds (pairs behind
+    it) | difference [95% CI] over seeds × test images | MDE | seeds × images behind it."""
     rows = []
+    size = boot_size(results)
     for arm, pairs in results.get("paired", {}).items():
         for ref, metrics in pairs.items():
             for metric in ("qwk", "accuracy", "balanced_accuracy", f"recall_grade_{results['num_classes'] - 1}"):
                 d = metrics.get(metric)
                 if d and d.get("mean") is not None:
-                    rows.append([arm, ref.replace("vs_", "vs "), metric, _signed(d["mean"]), _interval(d), str(d.get("n", "?"))])
+                    b = _boot(results, arm, ref.removeprefix("vs_"), metric)
+                    rows.append([arm, ref.replace("vs_", "vs "), metric, _signed(d["mean"]), _interval(d), str(d.get("n", "?")),
+                                 boot_interval(b), boot_mde(b), size if b else "–"])
     return rows
 
 
-PAIRED_HEADER = ["arm", "against", "metric", "mean paired difference", "95% CI", "seeds"]
+PAIRED_HEADER = ["arm", "against", "metric", "mean paired difference", "95% CI (seeds)", "seeds",
+                 "difference [95% CI, seeds × images]", "MDE (80% power)", "bootstrap over"]
 
 
 def generator_rows(results: dict[str, Any]) -> list[list[str]]:

@@ -110,6 +110,14 @@ def test_smoke_benchmark_end_to_end_and_resume(tmp_path, smoke_recipe_path):
         assert (bench / "report" / "figures" / figure).stat().st_size > 1000
     table = result.output[result.output.index("Severity classifier per arm"):]
     assert "Δ QWK vs real" in table and all(arm in table for arm in results["arms"])
+    # Seeds x test images bootstrap from the stored test predictions (issue 19).
+    boot, n_test = results["bootstrap"], int(results["test_description"].split(" images")[0].split()[-1])
+    assert (boot["n_images"], boot["n_seeds"], set(boot["arms"])) == (n_test, len(results["seeds"]), set(results["arms"]))
+    d = boot["paired"]["odm"]["vs_real"]["qwk"]
+    assert d["ci_low"] <= d["estimate"] <= d["ci_high"] and d["mde"] > 0
+    assert d["estimate"] == pytest.approx(results["paired"]["odm"]["vs_real"]["qwk"]["mean"], abs=1e-9)
+    assert f"bootstrap 1 seed × {n_test} images" in table and "MDE" in table  # headers wrap at 80 columns
+    assert "difference [95% CI, seeds × images]" in report and f"1 seed × {n_test} images" in report
 
     # The store makes a second invocation reuse every expensive stage.
     plan = runner.invoke(app, ["benchmark", "--recipe", str(smoke_recipe_path), "--runs-dir", str(tmp_path / "runs"),

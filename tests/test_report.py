@@ -51,7 +51,7 @@ def test_equal_seeds_show_the_reason_not_a_zero_spread():
     assert arms["odm"][1] == "0.700 ± 0.100" and arms["odm"][3] == "0.000 ± – (all 3 seeds equal)"
     assert "0.900 ± – (all 3 seeds equal)" in _text(detail_rows(res))
     paired = [r for r in paired_rows(res) if r[0] == "oversample" and r[2] == "qwk"]
-    assert paired == [["oversample", "vs real", "qwk", "+0.000", "[–, –] (all 3 seeds equal)", "3"]]
+    assert paired == [["oversample", "vs real", "qwk", "+0.000", "[–, –] (all 3 seeds equal)", "3", "–", "–", "–"]]
     assert not ZERO_SPREAD.search(_text(arm_rows(res) + detail_rows(res) + paired_rows(res)))
 
 
