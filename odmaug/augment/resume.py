@@ -53,8 +53,10 @@ def prepare_folder(folder: SynthesisFolder, record: dict, request: Request, forc
 
 
 def finish_folder(folder: SynthesisFolder, record: dict, request: Request, valid: set[Item],
-                  grade_filter: Optional[GradeFilter], device: torch.device, ranks: DistInfo) -> dict[str, Any]:
-    """Rank 0: rebuild the manifest from one listing of the folder (and apply the filter)."""
+                  grade_filter: Optional[GradeFilter], device: torch.device, ranks: DistInfo,
+                  sources=None) -> dict[str, Any]:
+    """Rank 0: rebuild the manifest from one listing of the folder (and apply the filter); with
+    ``sources`` (:class:`odmaug.augment.from_real.SourcePools`) each row names its source image."""
     scan = folder.scan()
     # Every requested image, and every one validated at the start, must be there (walked, not listed).
     expected = itertools.chain(request.items(), (i for i in valid if i not in request))
@@ -70,6 +72,7 @@ def finish_folder(folder: SynthesisFolder, record: dict, request: Request, valid
     if grade_filter is not None:
         on_disk, predicted, filtered_out = apply_filter(grade_filter, folder, on_disk, device)
         extra["predicted_grade"] = predicted
+    extra.update({} if sources is None else sources.manifest_columns(on_disk))
     frame = folder.manifest_frame(on_disk, record, extra)
     folder.write_manifest(frame)
     for rank in range(ranks.world_size if ranks.enabled else 0):

@@ -84,16 +84,17 @@ def aligned(n: int, align: int = BATCH_ALIGN) -> int:
 
 def generate_batches(loaded, folder: SynthesisFolder, items: Iterable[Item], count: int, settings: SamplingSettings,
                      batch_size: int, device: torch.device, bar_label: str, show_progress: bool,
-                     compiled: bool = False) -> None:
+                     compiled: bool = False, sources=None) -> None:
     """Generate ``items`` (``count`` of them, consumed lazily) batch by batch and write each PNG
     as soon as its batch is done.
+
+    With ``sources`` (:class:`odmaug.augment.from_real.SourcePools`) each image is a translation
+    of its real source image (SDEdit) instead of a sample from pure noise.
 
     A compiled network builds kernels for each batch shape (about a minute on a 2-core CPU), so
     with ``compiled`` a short last batch is padded to the full batch size instead: on average
     cheaper than a second compile.
     """
-    from odmaug.diffusion import generate
-
     batch_size = aligned(batch_size)
     one_shape = compiled and count > batch_size
     pending = iter(items)
@@ -104,15 +105,25 @@ def generate_batches(loaded, folder: SynthesisFolder, items: Iterable[Item], cou
             rows = batch_size if one_shape else aligned(len(chunk))
             padded = chunk + [chunk[-1]] * (rows - len(chunk))  # only the last batch pads
             labels = torch.tensor([i.grade for i in padded], dtype=torch.long)
-            images = generate(
-                loaded.model, loaded.schedule, labels, [i.seed for i in padded],
-                sampler=settings.sampler, steps=settings.steps, eta=settings.eta,
-                guidance_scale=settings.guidance_scale, clip_x0=settings.clip_x0,
-                timestep_spacing=settings.timestep_spacing,
-                batch_size=len(padded), device=device, precision=settings.precision,
-            )  # [B, 3, H, W] in [-1, 1]
+            images = _batch(loaded, padded, labels, settings, device, sources)  # [B, 3, H, W] in [-1, 1]
             pixels = to_uint8(images[: len(chunk)].detach().cpu()).permute(0, 2, 3, 1).numpy()  # [B, H, W, 3]
             for item, image in zip(chunk, pixels):
                 folder.write_png(item, np.ascontiguousarray(image))
             if task is not None:
                 bar.update(task, advance=len(chunk), info=f"grade {chunk[-1].grade} seed {chunk[-1].seed}")
+
+
+def _batch(loaded, items: list[Item], labels: torch.Tensor, settings: SamplingSettings, device: torch.device,
+           sources) -> torch.Tensor:
+    """One batch of images [B, 3, H, W] in [-1, 1]: from noise, or translated from ``sources``."""
+    kwargs = dict(sampler=settings.sampler, steps=settings.steps, eta=settings.eta,
+                  guidance_scale=settings.guidance_scale, clip_x0=settings.clip_x0,
+                  timestep_spacing=settings.timestep_spacing, device=device, precision=settings.precision)
+    seeds = [i.seed for i in items]
+    if sources is None:
+        from odmaug.diffusion import generate
+
+        return generate(loaded.model, loaded.schedule, labels, seeds, batch_size=len(items), **kwargs)
+    from odmaug.diffusion.translate import translate
+
+    return translate(loaded.model, loaded.schedule, sources.images(items), labels, seeds, sources.strength, **kwargs)

@@ -17,6 +17,7 @@ import torch
 
 from odmaug.distributed import DistInfo, barrier, broadcast_object, init_distributed, rank_device, shutdown
 from odmaug.augment.filter import GradeFilter
+from odmaug.augment.from_real import FromReal, SourcePools, source_pools
 from odmaug.augment.plan import (
     Item,
     Request,
@@ -96,6 +97,7 @@ def run_synthesis(
     grade_filter: Optional[GradeFilter] = None,
     show_progress: bool = True,
     compile: Optional[bool | str] = None,
+    from_real: Optional[FromReal] = None,
 ) -> SynthesisSummary:
     """Synthesize images of chosen grades into ``out_dir`` and (re)build its manifest.
 
@@ -118,6 +120,8 @@ def run_synthesis(
         show_progress: draw a progress bar on stderr.
         compile: torch.compile the network (True, False, ``"auto"``; default: the run's
             ``sample.compile``); auto compiles when this rank's images x steps pay for it.
+        from_real: translate real TRAINING images of other grades (SDEdit, Meng et al. 2022) instead
+            of sampling from pure noise (see :mod:`odmaug.augment.from_real`); None: from noise.
 
     Returns:
         A :class:`SynthesisSummary`; ``summary.manifest`` is ``<out_dir>/manifest.csv``.
@@ -129,14 +133,15 @@ def run_synthesis(
     ranks = init_distributed(resolve_device(device))
     try:
         return _synthesize(ranks, run, out_dir, target_classes, n_per_grade, to_count, seed_start, settings,
-                           use_ema, batch_size, force, device, data_dir, grade_filter, show_progress, compile)
+                           use_ema, batch_size, force, device, data_dir, grade_filter, show_progress, compile,
+                           from_real)
     finally:
         shutdown(ranks)
 
 
 def _synthesize(ranks: DistInfo, run, out_dir, target_classes, n_per_grade, to_count, seed_start, settings,
                 use_ema, batch_size, force, device, data_dir, grade_filter, show_progress,
-                compile) -> SynthesisSummary:
+                compile, from_real) -> SynthesisSummary:
     from odmaug.diffusion import load_generator
     from odmaug.diffusion.sampling import compile_for_sampling
 
@@ -153,33 +158,32 @@ def _synthesize(ranks: DistInfo, run, out_dir, target_classes, n_per_grade, to_c
     dev = rank_device(resolve_device(device), ranks)
     loaded = load_generator(gen_run.root, use_ema=use_ema, device=dev)
     counts, request = _plan(loaded, recipe, settings, target_classes, n_per_grade, to_count, seed_start, data_dir)
+    pools = _pools(from_real, recipe, data_dir, request, settings, loaded.image_size)
     out = Path(out_dir) if out_dir is not None else gen_run.root / "synthetic"
     folder = SynthesisFolder(out, loaded.image_size, loaded.num_classes)
-    record = _record(gen_run, loaded, settings, dev)
+    record = _record(gen_run, loaded, settings, dev, pools)
     state, valid = prepare_folder(folder, record, request, force, ranks)
     present: set[Item] = state["present"]
 
     # The missing pairs are walked lazily, never listed: memory does not grow with --n.
-    n_pending = request.total - len(present)
-    mine = shard_size(n_pending, ranks.rank, ranks.world_size)
-    label = "synthesize" if not ranks.enabled else f"synthesize (rank 0 of {ranks.world_size})"
+    mine = shard_size(request.total - len(present), ranks.rank, ranks.world_size)
     started = time.perf_counter()
     # Compiling is an execution detail, not part of the identity: it changes no setting of the
     # images (only float rounding, ~1e-6 relative in fp32). Kernels build on the first batch.
     compiled = compile_for_sampling(loaded.model, recipe.sample.compile if compile is None else compile,
                                     mine * settings.steps, dev)
     generate_batches(loaded, folder, iter_shard(request.missing(present), ranks.rank, ranks.world_size), mine,
-                     settings, batch_size, dev, label, show_progress and ranks.is_main, compiled)
+                     settings, batch_size, dev, "synthesize" if not ranks.enabled else
+                     f"synthesize (rank 0 of {ranks.world_size})", show_progress and ranks.is_main, compiled, pools)
     seconds = time.perf_counter() - started
     if ranks.enabled:
-        mine_items = iter_shard(request.missing(present), ranks.rank, ranks.world_size)
-        folder.write_manifest(folder.manifest_frame(mine_items, record), rank_manifest_name(ranks.rank))
+        _write_rank_manifest(folder, record, request, present, ranks, pools)
     barrier(ranks)  # every rank's images and manifest part are on disk
 
     summary_state: dict[str, Any] = {"error": None}
     if ranks.is_main:
         try:
-            summary_state = finish_folder(folder, record, request, valid, grade_filter, dev, ranks)
+            summary_state = finish_folder(folder, record, request, valid, grade_filter, dev, ranks, pools)
         except OdmaugError as err:
             summary_state = {"error": str(err)}
     summary_state = broadcast_object(summary_state, ranks)
@@ -192,8 +196,25 @@ def _synthesize(ranks: DistInfo, run, out_dir, target_classes, n_per_grade, to_c
             "synthesis", out=str(out), requested=request.counts, present=summary.present, generated=summary.generated,
             seconds=round(seconds, 3), checkpoint_id=loaded.checkpoint_id, world_size=ranks.world_size,
             manifest_rows=summary.manifest_rows, compiled=compiled, **asdict(settings),
+            **({} if pools is None else pools.identity()),
         )
     return summary
+
+
+def _pools(from_real: Optional[FromReal], recipe: Recipe, data_dir: Optional[str], request: Request,
+           settings: SamplingSettings, image_size: int) -> Optional[SourcePools]:
+    """The training images ``--from-real`` translates, per requested grade (None: from noise)."""
+    if from_real is None:
+        return None
+    return source_pools(recipe, data_dir, sorted(request.counts), from_real, settings, image_size)
+
+
+def _write_rank_manifest(folder: SynthesisFolder, record: dict[str, Any], request: Request, present: set[Item],
+                         ranks: DistInfo, pools: Optional[SourcePools]) -> None:
+    """This rank's part of the manifest (under torchrun): the images it generated now."""
+    mine_items = list(iter_shard(request.missing(present), ranks.rank, ranks.world_size))
+    extra = None if pools is None else pools.manifest_columns(mine_items)
+    folder.write_manifest(folder.manifest_frame(mine_items, record, extra), rank_manifest_name(ranks.rank))
 
 
 def _summary(folder: SynthesisFolder, request: Request, present: set[Item], removed: int, seconds: float,
@@ -223,8 +244,10 @@ def _plan(loaded, recipe: Recipe, settings: SamplingSettings, target_classes, n_
     return counts, Request(images_per_grade(grades, num_classes, n_per_grade, to_count, counts), seed_start)
 
 
-def _record(gen_run: Run, loaded, settings: SamplingSettings, device: torch.device) -> dict[str, Any]:
-    """``synthesis.json``: the checkpoint and the settings that decide the pixels."""
+def _record(gen_run: Run, loaded, settings: SamplingSettings, device: torch.device,
+            pools: Optional[SourcePools] = None) -> dict[str, Any]:
+    """``synthesis.json``: the checkpoint and the settings that decide the pixels (and, with
+    ``--from-real``, the strength and the source pool: images from noise keep the old identity)."""
     from odmaug.precision import precision_name, resolve_precision
 
     return {
@@ -238,6 +261,7 @@ def _record(gen_run: Run, loaded, settings: SamplingSettings, device: torch.devi
             **asdict(settings),
             # The dtype actually used ("auto" means bf16 on some devices, fp32 on others).
             "precision": precision_name(resolve_precision(settings.precision, device)),
+            **({} if pools is None else pools.identity()),
         },
     }
 

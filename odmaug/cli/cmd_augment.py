@@ -158,6 +158,15 @@ def augment_command(
         help="torch.compile the network (default: the recipe's sample.compile, auto = when the job is big enough).",
     ),
     grid: bool = typer.Option(True, "--grid/--no-grid", help="Write <out>/grid.png (8 images per grade)."),
+    from_real: bool = typer.Option(
+        False, "--from-real", help="Translate real TRAINING images of other grades (SDEdit) instead of pure noise."
+    ),
+    source_grades: Optional[str] = typer.Option(
+        None, "--source-grades", help="With --from-real: grades to start from, e.g. 2,3, or auto (the next grades)."
+    ),
+    strength: Optional[float] = typer.Option(
+        None, "--strength", help="With --from-real: t0 / T in (0, 1], default 0.6; 1 = from pure noise."
+    ),
     device: Optional[str] = DeviceOption,
     data_dir: Optional[Path] = DataDirOption,
 ) -> None:
@@ -175,6 +184,8 @@ def augment_command(
     aug = recipe.augment
     if n is None and to_count is None:
         n, to_count = aug.n, aug.to_count  # the recipe's amounts only when none is given here
+    if from_real and sampler is None and recipe.sample.sampler not in ("ddim", "ddpm"):
+        sampler = "ddim"  # the multistep solvers cannot start mid-chain; DDIM is the SDEdit sampler here
     settings = SamplingSettings.from_config(
         recipe.sample, sampler=sampler, steps=steps, guidance_scale=guidance, eta=eta, precision=precision,
         timestep_spacing=spacing,
@@ -192,6 +203,7 @@ def augment_command(
         aug.seed_start if seed_start is None else seed_start, settings,
         recipe.sample.use_ema if ema is None else ema, batch_size, force, device or recipe.device,
         str(data_dir) if data_dir else None, grade_filter, compile=compile,
+        from_real=_from_real(from_real, strength, source_grades),
     )
     if int(os.environ.get("RANK", "0")) != 0:
         return
@@ -206,3 +218,15 @@ def augment_command(
     if grid and summary.manifest_rows:
         console.print(f"wrote {write_grid(summary.manifest, summary.out_dir / 'grid.png')}")
     console.print(f"wrote {summary.manifest} ({summary.manifest_rows} images)")
+
+
+def _from_real(on: bool, strength: Optional[float], source_grades: Optional[str]):
+    """The ``--from-real`` settings (None without it); its options alone are an error, not ignored."""
+    from odmaug.augment.from_real import FromReal
+    from odmaug.errors import OdmaugError
+
+    if not on:
+        if strength is not None or source_grades is not None:
+            raise OdmaugError("--strength and --source-grades need --from-real")
+        return None
+    return FromReal(0.6 if strength is None else strength, source_grades or "auto")

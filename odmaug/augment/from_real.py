@@ -1,0 +1,122 @@
+"""``augment --from-real``: which real training image each synthetic image starts from (SDEdit).
+
+Sources come from the generator run's TRAINING split only (validation and test images must never
+leak into training data through a translated copy). The image of (grade g, seed s) starts from
+row ``pool[g][k]`` with ``k`` drawn by ``numpy.random.default_rng([s, SOURCE_STREAM])``: fixed by the
+seed, independent of batches and ranks, and recorded in the manifest (``source_path``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from typing import Any, Iterable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from odmaug.augment.plan import Item
+from odmaug.data import ImageTable, load_table, to_model_range
+from odmaug.data.images import prepared
+from odmaug.diffusion.translate import TRANSLATE_SAMPLERS, check_strength
+from odmaug.errors import OdmaugError
+
+SOURCE_STREAM = 0x5DED17
+"""Second word of the source-pick seed, so the pick is not correlated with the image's noise (seed s)."""
+
+
+def parse_source_grades(spec: str, targets: Sequence[int], counts: np.ndarray) -> dict[int, list[int]]:
+    """Per target grade, the source grades: ``auto`` = the neighbouring grades (g - 1, g + 1) that have
+    training images; ``"2,3"`` = those grades for every target (each must have training images).
+
+    Raises:
+        OdmaugError: a grade that is not a number, outside 0..C-1, or without training images.
+    """
+    num_classes = len(counts)
+    if spec.strip().lower() == "auto":
+        out = {}
+        for g in targets:
+            near = [n for n in (g - 1, g + 1) if 0 <= n < num_classes and counts[n] > 0]
+            if not near:
+                raise OdmaugError(f"--source-grades auto: no training images in the grades next to {g}")
+            out[g] = near
+        return out
+    grades = []
+    for part in (p.strip() for p in spec.split(",")):
+        try:
+            grades.append(int(part))
+        except ValueError:
+            raise OdmaugError(f"--source-grades: '{part}' is not a grade (use e.g. 3, 2,3 or auto)") from None
+    for g in grades:
+        if not 0 <= g < num_classes:
+            raise OdmaugError(f"--source-grades {g} is outside the grades 0..{num_classes - 1}")
+        if counts[g] == 0:
+            raise OdmaugError(f"--source-grades {g}: the run's training split has no images of grade {g}")
+    return {g: sorted(set(grades)) for g in targets}
+
+
+@dataclass(frozen=True)
+class FromReal:
+    """``--from-real`` settings: SDEdit strength (t0 / T) and the source grades (``auto`` or ``"2,3"``)."""
+
+    strength: float = 0.6
+    source_grades: str = "auto"
+
+
+@dataclass
+class SourcePools:
+    """The training images each target grade translates from, and how they are read."""
+
+    table: ImageTable
+    """The run's training split (rows 0..N-1)."""
+    pools: dict[int, np.ndarray]
+    """Target grade -> sorted row numbers of ``table`` [n_g] (int64)."""
+    strength: float
+    size: int
+    crop_box: Optional[tuple[int, int, int, int]] = None
+
+    def row(self, item: Item) -> int:
+        """The row of ``table`` that image ``item`` starts from (a seeded draw)."""
+        pool = self.pools[item.grade]
+        return int(pool[np.random.default_rng([item.seed, SOURCE_STREAM]).integers(len(pool))])
+
+    def source_path(self, item: Item) -> str:
+        return str(self.table.frame.at[self.row(item), "path"])
+
+    def images(self, items: Sequence[Item]) -> torch.Tensor:
+        """The prepared sources of ``items``: float32 [B, 3, size, size] in [-1, 1]."""
+        pixels = np.stack([prepared(self.table, self.row(i), self.size, self.crop_box) for i in items])
+        return to_model_range(torch.from_numpy(pixels).permute(0, 3, 1, 2))
+
+    def identity(self) -> dict[str, Any]:
+        """What the sources add to ``synthesis.json``'s identity: a changed pool means other images."""
+        paths = "\n".join(f"{g}:{self.table.frame.at[int(r), 'path']}" for g in sorted(self.pools) for r in self.pools[g])
+        return {
+            "from_real": True, "strength": self.strength,
+            "source_grades": {str(g): sorted({int(self.table.labels[r]) for r in p}) for g, p in self.pools.items()},
+            "source_digest": hashlib.sha256(paths.encode()).hexdigest()[:16],
+        }
+
+    def manifest_columns(self, items: Iterable[Item]) -> dict[str, dict[Item, Any]]:
+        """``source_path`` and ``strength`` per item, for ``SynthesisFolder.manifest_frame(extra=...)``."""
+        items = list(items)
+        return {"source_path": {i: self.source_path(i) for i in items}, "strength": {i: self.strength for i in items}}
+
+
+def source_pools(recipe, data_dir: Optional[str], targets: Sequence[int], from_real: FromReal, settings,
+                 size: int) -> SourcePools:
+    """The pools of the run's training split for ``targets`` (see :func:`parse_source_grades`).
+
+    Raises:
+        OdmaugError: strength outside (0, 1], a sampler that cannot start mid-chain, bad source grades.
+    """
+    check_strength(from_real.strength)
+    if settings.sampler not in TRANSLATE_SAMPLERS:
+        raise OdmaugError(f"--from-real needs --sampler {' or '.join(TRANSLATE_SAMPLERS)} (got {settings.sampler!r})")
+    strength, spec = from_real.strength, from_real.source_grades
+    cfg = recipe.data if data_dir is None else recipe.data.model_copy(update={"data_dir": str(data_dir)})
+    train = load_table(cfg).split("train")  # rows renumbered 0..N-1
+    grades = parse_source_grades(spec, targets, train.counts())
+    labels = train.labels
+    pools = {g: np.flatnonzero(np.isin(labels, src)).astype(np.int64) for g, src in grades.items()}
+    return SourcePools(train, pools, float(strength), size, getattr(cfg, "crop_box", None))
