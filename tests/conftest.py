@@ -52,3 +52,35 @@ def retinamnist_dir() -> Path:
 @pytest.fixture
 def smoke_recipe_path() -> Path:
     return REPO / "recipes" / "smoke.yaml"
+
+
+SMOKE_RECIPE = REPO / "recipes" / "smoke.yaml"
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory, one_thread) -> Path:
+    """A smoke generator trained for 4 steps through the CLI (once per test module)."""
+    from typer.testing import CliRunner
+
+    from odmaug.cli import app
+
+    runs = tmp_path_factory.mktemp("runs")
+    result = CliRunner().invoke(
+        app, ["train-generator", "--recipe", str(SMOKE_RECIPE), "--runs-dir", str(runs), "--set", "train.sample_every=1000"]
+    )
+    assert result.exit_code == 0, result.output
+    (run,) = [p for p in runs.iterdir() if p.is_dir()]
+    return run
+
+
+@pytest.fixture(scope="module")
+def smoke_generator_step2(tmp_path_factory) -> Path:
+    """A smoke generator at step 2 (a checkpoint at step 2), trained in-process (once per test module)."""
+    from odmaug.config import load_recipe
+    from odmaug.diffusion.trainer import train_generator
+    from odmaug.runs import create_run
+
+    recipe = load_recipe(SMOKE_RECIPE, ["train.steps=2", "train.sample_every=1000"])
+    run = create_run(recipe, tmp_path_factory.mktemp("trained"))
+    train_generator(run, recipe, show_progress=False)
+    return run.root

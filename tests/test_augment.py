@@ -37,17 +37,6 @@ FAST_ARGS = ["--steps", "2", "--no-grid"]
 ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-@pytest.fixture(scope="module")
-def smoke_run(tmp_path_factory, one_thread) -> Path:
-    """A smoke generator trained for 4 steps (once for this module)."""
-    runs = tmp_path_factory.mktemp("runs")
-    result = CliRunner().invoke(
-        app, ["train-generator", "--recipe", str(RECIPE), "--runs-dir", str(runs), "--set", "train.sample_every=1000"]
-    )
-    assert result.exit_code == 0, result.output
-    (run,) = [p for p in runs.iterdir() if p.is_dir()]
-    return run
-
 
 def pngs(folder: Path) -> dict[str, bytes]:
     """``{"<grade>/<seed>.png": bytes}`` of a synthesis folder."""

@@ -178,3 +178,19 @@ def test_disk_space_estimate_and_refusal(tmp_path, monkeypatch):
     monkeypatch.setattr(shutil, "disk_usage", lambda _: Usage())
     with pytest.raises(OdmaugError, match=r"not enough disk space.*50000 images need about"):
         check_disk_space(tmp_path, 50_000, 64)
+
+
+def test_a_folder_of_real_images_or_a_run_is_never_used_as_output(tmp_path):
+    photos = tmp_path / "photos"
+    (photos / "4").mkdir(parents=True)
+    (photos / "4" / "Patient001_left.jpg").write_bytes(b"real photo")
+    folder = SynthesisFolder(photos, image_size=8, num_classes=5)
+    for force in (False, True):  # not even --force may mix with (or delete) the user's images
+        with pytest.raises(OdmaugError, match=r"did not write \(e\.g\. .*Patient001_left\.jpg\).*new or empty --out"):
+            folder.prepare(record(), force=force)
+    assert sorted(p.name for p in photos.rglob("*")) == ["4", "Patient001_left.jpg"]
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("name: x\n")
+    with pytest.raises(OdmaugError, match="config.yaml"):
+        SynthesisFolder(run, image_size=8, num_classes=5).prepare(record(), force=True)

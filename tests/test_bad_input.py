@@ -26,8 +26,6 @@ SMOKE = Path(__file__).resolve().parents[1] / "recipes" / "smoke.yaml"
 Prepare = Callable[[Path], Optional[dict]]
 
 
-# ----------------------------------------------------------------------------- fixtures (files)
-
 def nothing(tmp: Path) -> None:
     return None
 
@@ -102,8 +100,6 @@ M = ["--set", "data.source=manifest", "--set", "data.path={tmp}/m.csv"]
 INFO = ["data", "info", "-r", "{smoke}"]
 GEN = ["train-generator", "-r", "{smoke}", "--runs-dir", "{tmp}/runs"]
 
-
-# ----------------------------------------------------------------------------- the table
 
 CASES: list[tuple[str, list[str], Prepare, str]] = [
     # recipes
@@ -203,6 +199,13 @@ CASES: list[tuple[str, list[str], Prepare, str]] = [
     ("metrics-pickle-weights", ["metrics", "-r", "{smoke}", "--real", "synthetic", "--generated", "synthetic",
                                 "-e", "inception", "--inception-weights", "{tmp}/w.pth", "--no-cache"],
      raw_file("w.pth", PICKLE), "not a readable weights file"),
+    ("recipe-bad-spacing", ["data", "info", "--set", "sample.timestep_spacing=uniform"], nothing, "'trailing', 'leading'"),
+    ("recipe-crop-and-box", ["data", "info", "--set", "data.crop=fundus", "--set", "data.crop_box=[0,0,8,8]"], nothing,
+     "are alternatives"),
+    ("recipe-group-pattern-two-groups", ["data", "info", "--set", "data.group_pattern=(a)(b)"], nothing,
+     "needs exactly one capture group"),
+    ("translate-missing-run", ["translate", "--run", "{tmp}/nope", "--image", "{tmp}/x.png", "--out", "{tmp}/s.png"],
+     nothing, "run folder not found"),
 ]
 
 
@@ -239,8 +242,7 @@ def test_bad_input_is_one_error_line(case_id, args, prepare, expected, tmp_path,
     assert snapshot(work) == before, "bad input must not create or change files"
 
 
-# ----------------------------------------------------------------------------- unit checks
-
+# ------------------------------------------------------------------------ unit checks
 def test_sixteen_bit_png_reads_like_its_eight_bit_twin(tmp_path):
     from odmaug.data.table import read_image
 

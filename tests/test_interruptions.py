@@ -160,18 +160,10 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_step_0(straight, 
     assert_same_state(final_state(run.root), straight)
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """A smoke generator at step 2."""
-    recipe = load_recipe(SMOKE, ["train.steps=2", "train.sample_every=1000"])
-    run = create_run(recipe, tmp_path_factory.mktemp("trained"))
-    train_generator(run, recipe, show_progress=False)
-    return run.root
 
-
-def test_a_refused_resume_changes_nothing_in_the_run(trained, tmp_path):
-    run = tmp_path / trained.name
-    shutil.copytree(trained, run)
+def test_a_refused_resume_changes_nothing_in_the_run(smoke_generator_step2, tmp_path):
+    run = tmp_path / smoke_generator_step2.name
+    shutil.copytree(smoke_generator_step2, run)
     config, log = (run / "config.yaml").read_bytes(), (run / "log.jsonl").read_bytes()
     result = runner.invoke(app, ["train-generator", "--resume", str(run), "--set", "generator.base_channels=32",
                                  "--set", "train.steps=3"])
@@ -187,9 +179,9 @@ def test_a_refused_resume_changes_nothing_in_the_run(trained, tmp_path):
     assert read_pointer(run / "generator")["step"] == 3 and "steps: 3" in (run / "config.yaml").read_text()
 
 
-def test_a_refused_augment_records_nothing_and_a_retry_works(trained, tmp_path):
+def test_a_refused_augment_records_nothing_and_a_retry_works(smoke_generator_step2, tmp_path):
     out = tmp_path / "syn"
-    args = ["augment", "--run", str(trained), "--target-class", "4", "--n", "2", "--out", str(out), "--no-grid"]
+    args = ["augment", "--run", str(smoke_generator_step2), "--target-class", "4", "--n", "2", "--out", str(out), "--no-grid"]
     result = runner.invoke(app, [*args, "--steps", "500"])
     assert result.exit_code == 2 and "Traceback" not in result.output, result.output
     assert result.stderr.strip().startswith("error: ") and len(result.stderr.strip().splitlines()) == 1

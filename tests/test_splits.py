@@ -223,3 +223,17 @@ def test_cli_folder_too_small_for_a_test_split_is_one_error_line(tmp_path):
     assert result.exit_code == 2
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: 5 images are too few for val and test splits"), lines
+
+
+def test_a_grade_without_any_image_is_named(tmp_path):
+    from PIL import Image
+    from typer.testing import CliRunner
+
+    from odmaug.cli import app
+
+    for grade in (0, 1, 2, 4):  # grade 3 absent
+        (tmp_path / "set" / str(grade)).mkdir(parents=True)
+        for i in range(4):
+            Image.new("RGB", (8, 8), (grade * 40, 0, 0)).save(tmp_path / "set" / str(grade) / f"{i}.png")
+    result = CliRunner().invoke(app, ["data", "info", "--source", str(tmp_path / "set")])
+    assert result.exit_code == 0 and "no images at all of grade 3" in result.output

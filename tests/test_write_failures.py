@@ -22,10 +22,8 @@ from typer.testing import CliRunner
 
 from odmaug.cli import app
 from odmaug.cli.app import OdmaugGroup
-from odmaug.config import load_recipe
-from odmaug.diffusion import train_generator
 from odmaug.diffusion.checkpoint import read_pointer
-from odmaug.runs import WriteError, atomic_path, atomic_write_text, create_run
+from odmaug.runs import WriteError, atomic_path, atomic_write_text
 
 SMOKE = Path(__file__).resolve().parents[1] / "recipes" / "smoke.yaml"
 runner = CliRunner()
@@ -50,14 +48,6 @@ def places(tmp_path) -> dict[str, Path]:
     (tmp_path / "afile").write_text("not a folder")
     return {"folder": tmp_path / "folder.png", "file": tmp_path / "afile", "under_file": tmp_path / "afile" / "x.png"}
 
-
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory) -> Path:
-    """A smoke generator at step 2 (checkpoint every 2)."""
-    recipe = load_recipe(SMOKE, ["train.steps=2", "train.sample_every=1000"])
-    run = create_run(recipe, tmp_path_factory.mktemp("trained"))
-    train_generator(run, recipe, show_progress=False)
-    return run.root
 
 
 @pytest.mark.parametrize("where,reason", [("folder", "it is a folder"), ("under_file", "is a file, not a folder")])
@@ -110,18 +100,18 @@ def test_train_classifier_out_is_checked_before_training(where, reason, places, 
     assert_cannot_write(result, str(out), reason)
 
 
-def test_sample_out_is_an_existing_folder(trained, places):
-    result = runner.invoke(app, ["sample", "--run", str(trained), "--out", str(places["folder"]), "--per-grade", "1",
+def test_sample_out_is_an_existing_folder(smoke_generator_step2, places):
+    result = runner.invoke(app, ["sample", "--run", str(smoke_generator_step2), "--out", str(places["folder"]), "--per-grade", "1",
                                  "--steps", "2"])
     assert_cannot_write(result, str(places["folder"]), "it is a folder")
     assert places["folder"].is_dir() and not list(places["folder"].iterdir())
 
 
-def test_full_disk_during_a_checkpoint_keeps_the_previous_one(trained, tmp_path, monkeypatch):
+def test_full_disk_during_a_checkpoint_keeps_the_previous_one(smoke_generator_step2, tmp_path, monkeypatch):
     import odmaug.diffusion.checkpoint as checkpoint
 
-    run = tmp_path / trained.name
-    shutil.copytree(trained, run)
+    run = tmp_path / smoke_generator_step2.name
+    shutil.copytree(smoke_generator_step2, run)
     gen = run / "generator"
     pointer = (gen / "checkpoint.json").read_bytes()
 

@@ -41,6 +41,8 @@ MANIFEST_COLUMNS = [
     "generator_run", "checkpoint_id", "seed", "sampler", "steps", "guidance_scale", "eta",
 ]
 _PNG_NAME = re.compile(r"^(0|[1-9]\d*)\.png$")
+_OWN_FILES = {"synthesis.json", "grading.csv", "grid.png"}
+_OWN_FILE = re.compile(r"^(manifest.*\.csv|\..*\.tmp)$")
 
 
 def rank_manifest_name(rank: int) -> str:
@@ -112,6 +114,12 @@ class SynthesisFolder:
                 origin, or its record is damaged) and ``force`` is False.
         """
         identity = record["identity"]
+        foreign = self.foreign_file()
+        if foreign is not None:  # even with force: never delete or mix with files synthesis did not write
+            raise OdmaugError(
+                f"{self.root} holds files that odmaug's synthesis did not write (e.g. {foreign}); synthetic "
+                "images must not mix with real ones: use a new or empty --out"
+            )
         try:
             old = self.read_record()
         except OdmaugError:
@@ -164,6 +172,26 @@ class SynthesisFolder:
             return None
 
     # -- files ---------------------------------------------------------------------------------
+    def foreign_file(self) -> Optional[Path]:
+        """A file or folder in the output folder that synthesis does not write (None: there is none).
+
+        Synthesis writes ``synthesis.json``, ``manifest*.csv``, ``grading.csv``, ``grid.png``,
+        ``<grade>/<seed>.png`` and hidden ``.tmp`` files; anything else means ``--out`` points at a
+        real dataset or a run folder.
+        """
+        if not self.root.is_dir():
+            return None
+        for entry in sorted(self.root.iterdir()):
+            name = entry.name
+            if entry.is_dir() and name.isdigit() and str(int(name)) == name:
+                stray = next((f for f in sorted(entry.iterdir()) if not (_PNG_NAME.match(f.name) and f.is_file())
+                              and not (f.name.startswith(".") and f.name.endswith(".tmp"))), None)
+                if stray is not None:
+                    return stray
+            elif not (entry.is_file() and (name in _OWN_FILES or _OWN_FILE.match(name))):
+                return entry
+        return None
+
     def scan(self) -> Scan:
         """One listing of ``<out>/<grade>/``: final PNG names and leftover temporary files."""
         out = Scan()

@@ -88,6 +88,9 @@ def info(
     table = table_from_spec(source, cfg.data, draw_splits="if-possible") if source else load_table(cfg.data)
     console.print(counts_table(table))
     console.print(group_summary(table), highlight=False)
+    absent = [g for g, n in enumerate(table.counts().tolist()) if n == 0]
+    if absent:  # a row of zeros is easy to miss: a recipe using this data stops with an error
+        console.print(f"no images at all of grade {', '.join(map(str, absent))}", highlight=False)
     if source and table.splits() == ["train"] and cfg.data.val_fraction + cfg.data.test_fraction > 0:
         console.print("only a train split: the source gives only train rows, or is too small to draw the "
                       "recipe's val/test splits (then a recipe using it as data stops with an error)", highlight=False)
