@@ -137,6 +137,9 @@ def arm_table(results: dict[str, Any]) -> Table:
     size = boot_size(results)
     title = f"Severity classifier per arm (test split, {len(seeds)} seed(s)" + ("" if size == "–" else f"; bootstrap {size}") + ")"
     caption = "MDE: smallest Δ QWK detectable with 80% power (two-sided 5%) on this many seeds and test images"
+    if len(seeds) < 3:  # resampling 1-2 seeds cannot show their spread: the interval is too narrow
+        caption += (f"\nwith {len(seeds)} seed(s) the seeds × images interval counts the test images only "
+                    "(seed-to-seed variation is missing): use 3 or more seeds")
     table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
     for i, name in enumerate(ARM_HEADER):
         table.add_column(name, justify="left" if i == 0 else "right")

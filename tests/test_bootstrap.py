@@ -174,6 +174,10 @@ def test_benchmark_reads_stored_predictions_and_the_report_shows_the_new_columns
     console.print(arm_table(res))
     terminal = console.file.getvalue()
     assert "Δ QWK vs real [95% CI, seeds × images]" in terminal and "MDE" in terminal and "3 seeds × 400 images" in terminal
+    assert "counts the test images only" not in terminal  # 3 seeds: no warning
+    console.file = io.StringIO()
+    console.print(arm_table({**res, "seeds": res["seeds"][:1]}))
+    assert "with 1 seed(s) the seeds × images interval counts the test images only" in console.file.getvalue()
     report = write_report(res, tmp_path / "report", "name: t\n", {"python": "3"})["markdown"].read_text()
     assert "difference [95% CI, seeds × images]" in report and "2000 resamples of 3 seed(s), then of the 400 test images" in report
     assert "| odm | vs real | qwk |" in report and odm[5] in report
