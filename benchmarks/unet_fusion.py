@@ -197,7 +197,8 @@ def main() -> None:
             profiles[name] = profile_top(unit)
     print("numerics", file=sys.stderr, flush=True)
     machine = machine_record()
-    report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "machine": machine,
+    report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": "python " + " ".join(sys.argv),
+              "machine": machine,
               "network": "GeneratorConfig() at 32 px, 5 grades, channels_last",
               "units": {"train": "DM loss + backward + Adam, batch 32, dropout 0.1",
                         "sample": "one guided network evaluation, batch 64 (32 cond + 32 null), eval, no_grad"},

@@ -14,9 +14,10 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
+from odmaug.classify.train import PREDICTIONS_FILE
+
 from odmaug.metrics.bootstrap import confusion_metric, paired_bootstrap
 
-PREDICTIONS_FILE = "predictions.csv"
 
 
 def read_test_predictions(classifier_dir: str | Path) -> pd.DataFrame:

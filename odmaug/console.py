@@ -165,3 +165,20 @@ def warn(message: str) -> None:
     """
     if is_main_process():
         err_console.print(f"[yellow]warning:[/] {escape(message)}", highlight=False, soft_wrap=True)
+
+
+def warn_once(message: str) -> None:
+    """Print ``message`` as a warning unless this command already printed it.
+
+    "This command" is the running click command (its root context's ``meta``, fresh for every
+    invocation, also under ``CliRunner``); outside any command (library use) every call warns.
+    """
+    import click
+
+    context = click.get_current_context(silent=True)
+    if context is not None:
+        said = context.find_root().meta.setdefault("odmaug.warned", set())
+        if message in said:
+            return
+        said.add(message)
+    warn(message)

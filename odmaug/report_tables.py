@@ -14,7 +14,7 @@ from typing import Any, Optional
 import numpy as np
 from rich.table import Table
 
-from odmaug.metrics.generative_table import KID_HEADER, kid_footnotes, kid_text
+from odmaug.metrics.generative_table import KID_HEADER, kid_cell, kid_footnotes, kid_text
 from odmaug.metrics.spread import OMITTED_MARK, kid_spread_omitted
 
 
@@ -185,8 +185,7 @@ def generator_rows(results: dict[str, Any]) -> list[list[str]]:
                 fid, kid = "too few", "–"
             else:
                 fid = _fmt(o.get("fid"), 2) + (" *" if o.get("fid_small_set") else "")
-                std = o.get("kid_std")
-                kid = f"{_kid(o.get('kid_mean'))} " + (OMITTED_MARK if std is None else f"± {_kid(std, 2)}")
+                kid = kid_cell(o) if o.get("kid_mean") is not None else f"– {OMITTED_MARK}"
             rows.append([name, extractor, fid, kid, _fmt(o.get("precision")), _fmt(o.get("recall")),
                          f"{_fmt(o.get('n_real'))}/{_fmt(o.get('n_generated'))}",
                          _fmt(fidelity) + ("" if fidelity is None or fidelity_n is None else f" (n={fidelity_n})")])

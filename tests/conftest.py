@@ -84,3 +84,20 @@ def smoke_generator_step2(tmp_path_factory) -> Path:
     run = create_run(recipe, tmp_path_factory.mktemp("trained"))
     train_generator(run, recipe, show_progress=False)
     return run.root
+
+
+@pytest.fixture(scope="module")
+def tiny_unet():
+    """A tiny class-conditional U-Net (5 grades, 8 px) with random weights everywhere, in eval mode."""
+    import torch
+
+    from odmaug.config import GeneratorConfig
+    from odmaug.diffusion import build_generator
+
+    torch.manual_seed(0)
+    cfg = GeneratorConfig(base_channels=8, channel_mult=[1, 2], num_res_blocks=1, attention_resolutions=[4], dropout=0.0)
+    model = build_generator(cfg, 5, 8)
+    with torch.no_grad():  # the output layer starts at zero; give it weights so labels and inputs matter
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+    return model.eval()

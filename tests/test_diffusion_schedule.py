@@ -7,13 +7,12 @@ with the same custom timesteps).
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from odmaug.config import DiffusionConfig, GeneratorConfig
-from odmaug.diffusion import NoiseSchedule, build_generator, generate, sample
+from odmaug.config import DiffusionConfig
+from odmaug.diffusion import NoiseSchedule, generate, sample
 from odmaug.errors import OdmaugError
 
 T_VALUES = (50, 100, 250, 1000, 4000)
@@ -141,16 +140,6 @@ def test_the_default_spacing_starts_at_the_last_timestep_for_every_step_count(T)
         s.sampling_timesteps(10, "uniform")
 
 
-@pytest.fixture(scope="module")
-def tiny_model():
-    torch.manual_seed(0)
-    cfg = GeneratorConfig(base_channels=8, channel_mult=[1, 2], num_res_blocks=1, attention_resolutions=[4], dropout=0.0)
-    model = build_generator(cfg, 5, 8)
-    with torch.no_grad():  # the output layer starts at zero; give it weights so the input matters
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return model.eval()
-
 
 def _ours(model, s, steps, spacing, sampler="ddim", eta=0.0, clip=True, seed=3):
     g = torch.Generator().manual_seed(seed)
@@ -159,7 +148,7 @@ def _ours(model, s, steps, spacing, sampler="ddim", eta=0.0, clip=True, seed=3):
                          timestep_spacing=spacing, generators=[g])
 
 
-def test_ddim_matches_diffusers_ddim_where_its_step_follows_its_list(tiny_model):
+def test_ddim_matches_diffusers_ddim_where_its_step_follows_its_list(tiny_unet):
     """Uniform lists (counts dividing T): diffusers' prev = t - T // steps is the next listed timestep."""
     diffusers = pytest.importorskip("diffusers")
     T = 100
@@ -170,18 +159,18 @@ def test_ddim_matches_diffusers_ddim_where_its_step_follows_its_list(tiny_model)
                                       clip_sample=True, set_alpha_to_one=True, timestep_spacing=spacing)
         ref.set_timesteps(steps)
         assert ref.timesteps.tolist() == s.sampling_timesteps(steps, spacing)
-        noise, ours = _ours(tiny_model, s, steps, spacing, eta=eta)
+        noise, ours = _ours(tiny_unet, s, steps, spacing, eta=eta)
         g = torch.Generator().manual_seed(3)
         x = torch.randn(1, 3, 8, 8, generator=g)  # the same initial noise, then the same step noise
         with torch.no_grad():
             for t in ref.timesteps:
-                eps = tiny_model(x, torch.full((1,), int(t)), torch.tensor([2]))
+                eps = tiny_unet(x, torch.full((1,), int(t)), torch.tensor([2]))
                 z = torch.randn(1, 3, 8, 8, generator=g) if eta > 0 and int(t) != ref.timesteps[-1] else None
                 x = ref.step(eps, t, x, eta=eta, use_clipped_model_output=True, variance_noise=z).prev_sample
         assert torch.allclose(ours, x, atol=1e-5), (spacing, steps, eta)
 
 
-def test_non_uniform_lists_match_diffusers_euler_and_ddpm_with_the_same_timesteps(tiny_model):
+def test_non_uniform_lists_match_diffusers_euler_and_ddpm_with_the_same_timesteps(tiny_unet):
     """Counts that do not divide T, and counts above T / 2: each step goes to the next listed timestep.
 
     Deterministic DDIM is Euler's method in sigma = sqrt((1 - abar) / abar) (Karras et al. 2022, eq. 4),
@@ -194,24 +183,24 @@ def test_non_uniform_lists_match_diffusers_euler_and_ddpm_with_the_same_timestep
     betas = dict(num_train_timesteps=T, beta_start=1e-4 * 10, beta_end=0.02 * 10)
     for spacing, steps in [("trailing", 7), ("linspace", 13), ("trailing", 60), ("linspace", 75), ("leading", 30)]:
         ts = s.sampling_timesteps(steps, spacing)
-        noise, ours = _ours(tiny_model, s, steps, spacing, clip=False)
+        noise, ours = _ours(tiny_unet, s, steps, spacing, clip=False)
         euler = diffusers.EulerDiscreteScheduler(**betas, final_sigmas_type="zero")
         euler.set_timesteps(timesteps=ts)
         x = noise * (euler.sigmas[0] ** 2 + 1) ** 0.5  # x_T = noise in x_t space (init_noise_sigma drops the +1)
         with torch.no_grad():
             for t in euler.timesteps:
-                eps = tiny_model(euler.scale_model_input(x, t), torch.full((1,), int(t)), torch.tensor([2]))
+                eps = tiny_unet(euler.scale_model_input(x, t), torch.full((1,), int(t)), torch.tensor([2]))
                 x = euler.step(eps, t, x).prev_sample
         # unclipped x0 of a random network reaches |x| ~ 400: compare relative to the image's scale
         assert (ours - x).abs().max() <= 2e-5 * x.abs().max(), (spacing, steps)
 
-        noise, ours = _ours(tiny_model, s, steps, spacing, sampler="ddpm", clip=False, seed=5)
+        noise, ours = _ours(tiny_unet, s, steps, spacing, sampler="ddpm", clip=False, seed=5)
         ddpm = diffusers.DDPMScheduler(**betas, clip_sample=False, variance_type="fixed_small")
         ddpm.set_timesteps(timesteps=ts)
         g = torch.Generator().manual_seed(5)
         x = torch.randn(1, 3, 8, 8, generator=g)
         with torch.no_grad():
             for t in ddpm.timesteps:
-                eps = tiny_model(x, torch.full((1,), int(t)), torch.tensor([2]))
+                eps = tiny_unet(x, torch.full((1,), int(t)), torch.tensor([2]))
                 x = ddpm.step(eps, t, x, generator=g).prev_sample
         assert (ours - x).abs().max() <= 2e-5 * x.abs().max(), ("ddpm", spacing, steps)

@@ -13,8 +13,8 @@ import torch
 from typer.testing import CliRunner
 
 from odmaug.augment.synthesis import SamplingSettings
-from odmaug.config import DiffusionConfig, GeneratorConfig, SampleConfig
-from odmaug.diffusion import NoiseSchedule, build_generator, generate, guided_eps, sample
+from odmaug.config import DiffusionConfig, SampleConfig
+from odmaug.diffusion import NoiseSchedule, generate, guided_eps, sample
 from odmaug.diffusion.solvers import SOLVERS, build_scheduler, solve
 from odmaug.errors import OdmaugError
 from test_diffusion_schedule import DATA_MEAN, DATA_STD, ExactGaussianDenoiser
@@ -22,17 +22,6 @@ from test_diffusion_schedule import DATA_MEAN, DATA_STD, ExactGaussianDenoiser
 diffusers = pytest.importorskip("diffusers")
 NULL = 5
 
-
-@pytest.fixture(scope="module")
-def tiny_model():
-    torch.manual_seed(0)
-    cfg = GeneratorConfig(base_channels=8, channel_mult=[1, 2], num_res_blocks=1, attention_resolutions=[4],
-                          dropout=0.0)
-    model = build_generator(cfg, 5, 8)
-    with torch.no_grad():  # the output layer starts at zero; give it weights so labels and inputs matter
-        for p in model.parameters():
-            p.add_(torch.randn_like(p) * 0.05)
-    return model.eval()
 
 
 def _reference(name, model, noise, labels, T, guidance, clip, *, steps=None, spacing="linspace", timesteps=None):
@@ -72,29 +61,29 @@ def _close(ours, ref):
 
 @pytest.mark.parametrize("name", SOLVERS)
 @pytest.mark.parametrize("guidance, clip", [(1.0, False), (2.0, False), (2.0, True)])
-def test_solvers_match_diffusers_with_the_same_timesteps(tiny_model, name, guidance, clip):
+def test_solvers_match_diffusers_with_the_same_timesteps(tiny_unet, name, guidance, clip):
     labels = torch.tensor([1, 3])
     noise = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     kw = dict(sampler=name, guidance_scale=guidance, clip_x0=clip, null_label=NULL)
     # diffusers' own trailing list is odmaug's (T = 100, 10 steps; T = 1000, 20 steps)
     for T, steps in [(100, 10), (1000, 20)]:
         s = NoiseSchedule.from_config(DiffusionConfig(timesteps=T))
-        ref_ts, ref = _reference(name, tiny_model, noise, labels, T, guidance, clip, steps=steps, spacing="trailing")
+        ref_ts, ref = _reference(name, tiny_unet, noise, labels, T, guidance, clip, steps=steps, spacing="trailing")
         assert ref_ts == s.sampling_timesteps(steps, "trailing")
-        assert _close(sample(tiny_model, noise, labels, s, steps=steps, **kw), ref), (T, steps)
+        assert _close(sample(tiny_unet, noise, labels, s, steps=steps, **kw), ref), (T, steps)
     # non-uniform lists: diffusers' own leading/linspace lists (unlike odmaug's) and odmaug's through DPM's
     # custom timesteps; UniPC has no custom timesteps in diffusers 0.42, so odmaug sets list and sigmas itself
     s = NoiseSchedule.from_config(DiffusionConfig(timesteps=100))
-    eps = lambda x, t: guided_eps(tiny_model, x, torch.full((len(x),), t), labels, guidance, NULL)  # noqa: E731
+    eps = lambda x, t: guided_eps(tiny_unet, x, torch.full((len(x),), t), labels, guidance, NULL)  # noqa: E731
     for spacing, steps in [("linspace", 13), ("leading", 7)]:
-        ref_ts, ref = _reference(name, tiny_model, noise, labels, 100, guidance, clip, steps=steps, spacing=spacing)
+        ref_ts, ref = _reference(name, tiny_unet, noise, labels, 100, guidance, clip, steps=steps, spacing=spacing)
         assert ref_ts != s.sampling_timesteps(steps, spacing)
         assert _close(solve(name, noise, ref_ts, s, eps, clip), ref), spacing
     if name == "dpmpp-2m":
         for spacing, steps in [("linspace", 13), ("trailing", 29), ("leading", 7)]:
             ts = s.sampling_timesteps(steps, spacing)
-            _, ref = _reference(name, tiny_model, noise, labels, 100, guidance, clip, timesteps=ts)
-            assert _close(sample(tiny_model, noise, labels, s, steps=steps, timestep_spacing=spacing, **kw), ref)
+            _, ref = _reference(name, tiny_unet, noise, labels, 100, guidance, clip, timesteps=ts)
+            assert _close(sample(tiny_unet, noise, labels, s, steps=steps, timestep_spacing=spacing, **kw), ref)
 
 
 def test_unipc_custom_list_is_the_state_diffusers_builds_itself():
@@ -109,20 +98,20 @@ def test_unipc_custom_list_is_the_state_diffusers_builds_itself():
 
 
 @pytest.mark.parametrize("name", SOLVERS)
-def test_each_image_depends_only_on_its_seed_and_no_state_leaks(tiny_model, name):
+def test_each_image_depends_only_on_its_seed_and_no_state_leaks(tiny_unet, name):
     s = NoiseSchedule.from_config(DiffusionConfig(timesteps=100))
     labels, seeds = [0, 1, 2, 3, 4], [21, 22, 23, 24, 25]
     kw = dict(sampler=name, steps=8, guidance_scale=2.0, eta=0.7, precision="fp32")  # eta: ignored
     rng = torch.random.get_rng_state()
-    whole = generate(tiny_model, s, labels, seeds, batch_size=5, **kw)
+    whole = generate(tiny_unet, s, labels, seeds, batch_size=5, **kw)
     assert torch.equal(torch.random.get_rng_state(), rng)  # the solver steps draw no random numbers
     assert whole.shape == (5, 3, 8, 8) and whole.min() >= -1.0 and whole.max() <= 1.0
-    assert torch.allclose(generate(tiny_model, s, labels, seeds, batch_size=2, **kw), whole, atol=1e-5)
-    alone = generate(tiny_model, s, [labels[3]], [seeds[3]], **kw)
+    assert torch.allclose(generate(tiny_unet, s, labels, seeds, batch_size=2, **kw), whole, atol=1e-5)
+    alone = generate(tiny_unet, s, [labels[3]], [seeds[3]], **kw)
     assert torch.allclose(alone[0], whole[3], atol=1e-5)
-    again = generate(tiny_model, s, labels, seeds, batch_size=5, **kw)
+    again = generate(tiny_unet, s, labels, seeds, batch_size=5, **kw)
     assert torch.equal(again, whole)  # a fresh scheduler per call: no multistep history carried over
-    assert not torch.allclose(generate(tiny_model, s, [labels[3]], [99], **kw)[0], whole[3], atol=1e-3)
+    assert not torch.allclose(generate(tiny_unet, s, [labels[3]], [99], **kw)[0], whole[3], atol=1e-3)
 
 
 def _exact_ode(s: NoiseSchedule, noise: torch.Tensor, timesteps: list[int]) -> torch.Tensor:
@@ -158,7 +147,7 @@ def test_an_exact_gaussian_denoiser_is_solved_more_accurately_than_by_ddim():
         assert (x - exact).pow(2).mean().sqrt() < 0.5 * ddim_err, name
 
 
-def test_the_new_names_are_accepted_everywhere_and_bad_ones_are_clear_errors(tiny_model):
+def test_the_new_names_are_accepted_everywhere_and_bad_ones_are_clear_errors(tiny_unet):
     for name in SOLVERS:
         assert SampleConfig(sampler=name).sampler == name
         SamplingSettings(sampler=name).check()
@@ -168,7 +157,7 @@ def test_the_new_names_are_accepted_everywhere_and_bad_ones_are_clear_errors(tin
     with pytest.raises(OdmaugError, match="unknown solver 'euler'"):
         build_scheduler("euler", s, [99, 49])
     with pytest.raises(OdmaugError, match="unknown sampler 'dpm'"):
-        sample(tiny_model, torch.zeros(1, 3, 8, 8), torch.tensor([0]), s, sampler="dpm", steps=2)
+        sample(tiny_unet, torch.zeros(1, 3, 8, 8), torch.tensor([0]), s, sampler="dpm", steps=2)
 
 
 def test_cli_samples_with_dpm_solver(tmp_path, smoke_recipe_path):

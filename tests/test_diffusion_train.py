@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from safetensors.torch import load_file
 
 from odmaug.config import load_recipe
 from odmaug.data import load_table, load_uint8, to_model_range
@@ -20,6 +19,7 @@ from odmaug.diffusion import load_generator, train_generator
 from odmaug.diffusion.checkpoint import read_pointer
 from odmaug.errors import OdmaugError
 from odmaug.runs import create_run
+from helpers import generator_state  # tests/helpers.py
 
 ROOT = Path(__file__).resolve().parents[1]
 SMOKE = ROOT / "recipes" / "smoke.yaml"
@@ -28,14 +28,6 @@ SMOKE = ROOT / "recipes" / "smoke.yaml"
 def smoke(*overrides: str):
     return load_recipe(SMOKE, ["train.sample_every=1000", "train.log_every=1", "train.grid_per_grade=2", *overrides])
 
-
-def checkpoint_tensors(run_root: Path) -> dict[str, torch.Tensor]:
-    gen = run_root / "generator"
-    folder = gen / read_pointer(gen)["folder"]
-    out = {}
-    for name in ("model", "ema", "state"):
-        out.update({f"{name}/{k}": v for k, v in load_file(str(folder / f"{name}.safetensors")).items()})
-    return out
 
 
 def test_a_few_steps_reduce_the_loss_on_tiny_data(tmp_path):
@@ -73,7 +65,7 @@ def test_resume_gives_bitwise_the_same_weights(tmp_path):
     result = train_generator(run_b, second, resume=True, show_progress=False)
     assert result.steps_this_call == 3 and result.step == 6
 
-    a, b = checkpoint_tensors(run_a.root), checkpoint_tensors(run_b.root)
+    a, b = generator_state(run_a.root), generator_state(run_b.root)
     assert a.keys() == b.keys()
     for key in a:
         assert torch.equal(a[key], b[key]), key
@@ -93,7 +85,7 @@ def test_compiled_training_matches_eager_training(tmp_path):
     train_generator(run_e, eager, show_progress=False)
     assert train_generator(run_c, compiled, show_progress=False).step == 3
     # the checkpoint holds the plain network's names, not the compiled wrapper's
-    assert checkpoint_tensors(run_e.root).keys() == checkpoint_tensors(run_c.root).keys()
+    assert generator_state(run_e.root).keys() == generator_state(run_c.root).keys()
     losses = []
     for run in (run_e, run_c):
         events = [json.loads(line) for line in (run.root / "log.jsonl").read_text().splitlines()]
@@ -212,6 +204,6 @@ def test_two_process_gloo_ddp_keeps_ranks_identical(tmp_path):
     digests = end["rank_weight_digests"]
     assert len(digests) == 2 and digests[0] == digests[1]
     assert sum(r["event"] == "checkpoint" for r in log) >= 1  # written once per checkpoint, by rank 0
-    state = checkpoint_tensors(runs[0])
+    state = generator_state(runs[0])
     assert "state/rng.data.0" in state and "state/rng.data.1" in state
     assert not torch.equal(state["state/rng.data.0"], state["state/rng.data.1"])  # independent streams

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from odmaug.cli import app
@@ -30,6 +29,7 @@ from odmaug.diffusion import train_generator
 from odmaug.diffusion import train_state, trainer
 from odmaug.diffusion.checkpoint import read_pointer
 from odmaug.runs import create_run
+from helpers import assert_same_state, generator_state  # tests/helpers.py
 
 SMOKE = Path(__file__).resolve().parents[1] / "recipes" / "smoke.yaml"
 # dropout > 0 draws from torch's global RNG, the ordinal term and the batches from the data stream:
@@ -43,17 +43,6 @@ def smoke(*overrides: str):
     return load_recipe(SMOKE, [*SETTINGS, *overrides])
 
 
-def final_state(run_root: Path) -> dict[str, torch.Tensor]:
-    gen = run_root / "generator"
-    folder = gen / read_pointer(gen)["folder"]
-    return {f"{name}/{k}": v for name in ("model", "ema", "state")
-            for k, v in load_file(str(folder / f"{name}.safetensors")).items()}
-
-
-def assert_same_state(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
 
 
 @pytest.fixture(scope="module")
@@ -62,7 +51,7 @@ def straight(tmp_path_factory) -> dict[str, torch.Tensor]:
     recipe = smoke("train.steps=6")
     run = create_run(recipe, tmp_path_factory.mktemp("straight"))
     train_generator(run, recipe, show_progress=False)
-    return final_state(run.root)
+    return generator_state(run.root)
 
 
 def sigint_on_call(monkeypatch, owner, name: str, call: int, after: bool = False) -> None:
@@ -106,7 +95,7 @@ def test_ctrl_c_at_any_moment_then_resume_is_bitwise_exact(moment, straight, tmp
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the guard put Python's back
     result = train_generator(run, recipe, resume=True, show_progress=False)
     assert result.step == 6 and result.steps_this_call == 6 - kept_step
-    assert_same_state(final_state(run.root), straight)
+    assert_same_state(generator_state(run.root), straight)
 
 
 def test_sigint_to_the_cli_then_resume_is_bitwise_exact(tmp_path):
@@ -143,7 +132,7 @@ def test_sigint_to_the_cli_then_resume_is_bitwise_exact(tmp_path):
     recipe = smoke(f"train.steps={kept + 2}")
     reference = create_run(recipe, tmp_path / "reference")
     train_generator(reference, recipe, show_progress=False)
-    assert_same_state(final_state(run_root), final_state(reference.root))
+    assert_same_state(generator_state(run_root), generator_state(reference.root))
 
 
 def test_a_run_killed_before_its_first_checkpoint_resumes_from_step_0(straight, tmp_path):
@@ -157,7 +146,7 @@ def test_a_run_killed_before_its_first_checkpoint_resumes_from_step_0(straight, 
     assert result.exit_code == 0, result.output
     assert [r["step"] for r in run.read_log("train_start")] == [0]
     assert run.read_log("resume_from_start")
-    assert_same_state(final_state(run.root), straight)
+    assert_same_state(generator_state(run.root), straight)
 
 
 

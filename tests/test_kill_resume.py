@@ -32,6 +32,7 @@ from odmaug.config import load_recipe
 from odmaug.diffusion import train_generator
 from odmaug.diffusion.checkpoint import read_pointer
 from odmaug.runs import create_run, open_run
+from helpers import assert_same_state, generator_state  # tests/helpers.py
 
 SMOKE = Path(__file__).resolve().parents[1] / "recipes" / "smoke.yaml"
 # dropout > 0 draws from torch's global RNG, the ordinal term and the batches from the data stream:
@@ -54,16 +55,6 @@ def _tensors(*files: Path) -> dict[str, torch.Tensor]:
     return {f"{f.name}/{k}": v for f in files for k, v in load_file(str(f)).items()}
 
 
-def _generator_state(run_root: Path) -> dict[str, torch.Tensor]:
-    gen = run_root / "generator"
-    folder = gen / read_pointer(gen)["folder"]
-    return _tensors(*(folder / f"{name}.safetensors" for name in ("model", "ema", "state")))
-
-
-def _assert_equal(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
-    assert a.keys() == b.keys()
-    for key in a:
-        assert torch.equal(a[key], b[key]), key
 
 
 def test_sigkill_during_a_checkpoint_write_then_resume_is_bitwise_exact(tmp_path):
@@ -100,7 +91,7 @@ def test_sigkill_during_a_checkpoint_write_then_resume_is_bitwise_exact(tmp_path
     recipe = load_recipe(SMOKE, GENERATOR)
     reference = create_run(recipe, tmp_path / "reference")
     train_generator(reference, recipe, show_progress=False)
-    _assert_equal(_generator_state(run_root), _generator_state(reference.root))
+    assert_same_state(generator_state(run_root), generator_state(reference.root))
 
 
 def _saved_epoch(out: Path) -> int:
@@ -146,7 +137,7 @@ def test_sigkill_mid_training_then_the_same_command_resumes_bitwise(tmp_path, mo
 
     result = runner.invoke(app, [*args, "--out", str(reference)])
     assert result.exit_code == 0, result.output
-    _assert_equal(_tensors(killed / "model.safetensors"), _tensors(reference / "model.safetensors"))
+    assert_same_state(_tensors(killed / "model.safetensors"), _tensors(reference / "model.safetensors"))
     a, b = (json.loads((d / "metrics.json").read_text()) for d in (killed, reference))
     assert (a["val"], a["test"], a["best_epoch"]) == (b["val"], b["test"], b["best_epoch"])
     assert [{k: v for k, v in r.items() if k not in ("seconds", "images_per_second")} for r in a["history"]] == \

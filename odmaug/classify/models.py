@@ -207,7 +207,7 @@ def resolve_classifier_dir(path: str | Path) -> Path:
         seeds = sorted((int(p.name[4:]), p) for p in seeds_root.glob("seed*")
                        if p.name[4:].isdigit() and (p / META_FILE).is_file())
         if seeds:
-            from odmaug.data.checks import warn_once
+            from odmaug.console import warn_once
 
             chosen = seeds[0][1]
             warn_once(f"{path} holds {len(seeds)} classifier(s), seeds {', '.join(str(k) for k, _ in seeds)}: "

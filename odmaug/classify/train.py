@@ -39,6 +39,9 @@ from odmaug.runs import atomic_write_json, atomic_write_text
 LogFn = Callable[..., None]
 
 
+PREDICTIONS_FILE = "predictions.csv"
+"""Per-image validation and test predictions of a classifier (path, split, label, predicted)."""
+
 @dataclass
 class ClassifierResult:
     """What :func:`train_classifier` produced.
@@ -75,7 +78,7 @@ class ClassifierResult:
 
     @property
     def predictions_path(self) -> Path:
-        return self.out_dir / "predictions.csv"
+        return self.out_dir / PREDICTIONS_FILE
 
 
 def lr_factor(step: int, total: int, warmup: int) -> float:
@@ -319,7 +322,7 @@ def _finish(recipe, meta, model, state, train, val, test, val_images, out_dir, s
     atomic_write_text(out_dir / "config.yaml", dump_recipe(recipe))
     import pandas as pd
 
-    write_manifest(pd.concat(frames, ignore_index=True), out_dir / "predictions.csv")
+    write_manifest(pd.concat(frames, ignore_index=True), out_dir / PREDICTIONS_FILE)
     train_seconds = sum(r["seconds"] for r in state.history)
     images_seen = sum(r["images_per_second"] * r["seconds"] for r in state.history)
     timing = {

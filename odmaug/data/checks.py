@@ -13,29 +13,12 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from odmaug.console import warn
+from odmaug.console import warn_once
 from odmaug.errors import OdmaugError
 
 ASPECT_SAMPLE = 256
 """Image headers read to check aspect ratios (evenly spaced rows): a fixed cost, ~0.1 s on a local
 disk, whatever the size of the set; a shape only a few images have may go unseen."""
-
-
-def warn_once(message: str) -> None:
-    """Print ``message`` as a warning unless this command already printed it.
-
-    "This command" is the running click command (its root context's ``meta``, fresh for every
-    invocation, also under ``CliRunner``); outside any command (library use) every call warns.
-    """
-    import click
-
-    context = click.get_current_context(silent=True)
-    if context is not None:
-        said = context.find_root().meta.setdefault("odmaug.warned", set())
-        if message in said:
-            return
-        said.add(message)
-    warn(message)
 
 
 def groups_from_pattern(paths: list[str], pattern: str, origin: str) -> np.ndarray:

@@ -113,10 +113,10 @@ def ddim_invert(model: nn.Module, schedule: NoiseSchedule, x0: torch.Tensor, tim
     """
     x = x0.float()
     up = list(reversed(timesteps))  # ascending
+    labels = torch.full((x.shape[0],), null_label, device=x.device, dtype=torch.long)
     for i, t in enumerate(up):
         abar_prev = float(schedule.alphas_cumprod[up[i - 1]]) if i > 0 else 1.0
         abar_t = float(schedule.alphas_cumprod[t])
-        labels = torch.full((x.shape[0],), null_label, device=x.device, dtype=torch.long)
         eps = guided_eps(model, x, torch.full_like(labels, t), labels, 1.0, null_label)
         x0_hat = (x - (1 - abar_prev) ** 0.5 * eps) / abar_prev**0.5
         x = abar_t**0.5 * x0_hat + (1 - abar_t) ** 0.5 * eps

@@ -25,8 +25,8 @@ import numpy as np
 
 from odmaug.console import warn
 from odmaug.data import retinamnist
+from odmaug.data.cache import file_digest
 from odmaug.data.table import RETINAMNIST_SCHEME, SYNTHETIC_SCHEME, ImageTable
-from odmaug.errors import OdmaugError
 
 CACHE_FORMAT = 1
 
@@ -48,12 +48,7 @@ def _content_digest(ref: str) -> str:
         return f"md5:{retinamnist.MD5}"  # the loader only accepts the file with this md5
     if ref.startswith(SYNTHETIC_SCHEME):
         return f"code:{_synthetic_code_digest()}"  # pixels follow from the reference and the code
-    try:
-        return hashlib.blake2b(Path(ref).read_bytes(), digest_size=16).hexdigest()
-    except FileNotFoundError:
-        raise OdmaugError(f"image not found: {ref}") from None
-    except OSError as err:
-        raise OdmaugError(f"cannot read image {ref}: {err.strerror}") from None
+    return file_digest(ref)  # the decode cache's digest (memoised per file): each file is read once
 
 
 def table_fingerprint(table: ImageTable) -> str:
