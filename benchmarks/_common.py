@@ -7,8 +7,10 @@ same run; peak memory comes from a fresh process per case (``/proc/self/status``
 
 from __future__ import annotations
 
+import contextlib
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -130,3 +132,27 @@ def machine_record() -> dict:
             "cpu_count": os.cpu_count(), "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
             "cpu_bf16_flags": list(cpu_bf16_flags()), "torch_cpu_capability": torch.backends.cpu.get_cpu_capability(),
             "load_average_at_end": os.getloadavg()}
+
+
+@contextlib.contextmanager
+def deadline(seconds: float | None, what: str):
+    """Raise TimeoutError in the main thread when the block runs past ``seconds`` (SIGALRM watchdog).
+
+    Yields a dict whose ``expired`` turns True when the watchdog fired (torch.compile may wrap the
+    TimeoutError in its own exception type, so callers check the flag, not the type).
+    """
+    state = {"expired": False}
+    if not seconds or not hasattr(signal, "SIGALRM"):
+        yield state
+        return
+
+    def expire(signum, frame):
+        state["expired"] = True
+        raise TimeoutError(f"{what} did not finish within {seconds:.0f} s")
+    previous = signal.signal(signal.SIGALRM, expire)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield state
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)

@@ -2,7 +2,8 @@
 
 Measured side by side in one process, alternating, median of several repetitions:
 
-- ``odmaug``: the library's training step (``odmaug.classify.train.Stepper``): images in memory as
+- ``odmaug``: the library's training step (``odmaug.classify.step.Stepper`` over the shared
+  ``odmaug.train_step.TrainStep``): images in memory as
   uint8, batched on-device augmentation, channels-last, bf16 autocast where the CPU supports it;
 - ``odmaug fp32``: the same step in fp32;
 - ``peer``: the loop a user typically writes (MedMNIST-style): a Dataset applying torchvision v2
@@ -19,7 +20,6 @@ included). Prints a table last; writes ``benchmarks/results/classifier_speed.jso
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import tempfile
 import time
@@ -33,8 +33,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from odmaug.classify.models import ClassifierMeta, create_model
 from odmaug.classify.predict import load_images
+from odmaug.classify.step import Stepper, normalize
+from odmaug.classify.train import train_classifier, training_splits
 from odmaug.precision import autocast, resolve_precision
-from odmaug.classify.train import Stepper, normalize, train_classifier, training_splits
 from odmaug.config import load_recipe
 from odmaug.console import console
 from odmaug.data.images import CLASSIFIER_MEAN, CLASSIFIER_STD
@@ -144,6 +145,80 @@ def bf16_logit_error(stepper: Stepper, images: torch.Tensor) -> dict[str, float]
             "argmax_agreement": float((fast.argmax(1) == ref.argmax(1)).float().mean())}
 
 
+def time_variants(variants: dict, reps: int, steps: int) -> dict[str, list[float]]:
+    """Seconds of ``steps`` steps of every variant, ``reps`` times, alternating (after a warm-up)."""
+    for run in variants.values():  # warm-up: kernel selection, allocator
+        run(2)
+    times: dict[str, list[float]] = {name: [] for name in variants}
+    for _ in range(reps):
+        for name, run in variants.items():
+            t0 = time.perf_counter()
+            run(steps)
+            times[name].append(time.perf_counter() - t0)
+    return times
+
+
+def variant_rows(times: dict[str, list[float]], steps: int, batch_size: int, flops: float, n_train: int) -> dict:
+    """Per variant: images/s, seconds per step and epoch, GFLOP/s and the speed-up over the peer (last)."""
+    batch_images = steps * batch_size
+    rows = {}
+    for name, values in times.items():
+        per_step = statistics.median(values) / steps
+        rows[name] = {"images_per_second": batch_images / statistics.median(values), "seconds_per_step": per_step,
+                      "gflops_per_second": flops / per_step / 1e9,
+                      "seconds_per_epoch_est": n_train / (batch_images / statistics.median(values)), "reps": values}
+    peer_name = list(rows)[-1]
+    for row in rows.values():
+        row["speedup_vs_peer"] = row["images_per_second"] / rows[peer_name]["images_per_second"]
+    return rows
+
+
+def end_to_end(recipe, train, val, test, epochs: int) -> dict | None:
+    """Wall time of ``train_classifier`` for ``epochs`` epochs (validation included)."""
+    if epochs <= 0:
+        return None
+    e2e_recipe = recipe.model_copy(deep=True)
+    e2e_recipe.classifier.epochs = epochs
+    with tempfile.TemporaryDirectory() as tmp:
+        t0 = time.perf_counter()
+        result = train_classifier(e2e_recipe, train, val, test, Path(tmp) / "c", 0, "cpu", show_progress=False)
+        wall = time.perf_counter() - t0
+    history = result.history
+    steady = history[1:] or history
+    return {
+        "epochs": epochs,
+        "wall_seconds": wall,
+        "seconds_per_epoch_train": [h["seconds"] for h in history],
+        "images_per_second_train": [h["images_per_second"] for h in history],
+        "steady_images_per_second": statistics.median(h["images_per_second"] for h in steady),
+        "steady_seconds_per_epoch": statistics.median(h["seconds"] for h in steady),
+        "wall_seconds_per_epoch_incl_validation": wall / epochs,
+    }
+
+
+def print_report(record: dict, args) -> None:
+    rows, ceilings, flops = record["variants"], record["ceilings"], record["step_gflop"] * 1e9
+    table = Table(title=f"{record['model']} at {record['image_size']}px, batch {record['batch_size']}, "
+                        f"{record['threads']} threads (median of {args.reps} x {args.steps} steps)", title_justify="left")
+    for column in ("variant", "img/s", "s/epoch", "GFLOP/s", "vs peer"):
+        table.add_column(column, justify="left" if column == "variant" else "right")
+    for name, row in rows.items():
+        table.add_row(name, f"{row['images_per_second']:.0f}", f"{row['seconds_per_epoch_est']:.1f}",
+                      f"{row['gflops_per_second']:.0f}", f"{row['speedup_vs_peer']:.2f}x")
+    console.print(f"one training step: {flops / 1e9:.1f} GFLOP; ceilings here: fp32 matmul "
+                  f"{ceilings['fp32_matmul_gflops']:.0f}, bf16 matmul {ceilings['bf16_matmul_gflops']:.0f} GFLOP/s; "
+                  f"bf16 logits vs fp32: rel. error {record['bf16_vs_fp32_logits']['relative_error']:.4f}, "
+                  f"argmax agreement {record['bf16_vs_fp32_logits']['argmax_agreement']:.3f}; "
+                  f"loading {record['train_images']} images: {record['load_seconds']:.2f} s")
+    e2e = record["end_to_end"]
+    if e2e:
+        console.print(f"end to end ({args.epochs} epochs, train_classifier): {e2e['steady_images_per_second']:.0f} "
+                      f"img/s, {e2e['steady_seconds_per_epoch']:.1f} s/epoch training, "
+                      f"{e2e['wall_seconds_per_epoch_incl_validation']:.1f} s/epoch wall incl. validation and loading")
+    console.print(table)
+    console.print(f"wrote {args.out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--recipe", default=str(ROOT / "recipes" / "quickstart.yaml"))
@@ -168,80 +243,24 @@ def main() -> None:
 
     fast_precision = str(resolve_precision(cfg.precision, torch.device("cpu"))).removeprefix("torch.")
     odm_run, stepper = make_odmaug(recipe, images, labels, cfg.precision, 0)
-    variants = {
+    times = time_variants({
         f"odmaug ({fast_precision}, channels-last, batched aug)": odm_run,
         "odmaug (fp32, channels-last, batched aug)": make_odmaug(recipe, images, labels, "fp32", 0)[0],
         "peer (fp32, per-image v2 transforms, DataLoader)": make_peer(recipe, images, labels, 0),
-    }
-    for run in variants.values():  # warm-up: kernel selection, allocator
-        run(2)
-    times: dict[str, list[float]] = {name: [] for name in variants}
-    for _ in range(args.reps):
-        for name, run in variants.items():
-            t0 = time.perf_counter()
-            run(args.steps)
-            times[name].append(time.perf_counter() - t0)
-
+    }, args.reps, args.steps)
     flops = step_flops(stepper, images, labels[: cfg.batch_size])
     ceilings = {"fp32_matmul_gflops": matmul_ceiling(torch.float32), "bf16_matmul_gflops": matmul_ceiling(torch.bfloat16)}
-    batch_images = args.steps * cfg.batch_size
-    rows = {}
-    for name, values in times.items():
-        per_step = statistics.median(values) / args.steps
-        rows[name] = {"images_per_second": batch_images / statistics.median(values), "seconds_per_step": per_step,
-                      "gflops_per_second": flops / per_step / 1e9, "seconds_per_epoch_est": len(train) / (batch_images / statistics.median(values)),
-                      "reps": values}
-    peer_name = list(rows)[-1]
-    for row in rows.values():
-        row["speedup_vs_peer"] = row["images_per_second"] / rows[peer_name]["images_per_second"]
-
-    end_to_end = None
-    if args.epochs > 0:
-        e2e_recipe = recipe.model_copy(deep=True)
-        e2e_recipe.classifier.epochs = args.epochs
-        with tempfile.TemporaryDirectory() as tmp:
-            t0 = time.perf_counter()
-            result = train_classifier(e2e_recipe, train, val, test, Path(tmp) / "c", 0, "cpu", show_progress=False)
-            wall = time.perf_counter() - t0
-        history = result.history
-        steady = history[1:] or history
-        end_to_end = {
-            "epochs": args.epochs,
-            "wall_seconds": wall,
-            "seconds_per_epoch_train": [h["seconds"] for h in history],
-            "images_per_second_train": [h["images_per_second"] for h in history],
-            "steady_images_per_second": statistics.median(h["images_per_second"] for h in steady),
-            "steady_seconds_per_epoch": statistics.median(h["seconds"] for h in steady),
-            "wall_seconds_per_epoch_incl_validation": wall / args.epochs,
-        }
-
+    rows = variant_rows(times, args.steps, cfg.batch_size, flops, len(train))
     record = {
         "recipe": args.recipe, "overrides": args.set, "model": cfg.model, "image_size": size,
         "batch_size": cfg.batch_size, "train_images": len(train), "threads": torch.get_num_threads(),
         "load_seconds": load_seconds, "step_gflop": flops / 1e9, "ceilings": ceilings,
         "bf16_vs_fp32_logits": bf16_logit_error(stepper, images[:256]),
-        "variants": rows, "end_to_end": end_to_end, "environment": environment_record(),
+        "variants": rows, "end_to_end": end_to_end(recipe, train, val, test, args.epochs),
+        "environment": environment_record(),
     }
     atomic_write_json(args.out, record)
-
-    table = Table(title=f"{cfg.model} at {size}px, batch {cfg.batch_size}, {torch.get_num_threads()} threads "
-                        f"(median of {args.reps} x {args.steps} steps)", title_justify="left")
-    for column in ("variant", "img/s", "s/epoch", "GFLOP/s", "vs peer"):
-        table.add_column(column, justify="left" if column == "variant" else "right")
-    for name, row in rows.items():
-        table.add_row(name, f"{row['images_per_second']:.0f}", f"{row['seconds_per_epoch_est']:.1f}",
-                      f"{row['gflops_per_second']:.0f}", f"{row['speedup_vs_peer']:.2f}x")
-    console.print(f"one training step: {flops / 1e9:.1f} GFLOP; ceilings here: fp32 matmul "
-                  f"{ceilings['fp32_matmul_gflops']:.0f}, bf16 matmul {ceilings['bf16_matmul_gflops']:.0f} GFLOP/s; "
-                  f"bf16 logits vs fp32: rel. error {record['bf16_vs_fp32_logits']['relative_error']:.4f}, "
-                  f"argmax agreement {record['bf16_vs_fp32_logits']['argmax_agreement']:.3f}; "
-                  f"loading {len(train)} images: {load_seconds:.2f} s")
-    if end_to_end:
-        console.print(f"end to end ({args.epochs} epochs, train_classifier): {end_to_end['steady_images_per_second']:.0f} "
-                      f"img/s, {end_to_end['steady_seconds_per_epoch']:.1f} s/epoch training, "
-                      f"{end_to_end['wall_seconds_per_epoch_incl_validation']:.1f} s/epoch wall incl. validation and loading")
-    console.print(table)
-    console.print(f"wrote {args.out}")
+    print_report(record, args)
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from _common import RESULTS_DIR, best_ceilings, machine_record, matmul_ceilings
-from generator_speed import Case
+from speed_cases import Case
 
 RESULTS = RESULTS_DIR / "conv_efficiency.json"
 CONV_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward")  # the CPU forward and backward kernels

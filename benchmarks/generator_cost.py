@@ -13,7 +13,7 @@ load changes on a shared machine hit all cases alike; a case's figure is its med
 ODM/DM and fp32/bf16 ratios are paired within rounds. Peak resident memory is measured per case in
 a fresh subprocess. Cases:
 
-- training steps (forward + backward + Adam + EMA, as the trainer does them) of the quickstart
+- training steps (the generator trainer's step unit: forward, backward, grad clip, Adam, EMA) of the quickstart
   generator at 32 px, batch 32: DM (gamma = 0), ODM with docs/method.md's default options (random
   triplets, whole batch), the cheaper ODM variants (include-true triplets, ordinal fraction 0.25,
   both: the quickstart's setting), in bf16 autocast and fp32;
@@ -67,8 +67,9 @@ class Case:
     def __init__(self, name: str) -> None:
         import torch
 
-        from odmaug.config import load_recipe
+        from odmaug.config import TrainConfig, load_recipe
         from odmaug.diffusion import DiffusionLoss, NoiseSchedule, build_generator, sample
+        from odmaug.diffusion.trainer import generator_train_step
         from odmaug.precision import autocast, resolve_precision
 
         recipe_name, size, batch, ordinal, precision, kind = CASES[name]
@@ -89,17 +90,10 @@ class Case:
         self.sampling_steps = 5
         if kind == "train":
             loss_fn = DiffusionLoss(recipe.diffusion, recipe.data.num_classes)
-            opt = torch.optim.Adam(model.parameters(), lr=1e-4, foreach=True)
-            ema = [p.detach().clone() for p in model.parameters()]
+            unit = generator_train_step(model, TrainConfig(lr=1e-4, ema_warmup=0), device, dtype)
 
-            def work():  # one training step as the trainer does it
-                with autocast(device, dtype):
-                    out = loss_fn(model, x0, labels, schedule, g)
-                opt.zero_grad(set_to_none=True)
-                out["loss"].backward()
-                torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0, foreach=True)
-                opt.step()
-                torch._foreach_lerp_(ema, list(model.parameters()), 0.001)
+            def work():  # one step of the trainer's unit (forward, backward, grad clip, Adam, EMA)
+                out = unit(lambda: loss_fn(model, x0, labels, schedule, g))
                 self.info["network_evaluations_per_step"] = (
                     batch + loss_fn.evaluations_per_ordinal_sample * out["n_ord"] if loss_fn.active else batch)
         else:
@@ -139,25 +133,9 @@ def peak_memory_of(name: str) -> tuple[float, float]:
     return float(peak), float(base)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="3 rounds instead of 5; skip the 64 px fp32 case")
-    parser.add_argument("--rounds", type=int, default=None, help="timing rounds (each times every case once)")
-    parser.add_argument("--only", nargs="*", help="run only these cases")
-    parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS.relative_to(ROOT)})")
-    args = parser.parse_args()
-    import torch
-
-    rounds = args.rounds or (3 if args.quick else 5)
-    names = args.only or [c for c in CASES if not (args.quick and c == "p64-dm-fp32")]
-    ceilings = matmul_ceilings()
-    cases = {}
-    for name in names:
-        print(f"building and warming up {name} ...", file=sys.stderr, flush=True)
-        cases[name] = Case(name)
-        cases[name].warm_up_and_count()
-    # Alternate the cases round by round (the machine is shared: load drifts), medians per case,
-    # and ODM/DM ratios paired within a round.
+def paired_rounds(cases: dict[str, Case], rounds: int) -> dict[str, float]:
+    """Time the cases round-robin (the machine is shared: load drifts) and return the medians of the
+    ODM/DM and fp32/bf16 time ratios paired within a round; every case keeps its own times."""
     paired: dict[str, list[float]] = {}
     for this_round in round_robin({name: case.work for name, case in cases.items()}, rounds):
         for name, sec in this_round.items():
@@ -172,27 +150,15 @@ def main() -> None:
             if all(p in this_round for p in precision_pair):
                 paired.setdefault(f"{precision_pair[0]} / {precision_pair[1]}", []).append(
                     this_round[precision_pair[0]] / this_round[precision_pair[1]])
-    ceilings = best_ceilings(ceilings, matmul_ceilings())  # the machine is shared: the better of two
-    results = {name: case.summary() for name, case in cases.items()}
-    for name in results:
-        print(f"peak memory of {name} ...", file=sys.stderr, flush=True)
-        results[name]["peak_rss_mb"], results[name]["rss_before_first_step_mb"] = peak_memory_of(name)
-    ratios = {k: statistics.median(v) for k, v in paired.items()}
-    report = {
-        "date": time.strftime("%Y-%m-%d %H:%M"),
-        "command": ("python benchmarks/generator_cost.py " + " ".join(sys.argv[1:])).strip(),
-        "machine": machine_record(),
-        "note": "shared machine (other jobs running): absolute times are hints; ratios are paired within rounds",
-        "matmul_ceiling_gflops": ceilings,
-        "cases": results,
-        "paired_time_ratios": ratios,
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    return {k: statistics.median(v) for k, v in paired.items()}
 
+
+def print_report(report: dict, rounds: int, out: Path) -> None:
+    import torch
     from rich.console import Console
     from rich.table import Table
 
+    results, ratios, ceilings = report["cases"], report["paired_time_ratios"], report["matmul_ceiling_gflops"]
     table = Table(title=f"generator cost: {report['machine']['cpu_model']}, {torch.get_num_threads()} threads, "
                         f"{report['date']}, {rounds} rounds", title_justify="left")
     for col in ("case", "params", "batch", "s/unit", "img/s", "GFLOP/s", "% of ceiling", "peak RSS MiB (+work)",
@@ -217,7 +183,43 @@ def main() -> None:
     for key, value in ratios.items():
         if "fp32 /" in key and "bf16" in key:
             console.print(f"fp32 / bf16 time: {key} = {value:.2f}")
-    console.print(f"wrote {args.out}")
+    console.print(f"wrote {out}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="3 rounds instead of 5; skip the 64 px fp32 case")
+    parser.add_argument("--rounds", type=int, default=None, help="timing rounds (each times every case once)")
+    parser.add_argument("--only", nargs="*", help="run only these cases")
+    parser.add_argument("--out", type=Path, default=RESULTS, help=f"JSON results (default {RESULTS.relative_to(ROOT)})")
+    args = parser.parse_args()
+
+    rounds = args.rounds or (3 if args.quick else 5)
+    names = args.only or [c for c in CASES if not (args.quick and c == "p64-dm-fp32")]
+    ceilings = matmul_ceilings()
+    cases = {}
+    for name in names:
+        print(f"building and warming up {name} ...", file=sys.stderr, flush=True)
+        cases[name] = Case(name)
+        cases[name].warm_up_and_count()
+    ratios = paired_rounds(cases, rounds)
+    ceilings = best_ceilings(ceilings, matmul_ceilings())  # the machine is shared: the better of two
+    results = {name: case.summary() for name, case in cases.items()}
+    for name in results:
+        print(f"peak memory of {name} ...", file=sys.stderr, flush=True)
+        results[name]["peak_rss_mb"], results[name]["rss_before_first_step_mb"] = peak_memory_of(name)
+    report = {
+        "date": time.strftime("%Y-%m-%d %H:%M"),
+        "command": ("python benchmarks/generator_cost.py " + " ".join(sys.argv[1:])).strip(),
+        "machine": machine_record(),
+        "note": "shared machine (other jobs running): absolute times are hints; ratios are paired within rounds",
+        "matmul_ceiling_gflops": ceilings,
+        "cases": results,
+        "paired_time_ratios": ratios,
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print_report(report, rounds, args.out)
 
 
 if __name__ == "__main__":

@@ -6,8 +6,8 @@
 #
 # Stages (elapsed time printed after each):
 #   1. CUDA tests: `pytest -q -k cuda` (the suite has none today: "no tests collected" is reported, not
-#      an error) and a CUDA smoke of odmaug itself: a DM and an ODM training step of the default
-#      generator under bf16 autocast + channels_last, a compiled forward, and a 2-step guided DDIM
+#      an error) and a CUDA smoke of odmaug itself: a DM and an ODM step of the trainer's step unit on the
+#      default generator under bf16 autocast + channels_last, a compiled forward, and a 2-step guided DDIM
 #      sample, all checked finite.
 #   2. generator_speed.py --device cuda: odmaug (precision auto = bf16 autocast, channels_last, eager
 #      and torch.compile; DM and ODM loss) against diffusers UNet2DModel eager fp32 (dropout 0 and 0.1),
@@ -67,8 +67,9 @@ fi
 timeout 180 "$PY" - "$DEVICE" <<'EOF'
 import sys, time
 import torch
-from odmaug.config import DiffusionConfig, GeneratorConfig, OrdinalConfig
+from odmaug.config import DiffusionConfig, GeneratorConfig, OrdinalConfig, TrainConfig
 from odmaug.diffusion import DiffusionLoss, NoiseSchedule, build_generator, sample
+from odmaug.diffusion.trainer import generator_train_step
 from odmaug.precision import autocast, precision_name, resolve_precision
 
 device = torch.device(sys.argv[1])
@@ -77,18 +78,15 @@ print(f"device {device}" + (f" ({torch.cuda.get_device_name(device)})" if device
       + f", precision auto = {precision_name(dtype)}")
 torch.manual_seed(0)
 model = build_generator(GeneratorConfig(), 5, 32).to(device=device, memory_format=torch.channels_last).train()
-opt = torch.optim.Adam(model.parameters(), lr=1e-4)
+unit = generator_train_step(model, TrainConfig(lr=1e-4, ema_warmup=0), device, dtype)  # the trainer's step
 schedule = NoiseSchedule.from_config(DiffusionConfig())
 g = torch.Generator().manual_seed(0)
 x0 = (torch.rand(8, 3, 32, 32, generator=g) * 2 - 1).to(device).contiguous(memory_format=torch.channels_last)
 labels = torch.arange(8) % 5
 for name, cfg in (("DM", DiffusionConfig(ordinal=OrdinalConfig(gamma=0.0))), ("ODM", DiffusionConfig())):
     t0 = time.perf_counter()
-    with autocast(device, dtype):
-        loss = DiffusionLoss(cfg, 5)(model, x0, labels, schedule, g)["loss"]
-    opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+    loss_fn = DiffusionLoss(cfg, 5)
+    loss = unit(lambda: loss_fn(model, x0, labels, schedule, g)["loss"])
     assert torch.isfinite(loss), f"{name} loss not finite"
     assert all(torch.isfinite(p).all() for p in model.parameters()), f"{name}: parameters not finite"
     print(f"{name} training step ok: loss {float(loss):.4f} ({time.perf_counter() - t0:.2f} s)")

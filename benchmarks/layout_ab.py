@@ -8,9 +8,10 @@ Usage::
 The 8.95 M generator of ``generator_speed.py`` (32 px, batch 32, this machine's default precision),
 with each variant timed round-robin against the default in one process:
 
-- training step: the default (channels_last model and batch, dropout 0.1, the loss gradient handed
-  back channels_last by ``odmaug.diffusion.losses.channels_last_grad``) vs NCHW, vs no dropout, vs
-  the loss gradient left as autograd makes it (NCHW);
+- training step (the generator trainer's step unit): the default (channels_last model and batch,
+  dropout 0.1, the loss gradient handed back channels_last by
+  ``odmaug.diffusion.losses.channels_last_grad``) vs NCHW, vs no dropout, vs the loss gradient
+  left as autograd makes it (NCHW);
 - one guided denoising forward pass (batch 64): channels_last vs NCHW.
 
 Prints the median paired time ratio variant / default (above 1 = the variant is slower) and writes
@@ -28,17 +29,19 @@ from pathlib import Path
 import torch
 
 from _common import RESULTS_DIR, machine_record, round_robin
-from generator_speed import NUM_CLASSES, odmaug_generator
+from speed_cases import bench_train_config, odmaug_generator
+from speed_peer import NUM_CLASSES
 
 RESULTS = RESULTS_DIR / "layout_ab.json"
 
 
 def training_step(memory_format: torch.memory_format, dropout: bool = True, cl_grad: bool = True):
-    """One training step of the trainer's DM loss (Adam), in ``memory_format``."""
+    """One step of the generator trainer's unit with its DM loss, in ``memory_format``."""
     import odmaug.diffusion.losses as losses
     from odmaug.config import DiffusionConfig, OrdinalConfig
     from odmaug.diffusion import DiffusionLoss, NoiseSchedule
-    from odmaug.precision import autocast, resolve_precision
+    from odmaug.diffusion.trainer import generator_train_step
+    from odmaug.precision import resolve_precision
 
     cpu = torch.device("cpu")
     dtype = resolve_precision("auto", cpu)
@@ -50,23 +53,19 @@ def training_step(memory_format: torch.memory_format, dropout: bool = True, cl_g
     g = torch.Generator().manual_seed(0)
     x0 = (torch.rand(32, 3, 32, 32, generator=g) * 2 - 1).contiguous(memory_format=memory_format)
     labels = torch.arange(32) % NUM_CLASSES
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4, foreach=True)
+    unit = generator_train_step(model, bench_train_config(), cpu, dtype)
     loss_fn = DiffusionLoss(DiffusionConfig(ordinal=OrdinalConfig(gamma=0.0)), NUM_CLASSES)
     schedule = NoiseSchedule.from_config(DiffusionConfig())
     hand_back = losses.channels_last_grad
 
-    def work():
+    def loss():  # the gradient hand-back is chosen while the forward pass registers its hook
         losses.channels_last_grad = hand_back if cl_grad else (lambda eps: eps)
         try:
-            with autocast(cpu, dtype):
-                loss = loss_fn(model, x0, labels, schedule, g)["loss"]
+            return loss_fn(model, x0, labels, schedule, g)["loss"]
         finally:
             losses.channels_last_grad = hand_back
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
 
-    return work
+    return lambda: unit(loss)
 
 
 def denoising_pass(memory_format: torch.memory_format):

@@ -43,8 +43,9 @@ def make_run(root: Path, seed: int = 0) -> Path:
     """A run folder holding a random-weight quickstart generator checkpoint."""
     from odmaug.config import load_recipe
     from odmaug.diffusion import build_generator
-    from odmaug.diffusion.checkpoint import save_checkpoint
+    from odmaug.diffusion.train_state import save_checkpoint
     from odmaug.runs import create_run
+    from odmaug.train_state import TrainingState
 
     recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml", ["device=cpu"])
     run = create_run(recipe, root, "synthesis-speed")
@@ -55,7 +56,7 @@ def make_run(root: Path, seed: int = 0) -> Path:
             p.add_(torch.randn_like(p) * 0.02)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     optimizer = torch.optim.Adam(model.parameters())
-    save_checkpoint(run.root / "generator", 0, state, state, optimizer.state_dict(), {}, {},
+    save_checkpoint(run.root / "generator", TrainingState(0, state, optimizer.state_dict(), ema=state),
                     recipe.data.num_classes, recipe.data.image_size)
     return run.root
 
@@ -67,14 +68,12 @@ def plan(n: int, num_classes: int = 5) -> tuple[list[int], list[int]]:
 
 def time_generate(gen, n: int, settings, batch_size: int) -> tuple[float, float]:
     """(wall seconds, CPU seconds of this process) of the sampler alone for ``n`` images."""
-    from odmaug.augment.synthesis import aligned
+    from odmaug.augment.sampler import aligned
     from odmaug.diffusion import generate
 
     labels, seeds = plan(n)
     start, cpu = time.perf_counter(), time.process_time()
-    generate(gen.model, gen.schedule, labels, seeds, sampler=settings.sampler, steps=settings.steps,
-             eta=settings.eta, guidance_scale=settings.guidance_scale, clip_x0=settings.clip_x0,
-             batch_size=aligned(batch_size), device="cpu", precision=settings.precision)
+    generate(gen.model, gen.schedule, labels, seeds, settings, batch_size=aligned(batch_size), device="cpu")
     return time.perf_counter() - start, time.process_time() - cpu
 
 
@@ -99,6 +98,103 @@ def prefill(out: Path, source: Path, count: int) -> None:
         (folder / f"{seed}.png").write_bytes(data)
 
 
+def measure(run: Path, gen, work: Path, n: int, settings, args) -> dict:
+    """generate and synthesis for ``n`` images, alternating ``--reps`` times: the medians of one row."""
+    cases: dict[str, list[float]] = {k: [] for k in ("gen_wall", "gen_cpu", "syn_wall", "syn_cpu", "syn_loop")}
+    for rep in range(args.reps):  # alternate the two measurements
+        wall, cpu = time_generate(gen, n, settings, args.batch_size)
+        cases["gen_wall"].append(wall)
+        cases["gen_cpu"].append(cpu)
+        wall, cpu, loop = time_synthesis(run, work / f"out-{n}-{rep}", n, settings, args.batch_size)
+        cases["syn_wall"].append(wall)
+        cases["syn_cpu"].append(cpu)
+        cases["syn_loop"].append(loop)
+    med = {k: statistics.median(v) for k, v in cases.items()}
+    row = {
+        "n": n,
+        "generate_s": med["gen_wall"], "generate_cpu_s": med["gen_cpu"],
+        "synthesis_wall_s": med["syn_wall"], "synthesis_cpu_s": med["syn_cpu"], "synthesis_loop_s": med["syn_loop"],
+        "generate_img_s": n / med["gen_wall"], "synthesis_img_s": n / med["syn_wall"],
+        "synthesis_cpu_s_per_img": med["syn_cpu"] / n,
+        # CPU time is less sensitive than wall time to other jobs on a shared machine.
+        "overhead_cpu": med["syn_cpu"] / med["gen_cpu"] - 1.0,
+        "all": cases,
+    }
+    print(f"n={n}: generate {row['generate_s']:.1f} s ({row['generate_cpu_s']:.1f} CPU s), synthesis "
+          f"{row['synthesis_wall_s']:.1f} s ({row['synthesis_cpu_s']:.1f} CPU s)", file=sys.stderr)
+    return row
+
+
+def linear_fits(rows: list[dict]) -> dict:
+    """Linear cost: time = fixed per run (load the checkpoint, scan the folder) + per image * n."""
+    base = rows[0]
+    ns = np.array([r["n"] for r in rows], dtype=float)
+    fits = {}
+    for key in ("synthesis_cpu_s", "synthesis_wall_s", "synthesis_loop_s"):
+        y = np.array([r[key] for r in rows])
+        per_image, fixed = np.polyfit(ns, y, 1) if len(rows) > 1 else (y[0] / ns[0], 0.0)
+        residual = np.abs(y - (fixed + per_image * ns)) / y
+        fits[key] = {"fixed_s": float(fixed), "per_image_s": float(per_image), "max_rel_residual": float(residual.max())}
+    for row in rows:
+        row["loop_s_per_img"] = row["synthesis_loop_s"] / row["n"]
+        row["loop_s_per_img_vs_smallest"] = row["loop_s_per_img"] / (base["synthesis_loop_s"] / base["n"])
+    return fits
+
+
+def folder_size_check(run: Path, work: Path, settings, args, base: dict) -> dict | None:
+    """``n`` new images into a folder already holding ``--prefill`` valid ones: the extra cost is one scan."""
+    if not args.prefill:
+        return None
+    from odmaug.augment.store import SynthesisFolder
+
+    n = args.sizes[0]
+    full = work / "prefilled"
+    shutil.copytree(work / f"out-{n}-0", full)
+    shutil.rmtree(full / "4")
+    prefill(full, work / f"out-{n}-0", args.prefill)
+    folder = SynthesisFolder(full, 32, 5)
+    start = time.perf_counter()
+    valid = folder.valid_items(folder.scan())  # what a run does once, before generating
+    scan_s = time.perf_counter() - start
+    assert len(valid) == args.prefill
+    wall, cpu, loop = time_synthesis(run, full, n, settings, args.batch_size)
+    return {
+        "n_new": n, "images_already_there": args.prefill,
+        "scan_and_validate_s": scan_s, "us_per_existing_image": scan_s / args.prefill * 1e6,
+        "cpu_s_per_new_image": cpu / n, "empty_folder_cpu_s_per_new_image": base["synthesis_cpu_s_per_img"],
+        "wall_s": wall,
+    }
+
+
+def print_report(result: dict, out: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    rows, fits, folder_check, settings = result["rows"], result["linear_fit"], result["folder_size_check"], result["settings"]
+    table = Table(title=f"synthesis speed: quickstart generator, DDIM {settings['steps']} steps, guidance "
+                        f"{settings['guidance_scale']:g}, {settings['precision']}")
+    for name in ("n", "generate img/s", "synthesis img/s", "CPU s/img", "CPU overhead", "loop s/img",
+                 f"loop s/img vs n={rows[0]['n']}"):
+        table.add_column(name, justify="right")
+    for row in rows:
+        table.add_row(str(row["n"]), f"{row['generate_img_s']:.2f}", f"{row['synthesis_img_s']:.2f}",
+                      f"{row['synthesis_cpu_s_per_img']:.3f}", f"{row['overhead_cpu']:+.1%}",
+                      f"{row['loop_s_per_img']:.3f}", f"{row['loop_s_per_img_vs_smallest']:.2f}")
+    console = Console()
+    console.print(table)
+    fit = fits["synthesis_cpu_s"]
+    console.print(f"linear fit of CPU time: {fit['fixed_s']:.2f} s per run + {fit['per_image_s']:.3f} s per image "
+                  f"(largest deviation {fit['max_rel_residual']:.1%})")
+    if folder_check:
+        console.print(
+            f"folder already holding {folder_check['images_already_there']} images: one scan + validation "
+            f"{folder_check['scan_and_validate_s']:.2f} s ({folder_check['us_per_existing_image']:.0f} us per image, once "
+            f"per run); {folder_check['cpu_s_per_new_image']:.3f} CPU s per new image vs "
+            f"{folder_check['empty_folder_cpu_s_per_new_image']:.3f} in an empty folder"
+        )
+    console.print(f"wrote {out}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[32, 64, 128])
@@ -111,15 +207,12 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=RESULTS, help="JSON results file")
     args = parser.parse_args()
 
-    from odmaug.augment import SamplingSettings
-    from odmaug.config import load_recipe
+    from odmaug.config import SampleConfig, load_recipe
     from odmaug.diffusion import load_generator
     from odmaug.precision import precision_name, resolve_precision
 
-    recipe = load_recipe(ROOT / "recipes" / "quickstart.yaml")
-    steps = args.steps or recipe.sample.steps
-    settings = SamplingSettings(sampler="ddim", steps=steps, eta=0.0, guidance_scale=args.guidance,
-                                precision=args.precision)
+    steps = args.steps or load_recipe(ROOT / "recipes" / "quickstart.yaml").sample.steps
+    settings = SampleConfig(sampler="ddim", steps=steps, eta=0.0, guidance_scale=args.guidance, precision=args.precision)
     work = Path(tempfile.mkdtemp(prefix="odmaug-synthesis-speed-"))
     try:
         run = make_run(work / "runs")
@@ -129,67 +222,8 @@ def main() -> None:
         print(f"quickstart generator ({params / 1e6:.2f} M parameters, 32 px), DDIM {steps} steps, guidance "
               f"{args.guidance:g}, {dtype}, batch {args.batch_size}, {torch.get_num_threads()} threads", file=sys.stderr)
         time_generate(gen, 8, settings, 8)  # warm-up: kernel creation for the batch shapes
-        rows = []
-        for n in args.sizes:
-            cases: dict[str, list[float]] = {k: [] for k in ("gen_wall", "gen_cpu", "syn_wall", "syn_cpu", "syn_loop")}
-            for rep in range(args.reps):  # alternate the two measurements
-                wall, cpu = time_generate(gen, n, settings, args.batch_size)
-                cases["gen_wall"].append(wall)
-                cases["gen_cpu"].append(cpu)
-                wall, cpu, loop = time_synthesis(run, work / f"out-{n}-{rep}", n, settings, args.batch_size)
-                cases["syn_wall"].append(wall)
-                cases["syn_cpu"].append(cpu)
-                cases["syn_loop"].append(loop)
-            med = {k: statistics.median(v) for k, v in cases.items()}
-            row = {
-                "n": n,
-                "generate_s": med["gen_wall"], "generate_cpu_s": med["gen_cpu"],
-                "synthesis_wall_s": med["syn_wall"], "synthesis_cpu_s": med["syn_cpu"], "synthesis_loop_s": med["syn_loop"],
-                "generate_img_s": n / med["gen_wall"], "synthesis_img_s": n / med["syn_wall"],
-                "synthesis_cpu_s_per_img": med["syn_cpu"] / n,
-                # CPU time is less sensitive than wall time to other jobs on a shared machine.
-                "overhead_cpu": med["syn_cpu"] / med["gen_cpu"] - 1.0,
-                "all": cases,
-            }
-            rows.append(row)
-            print(f"n={n}: generate {row['generate_s']:.1f} s ({row['generate_cpu_s']:.1f} CPU s), synthesis "
-                  f"{row['synthesis_wall_s']:.1f} s ({row['synthesis_cpu_s']:.1f} CPU s)", file=sys.stderr)
-
-        base = rows[0]
-        # Linear cost: time = fixed per run (load the checkpoint, scan the folder) + per image * n.
-        ns = np.array([r["n"] for r in rows], dtype=float)
-        fits = {}
-        for key in ("synthesis_cpu_s", "synthesis_wall_s", "synthesis_loop_s"):
-            y = np.array([r[key] for r in rows])
-            per_image, fixed = np.polyfit(ns, y, 1) if len(rows) > 1 else (y[0] / ns[0], 0.0)
-            residual = np.abs(y - (fixed + per_image * ns)) / y
-            fits[key] = {"fixed_s": float(fixed), "per_image_s": float(per_image), "max_rel_residual": float(residual.max())}
-        for row in rows:
-            row["loop_s_per_img"] = row["synthesis_loop_s"] / row["n"]
-            row["loop_s_per_img_vs_smallest"] = row["loop_s_per_img"] / (base["synthesis_loop_s"] / base["n"])
-
-        folder_check = None
-        if args.prefill:
-            from odmaug.augment.store import SynthesisFolder
-
-            n = args.sizes[0]
-            full = work / "prefilled"
-            shutil.copytree(work / f"out-{n}-0", full)
-            shutil.rmtree(full / "4")
-            prefill(full, work / f"out-{n}-0", args.prefill)
-            folder = SynthesisFolder(full, 32, 5)
-            start = time.perf_counter()
-            valid = folder.valid_items(folder.scan())  # what a run does once, before generating
-            scan_s = time.perf_counter() - start
-            assert len(valid) == args.prefill
-            wall, cpu, loop = time_synthesis(run, full, n, settings, args.batch_size)
-            folder_check = {
-                "n_new": n, "images_already_there": args.prefill,
-                "scan_and_validate_s": scan_s, "us_per_existing_image": scan_s / args.prefill * 1e6,
-                "cpu_s_per_new_image": cpu / n, "empty_folder_cpu_s_per_new_image": base["synthesis_cpu_s_per_img"],
-                "wall_s": wall,
-            }
-
+        rows = [measure(run, gen, work, n, settings, args) for n in args.sizes]
+        fits = linear_fits(rows)
         result = {
             "benchmark": "synthesis_speed",
             "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -200,37 +234,11 @@ def main() -> None:
                          "precision": dtype, "batch_size": args.batch_size, "reps": args.reps},
             "rows": rows,
             "linear_fit": fits,
-            "folder_size_check": folder_check,
+            "folder_size_check": folder_size_check(run, work, settings, args, rows[0]),
         }
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
-
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table(title=f"synthesis speed: quickstart generator, DDIM {steps} steps, guidance {args.guidance:g}, {dtype}")
-        for name in ("n", "generate img/s", "synthesis img/s", "CPU s/img", "CPU overhead", "loop s/img",
-                     f"loop s/img vs n={base['n']}"):
-            table.add_column(name, justify="right")
-        for row in rows:
-            table.add_row(str(row["n"]), f"{row['generate_img_s']:.2f}", f"{row['synthesis_img_s']:.2f}",
-                          f"{row['synthesis_cpu_s_per_img']:.3f}", f"{row['overhead_cpu']:+.1%}",
-                          f"{row['loop_s_per_img']:.3f}", f"{row['loop_s_per_img_vs_smallest']:.2f}")
-        console = Console()
-        console.print(table)
-        fit = fits["synthesis_cpu_s"]
-        console.print(
-            f"linear fit of CPU time: {fit['fixed_s']:.2f} s per run + {fit['per_image_s']:.3f} s per image "
-            f"(largest deviation {fit['max_rel_residual']:.1%})"
-        )
-        if folder_check:
-            console.print(
-                f"folder already holding {folder_check['images_already_there']} images: one scan + validation "
-                f"{folder_check['scan_and_validate_s']:.2f} s ({folder_check['us_per_existing_image']:.0f} us per image, once "
-                f"per run); {folder_check['cpu_s_per_new_image']:.3f} CPU s per new image vs "
-                f"{folder_check['empty_folder_cpu_s_per_new_image']:.3f} in an empty folder"
-            )
-        console.print(f"wrote {args.out}")
+        print_report(result, args.out)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

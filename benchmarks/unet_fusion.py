@@ -9,8 +9,8 @@ The network: odmaug's default ``GeneratorConfig()`` for 5 grades at 32 px (8.95 
 seed 0, output layer re-initialised so that eps is not trivially 0), channels_last model and
 batch, as the trainer and ``generate`` run it. Units:
 
-- training step: the trainer's DM loss (``DiffusionLoss``, gamma 0, label dropout) on batch 32,
-  backward, Adam (foreach); dropout 0.1 active;
+- training step: the generator trainer's step unit with its DM loss (``DiffusionLoss``, gamma 0,
+  label dropout) on batch 32: backward, grad clip, Adam (foreach), EMA; dropout 0.1 active;
 - sampling step: one classifier-free-guided network evaluation, batch 64 (32 conditional + 32
   unconditional), eval mode, ``no_grad``, guidance 2.
 
@@ -69,27 +69,20 @@ def with_fused(fused: bool, fn):
 
 
 def train_unit(base: torch.nn.Module, bf16: bool):
-    """One training step (own model copy and Adam state) on batch 32."""
-    from odmaug.config import DiffusionConfig, OrdinalConfig
+    """One step of the generator trainer's unit (own model copy, Adam and EMA state) on batch 32."""
+    from odmaug.config import DiffusionConfig, OrdinalConfig, TrainConfig
     from odmaug.diffusion import DiffusionLoss, NoiseSchedule
+    from odmaug.diffusion.trainer import generator_train_step
 
     model = copy.deepcopy(base).train()
-    opt = torch.optim.Adam(model.parameters(), lr=1e-4, foreach=True)
+    unit = generator_train_step(model, TrainConfig(lr=1e-4, ema_warmup=0), torch.device("cpu"),
+                                torch.bfloat16 if bf16 else None)
     loss_fn = DiffusionLoss(DiffusionConfig(ordinal=OrdinalConfig(gamma=0.0)), NUM_CLASSES)
     schedule = NoiseSchedule.from_config(DiffusionConfig())
     g = torch.Generator().manual_seed(0)
     x0 = (torch.rand(32, 3, 32, 32, generator=g) * 2 - 1).contiguous(memory_format=torch.channels_last)
     labels = torch.arange(32) % NUM_CLASSES
-
-    def work():
-        with torch.autocast("cpu", torch.bfloat16, enabled=bf16):
-            loss = loss_fn(model, x0, labels, schedule, g)["loss"]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        return loss
-
-    return work
+    return lambda: unit(lambda: loss_fn(model, x0, labels, schedule, g)["loss"])
 
 
 def sample_inputs(batch: int = 32):
@@ -200,7 +193,7 @@ def main() -> None:
     report = {"date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "command": "python " + " ".join(sys.argv),
               "machine": machine,
               "network": "GeneratorConfig() at 32 px, 5 grades, channels_last",
-              "units": {"train": "DM loss + backward + Adam, batch 32, dropout 0.1",
+              "units": {"train": "trainer step unit: DM loss + backward + grad clip + Adam + EMA, batch 32, dropout 0.1",
                         "sample": "one guided network evaluation, batch 64 (32 cond + 32 null), eval, no_grad"},
               "rounds": args.rounds, "cases": cases, "speedup_reference_over_fused": speedups,
               "numerics_relative_l2": numerics(sampler), "profiles_top8": profiles}

@@ -7,7 +7,7 @@ folder where the file should be, a path through a file) becomes one :class:`Writ
 ``cannot write <path>: <reason>``, which the CLI prints as one ``error:`` line (exit code 2), with
 the temporary file removed and the previous file, if any, untouched.
 
-``odmaug.runs`` re-exports these names; import them from there.
+This is the one module for atomic writes: import these names from here.
 """
 
 from __future__ import annotations

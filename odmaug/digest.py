@@ -2,8 +2,9 @@
 
 Everything is sha256 (hex). A *stage key* names what a stage's result depends on (its settings,
 its input tables and its seed): equal keys mean the stored result can be reused, a different key
-means it is recomputed. Files are read in 1 MiB blocks and memoised per (path, size, mtime) within
-a process, so a file that several stages need is read once.
+means it is recomputed. Files are read in 1 MiB blocks and memoised per (path, size, mtime, inode)
+within a process, so a file that several stages need is read once; an atomic replacement (a new
+inode) is read again even when the clock did not move between the two writes.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def _short(hexdigest: str, length: Optional[int]) -> str:
 
 
 @lru_cache(maxsize=65536)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
+def _file_sha256(path: str, size: int, mtime_ns: int, inode: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         for block in iter(lambda: fh.read(_BLOCK), b""):
@@ -44,7 +45,7 @@ def file_digest(path: str | Path, length: Optional[int] = None) -> str:
     """
     try:
         stat = os.stat(path)
-        return _short(_file_sha256(str(path), stat.st_size, stat.st_mtime_ns), length)
+        return _short(_file_sha256(str(path), stat.st_size, stat.st_mtime_ns, stat.st_ino), length)
     except FileNotFoundError:
         raise OdmaugError(f"file not found: {path}") from None
     except OSError as err:

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from odmaug.runs import atomic_path  # noqa: E402
+from odmaug.atomic import atomic_path  # noqa: E402
 
 
 def save_figure(fig: plt.Figure, path: str | Path, dpi: int = 100) -> Path:

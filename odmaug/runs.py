@@ -26,14 +26,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
-from odmaug.atomic import (  # noqa: F401 - re-exported: callers import atomic writes from here
-    WriteError,
-    atomic_path,
-    atomic_write_bytes,
-    atomic_write_json,
-    atomic_write_text,
-    check_writable,
-)
+from odmaug.atomic import atomic_write_json, atomic_write_text
+
+# Deprecated re-exports: atomic writes live in odmaug.atomic; these names stay only until the
+# modules that still import them from here have moved (then delete this block).
+from odmaug.atomic import WriteError, atomic_path, atomic_write_bytes, check_writable  # noqa: F401
 from odmaug.config import Recipe, dump_recipe, load_recipe
 from odmaug.errors import OdmaugError
 
@@ -119,14 +116,17 @@ class Run:
 
     @property
     def config_path(self) -> Path:
+        """``config.yaml``: the resolved recipe, every default filled in."""
         return self.root / "config.yaml"
 
     @property
     def env_path(self) -> Path:
+        """``env.json``: versions, host, device and seed (:func:`environment_record`)."""
         return self.root / "env.json"
 
     @property
     def log_path(self) -> Path:
+        """``log.jsonl``: one JSON event a line, appended by every stage."""
         return self.root / "log.jsonl"
 
     def subdir(self, name: str) -> Path:

@@ -3,7 +3,6 @@ refusals, torchrun sharding, the grade filter, and augment -> balance."""
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import shutil
@@ -21,16 +20,16 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from odmaug.augment import GradeFilter, SamplingSettings, run_synthesis
+from odmaug.augment import GradeFilter, run_synthesis
 from odmaug.augment.store import MANIFEST_COLUMNS
 from odmaug.cli import app
-from odmaug.config import load_recipe
+from odmaug.config import SampleConfig, load_recipe
 from odmaug.data import load_table, to_uint8
 from odmaug.data.sources import read_manifest
 from odmaug.runs import create_run
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "smoke.yaml"
-FAST = SamplingSettings(sampler="ddim", steps=2, eta=0.0, guidance_scale=2.0)
+FAST = SampleConfig(sampler="ddim", steps=2, eta=0.0, guidance_scale=2.0)
 FAST_ARGS = ["--steps", "2", "--no-grid"]
 
 
@@ -102,7 +101,7 @@ def test_compiled_synthesis_matches_eager_and_auto_skips_small_jobs(smoke_run, t
 
     # fp32: in bf16 (precision auto on AMX CPUs) compiled and eager kernels differ by bf16 rounding,
     # which the first trailing step (x0 = (x - ...) / sqrt(abar_{T-1}), a 220x gain) makes visible
-    fp32 = dataclasses.replace(FAST, precision="fp32")
+    fp32 = FAST.model_copy(update={"precision": "fp32"})
     eager = run_synthesis(smoke_run, tmp_path / "eager", [3, 4], 10, settings=fp32, batch_size=8, device="cpu",
                           show_progress=False, compile="auto")
     assert not eager.compiled  # 20 images x 2 steps: far too small a job to pay for a compile
@@ -161,7 +160,7 @@ def test_kill_9_mid_run_then_rerun_gives_exactly_the_requested_set(smoke_run, tm
     result = augment("--run", str(smoke_run), "--target-class", "3,4", "--n", str(n), "--out", str(out),
                      "--steps", "10", "--batch-size", "5", "--no-grid", "--device", "cpu")
     assert result.exit_code == 0, result.output
-    settings = SamplingSettings(steps=10, guidance_scale=2.0)
+    settings = SampleConfig(steps=10, guidance_scale=2.0)
     run_synthesis(smoke_run, ref, [3, 4], n, settings=settings, batch_size=16, device="cpu", show_progress=False)
     assert pngs(out) == pngs(ref)  # no gaps, no duplicates, bitwise-equal images
     assert not list(out.glob("*/.*.tmp"))

@@ -8,19 +8,20 @@ import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
-from odmaug.benchmark import composition_matched, content_hash, summarise_arms, synthesis_counts
+from odmaug.benchmark import composition_matched, summarise_arms, synthesis_counts
 from odmaug.cli import app
 from odmaug.config import load_recipe, recipe_from_dict
 from odmaug.data import ImageTable
 from odmaug.data.synthetic import draw_fundus
+from odmaug.digest import json_digest
 from odmaug.errors import OdmaugError
 
 runner = CliRunner()
 
 
-def test_content_hash_is_stable_and_sensitive():
-    assert content_hash({"a": 1, "b": [1, 2]}) == content_hash({"b": [1, 2], "a": 1})
-    assert content_hash({"a": 1}) != content_hash({"a": 2})
+def test_content_hash_is_stable_and_sensitive():  # stage identities are odmaug.digest digests
+    assert json_digest({"a": 1, "b": [1, 2]}, 12) == json_digest({"b": [1, 2], "a": 1}, 12)
+    assert json_digest({"a": 1}, 12) != json_digest({"a": 2}, 12)
 
 
 def test_synthesis_counts_cover_balancing_and_metrics(smoke_recipe_path):

@@ -12,9 +12,10 @@ from rich.console import Console
 from typer.testing import CliRunner
 
 import odmaug.benchmark as benchmark
+import odmaug.benchmark.stage as bench_stage
 import odmaug.console as odm_console
-from odmaug.benchmark_estimate import UnitTimes, estimate_stages
-from odmaug.benchmark_plan import (
+from odmaug.benchmark import (
+    Splits,
     generator_folder,
     generator_key,
     generator_status,
@@ -22,6 +23,7 @@ from odmaug.benchmark_plan import (
     synthesis_counts,
     synthesis_folder,
 )
+from odmaug.benchmark.estimate import UnitTimes, estimate_stages
 from odmaug.cli import app
 from odmaug.config import load_recipe
 from odmaug.data import load_table
@@ -146,11 +148,11 @@ def test_stage_times_are_units_left_times_unit_times(tmp_path, smoke_recipe_path
     counts = synthesis_counts(recipe, real.split("train").counts())
     store = tmp_path / "store"
     _fake_generator(generator_folder(store, "dm", benchmark.generator_recipe(recipe, "dm")), 4)
-    plan = make_plan(recipe, store, real)
+    plan = make_plan(recipe, store, Splits.of(real))
     # generator steps 1 s, denoising steps of a 16-image batch 1 s; set-ups and classifiers free
     units = UnitTimes(generator_step={"dm": 1.0}, generator_setup=0.0, sample_step=1.0, sample_setup=0.0,
                       sample_batch=16, classifier_batch=0.0, classifier_setup=0.0, classifier_image=0.0)
-    total = estimate_stages(plan, recipe, real, units, counts)
+    total = estimate_stages(plan, recipe, Splits.of(real), units, counts)
     by_kind = {s.kind: s.seconds for s in plan.stages}
     t = recipe.train
     grids = t.steps // t.sample_every - 4 // t.sample_every  # grids still due, each a 5 x 2-image batch
@@ -167,7 +169,7 @@ def captured(monkeypatch):
     """stderr and stdout consoles writing to buffers that are not terminals (as in a log file)."""
     err, out = io.StringIO(), io.StringIO()
     monkeypatch.setattr(odm_console, "err_console", Console(file=err, width=150))
-    monkeypatch.setattr(benchmark, "console", Console(file=out, width=150))
+    monkeypatch.setattr(bench_stage, "console", Console(file=out, width=150))
     return err, out
 
 
@@ -200,12 +202,12 @@ def test_warnings_stage_lines_and_progress_come_from_rank_zero_only(captured, mo
     err, out = captured
     monkeypatch.setenv("RANK", "1")
     odm_console.warn("seen by every rank")
-    benchmark._say("generator dm: new")
+    bench_stage.say("generator dm: new")
     with odm_console.progress("img", every=0.0) as bar:
         bar.update(bar.add_task("synthesize", total=2, info=""), advance=2)
     assert err.getvalue() == "" and out.getvalue() == ""
     monkeypatch.setenv("RANK", "0")
     odm_console.warn("seen by every rank [sic]")
-    benchmark._say("generator dm: new")
+    bench_stage.say("generator dm: new")
     assert err.getvalue() == "warning: seen by every rank [sic]\n"
     assert out.getvalue() == "» generator dm: new\n"

@@ -13,11 +13,11 @@ from rich.console import Console
 from sklearn.metrics import balanced_accuracy_score, cohen_kappa_score, confusion_matrix, recall_score
 
 from odmaug.benchmark import seed_record, summarise_arms
-from odmaug.benchmark_uncertainty import benchmark_bootstrap
+from odmaug.benchmark.uncertainty import benchmark_bootstrap
 from odmaug.metrics.bootstrap import confusion_metric, paired_bootstrap, qwk_from_confusion
 from odmaug.metrics.classification import classification_metrics
-from odmaug.report import write_report
-from odmaug.report_tables import arm_rows, arm_table, paired_rows
+from odmaug.benchmark.report import write_benchmark_report as write_report
+from odmaug.benchmark.report.tables import arm_rows, arm_table, paired_rows
 
 C = 5
 

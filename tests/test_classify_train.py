@@ -16,7 +16,8 @@ from odmaug.classify.evaluate import evaluate_classifier, grade_fidelity
 from odmaug.classify.models import create_model
 from odmaug.classify.predict import load_images
 from odmaug.classify.seeds import train_seeds
-from odmaug.classify.train import epoch_order, lr_factor, train_classifier, training_splits
+from odmaug.classify.step import epoch_order, lr_factor
+from odmaug.classify.train import train_classifier, training_splits
 from odmaug.config import recipe_from_dict
 from odmaug.data import ImageTable, load_table, table_from_spec
 from odmaug.errors import OdmaugError
@@ -245,7 +246,7 @@ def test_manifest_without_val_uses_the_recipe_splits(squares, tmp_path):
 
 def test_bf16_hazard_detection_and_fp32_fallback():
     from odmaug.classify.predict import bf16_hazards
-    from odmaug.classify.train import training_precision
+    from odmaug.classify.step import training_precision
 
     model = create_model("test_resnet", 5, SIZE)
     assert "layer4.0.conv1" in bf16_hazards(model, 16)

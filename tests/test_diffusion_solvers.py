@@ -12,8 +12,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from odmaug.augment.synthesis import SamplingSettings
-from odmaug.config import DiffusionConfig, SampleConfig
+from odmaug.config import DiffusionConfig, SampleConfig, merge_options
 from odmaug.diffusion import NoiseSchedule, generate, guided_eps, sample
 from odmaug.diffusion.solvers import SOLVERS, build_scheduler, solve
 from odmaug.errors import OdmaugError
@@ -150,9 +149,9 @@ def test_an_exact_gaussian_denoiser_is_solved_more_accurately_than_by_ddim():
 def test_the_new_names_are_accepted_everywhere_and_bad_ones_are_clear_errors(tiny_unet):
     for name in SOLVERS:
         assert SampleConfig(sampler=name).sampler == name
-        SamplingSettings(sampler=name).check()
+        merge_options(SampleConfig(), sampler=name)
     with pytest.raises(OdmaugError, match="--sampler must be one of ddim, ddpm, dpmpp-2m, unipc"):
-        SamplingSettings(sampler="euler").check()
+        merge_options(SampleConfig(), sampler="euler")
     s = NoiseSchedule.from_config(DiffusionConfig(timesteps=100))
     with pytest.raises(OdmaugError, match="unknown solver 'euler'"):
         build_scheduler("euler", s, [99, 49])

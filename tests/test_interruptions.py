@@ -26,6 +26,7 @@ from typer.testing import CliRunner
 from odmaug.cli import app
 from odmaug.config import load_recipe
 from odmaug.diffusion import train_generator
+from odmaug import train_step
 from odmaug.diffusion import train_state, trainer
 from odmaug.diffusion.checkpoint import read_pointer
 from odmaug.runs import create_run
@@ -74,7 +75,7 @@ MOMENTS = {
     # step 5's batch already drawn from the data stream (the bug: that state went into the checkpoint)
     "after-batch-drawn": (trainer._Trainer, "_batch", 5, True, 4),
     # between optimizer.step() and the EMA update of step 4: held back until step 4 is whole
-    "inside-the-update": (trainer._Trainer, "_update_ema", 4, False, 4),
+    "inside-the-update": (train_step.EMA, "update", 4, False, 4),
     # while the step-3 checkpoint is being written: it completes, then the interrupt stops the run
     "during-a-checkpoint": (train_state, "save_checkpoint", 1, False, 3),
     # while the step-4 sample grid is drawn

@@ -116,7 +116,7 @@ def test_weights_files_are_never_unpickled(tmp_path, monkeypatch):
     monkeypatch.setenv("PWNED", str(marker))
     for path in (evil, tmp_path / "evil2.pth"):
         with pytest.raises(OdmaugError, match="not a readable weights file"):
-            inception.load_state(path)
+            inception.read_weights(path)
     assert not marker.exists()
 
 
@@ -130,7 +130,7 @@ def test_weights_of_another_network_are_refused(tmp_path):
 
 def test_pth_and_safetensors_weights_give_the_same_features(built, tmp_path):
     _, cfg, extractor = built["inception"]
-    state = inception.load_state(cfg.inception_weights)
+    state = inception.read_weights(cfg.inception_weights)
     torch.save(state, tmp_path / "same.pth")  # a tensors-only .pth, like torch-fidelity's file
     from_pth = build_extractor("inception", MetricsConfig(inception_weights=str(tmp_path / "same.pth")))
     images = torch.randint(0, 256, (1, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(1))

@@ -7,8 +7,8 @@ import re
 import pytest
 
 from odmaug.benchmark import summarise_arms
-from odmaug.report import write_report
-from odmaug.report_tables import arm_rows, detail_rows, generator_footnotes, generator_rows, paired_rows, per_grade_generator_rows
+from odmaug.benchmark.report import write_benchmark_report as write_report
+from odmaug.benchmark.report.tables import arm_rows, detail_rows, generator_footnotes, generator_rows, paired_rows, per_grade_generator_rows
 
 ZERO_SPREAD = re.compile(r"± 0\.0+\b|\[\+0\.000, \+0\.000\]|± [0-9.]+e-0[5-9]")  # "± 0.000", zero-width CI, "± 1.8e-07"
 

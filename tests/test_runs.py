@@ -2,9 +2,10 @@ import json
 
 import pytest
 
+from odmaug.atomic import atomic_path, atomic_write_text
 from odmaug.config import load_recipe
 from odmaug.errors import OdmaugError
-from odmaug.runs import atomic_path, atomic_write_text, create_run, open_run
+from odmaug.runs import create_run, open_run
 
 
 def test_create_run_writes_config_env_and_log(tmp_path, smoke_recipe_path):

@@ -13,7 +13,8 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from odmaug.augment import SamplingSettings, run_synthesis
+from odmaug.augment import run_synthesis
+from odmaug.config import SampleConfig
 from odmaug.augment.from_real import FromReal, parse_source_grades
 from odmaug.cli import app
 from odmaug.data import load_table, to_uint8
@@ -23,7 +24,7 @@ from odmaug.errors import OdmaugError
 from odmaug.runs import open_run
 
 RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "smoke.yaml"
-FAST = SamplingSettings(sampler="ddim", steps=4, eta=0.0, guidance_scale=2.0, precision="fp32")
+FAST = SampleConfig(sampler="ddim", steps=4, eta=0.0, guidance_scale=2.0, precision="fp32")
 
 
 

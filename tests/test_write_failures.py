@@ -108,7 +108,7 @@ def test_sample_out_is_an_existing_folder(smoke_generator_step2, places):
 
 
 def test_full_disk_during_a_checkpoint_keeps_the_previous_one(smoke_generator_step2, tmp_path, monkeypatch):
-    import odmaug.diffusion.checkpoint as checkpoint
+    import odmaug.train_state as train_state  # the training-state format writes the checkpoint files
 
     run = tmp_path / smoke_generator_step2.name
     shutil.copytree(smoke_generator_step2, run)
@@ -120,7 +120,7 @@ def test_full_disk_during_a_checkpoint_keeps_the_previous_one(smoke_generator_st
                               'message: "No space left on device" })')
 
     with monkeypatch.context() as patch:
-        patch.setattr(checkpoint, "save_file", full)
+        patch.setattr(train_state, "save_file", full)
         result = runner.invoke(app, ["train-generator", "--resume", str(run), "--set", "train.steps=4"])
     assert_cannot_write(result, "model.safetensors", "No space left on device")
     assert (gen / "checkpoint.json").read_bytes() == pointer and read_pointer(gen)["step"] == 2

@@ -1,21 +1,20 @@
 """Synthetic augmentation: new images of scarce grades from a trained generator, with manifests.
 
-``run_synthesis`` / ``synthesize`` write ``<out>/<grade>/<seed>.png``, ``synthesis.json`` and
-``manifest.csv``; they are reproducible image by image, resumable after any interruption, and
-shard their work across ranks under ``torchrun``.
+``run_synthesis`` writes ``<out>/<grade>/<seed>.png``, ``synthesis.json`` and
+``manifest.csv``; it is reproducible image by image, resumable after any interruption, and
+shards its work across ranks under ``torchrun``.
 """
 
 from odmaug.augment.filter import GradeFilter
 from odmaug.augment.plan import Item, images_per_grade, parse_target_classes, requested_items
 from odmaug.augment.store import MANIFEST_FILE, SYNTHESIS_FILE, SynthesisFolder, estimate_png_bytes
-from odmaug.augment.synthesis import SamplingSettings, SynthesisSummary, run_synthesis, synthesize
+from odmaug.augment.synthesis import SynthesisSummary, run_synthesis
 
 __all__ = [
     "GradeFilter",
     "Item",
     "MANIFEST_FILE",
     "SYNTHESIS_FILE",
-    "SamplingSettings",
     "SynthesisFolder",
     "SynthesisSummary",
     "estimate_png_bytes",
@@ -23,5 +22,4 @@ __all__ = [
     "parse_target_classes",
     "requested_items",
     "run_synthesis",
-    "synthesize",
 ]

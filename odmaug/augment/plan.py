@@ -90,6 +90,43 @@ def images_per_grade(
     return {g: max(0, target - int(real_counts[g])) for g in grades}
 
 
+@dataclass(frozen=True)
+class Amounts:
+    """How many images of which grades: ``target_classes`` with ``n_per_grade`` or ``to_count`` (see
+    :func:`images_per_grade`), or ``counts`` ``{grade: images}`` given whole (then none of the others)."""
+
+    target_classes: str | int | Sequence[int] = "auto"
+    n_per_grade: Optional[int] = None
+    to_count: Optional[int] = None
+    counts: Optional[dict[int, int]] = None
+
+    def check(self) -> None:
+        """One-line errors for amounts that need no model: exclusive or non-positive ones."""
+        check_amounts(self.n_per_grade, self.to_count)
+        if self.counts is None:
+            return
+        if self.n_per_grade is not None or self.to_count is not None or self.target_classes != "auto":
+            raise OdmaugError("give counts per grade, or grades with --n or --to-count, not both")
+        bad = {g: n for g, n in self.counts.items() if int(n) != n or n < 0}
+        if bad:
+            raise OdmaugError(f"counts per grade must be whole numbers of 0 or more (got {bad})")
+
+    def needs_real_counts(self, num_classes: int) -> bool:
+        """Whether the plan depends on the real training counts (``auto`` or fill-up-to-a-count)."""
+        if self.counts is not None:
+            return False
+        return needs_real_counts(parse_target_classes(self.target_classes, num_classes), self.n_per_grade)
+
+    def per_grade(self, num_classes: int, real_counts: Optional[np.ndarray] = None) -> dict[int, int]:
+        """``{grade: images}`` for every chosen grade; grades are checked against 0..C-1."""
+        if self.counts is not None:
+            if self.counts:
+                parse_target_classes(sorted(self.counts), num_classes)  # grades in range
+            return {int(g): int(n) for g, n in sorted(self.counts.items())}
+        grades = parse_target_classes(self.target_classes, num_classes)
+        return images_per_grade(grades, num_classes, self.n_per_grade, self.to_count, real_counts)
+
+
 @dataclass(frozen=True, order=True)
 class Item:
     """One image to synthesize: written to ``<out>/<grade>/<seed>.png``."""

@@ -16,12 +16,12 @@ from odmaug.augment.filter import GradeFilter, apply_filter
 from odmaug.augment.plan import Item, Request
 from odmaug.augment.space import check_disk_space, check_memory
 from odmaug.augment.store import SynthesisFolder, is_valid_png, rank_manifest_name
-from odmaug.distributed import DistInfo, broadcast_object
+from odmaug.distributed import Context, broadcast_object
 from odmaug.errors import OdmaugError
 
 
 def prepare_folder(folder: SynthesisFolder, record: dict, request: Request, force: bool,
-                   ranks: DistInfo) -> tuple[dict[str, Any], set[Item]]:
+                   ranks: Context) -> tuple[dict[str, Any], set[Item]]:
     """Rank 0 alone touches the folder's existing files, then tells every rank which requested
     images are already there (``state["present"]``); also returns rank 0's valid images (others: empty)."""
     state: dict[str, Any] = {"error": None}
@@ -53,7 +53,7 @@ def prepare_folder(folder: SynthesisFolder, record: dict, request: Request, forc
 
 
 def finish_folder(folder: SynthesisFolder, record: dict, request: Request, valid: set[Item],
-                  grade_filter: Optional[GradeFilter], device: torch.device, ranks: DistInfo,
+                  grade_filter: Optional[GradeFilter], device: torch.device, ranks: Context,
                   sources=None) -> dict[str, Any]:
     """Rank 0: rebuild the manifest from one listing of the folder (and apply the filter); with
     ``sources`` (:class:`odmaug.augment.from_real.SourcePools`) each row names its source image."""

@@ -1,5 +1,4 @@
-"""How synthesis samples: the settings that decide an image's pixels, and the batch loop that
-writes each PNG as soon as its batch is done.
+"""How synthesis samples: the batch loop that writes each PNG as soon as its batch is done.
 
 Split from :mod:`odmaug.augment.synthesis` (which re-exports these names): that module plans and
 resumes a run; this one only turns (grade, seed) pairs into files.
@@ -9,8 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-from dataclasses import dataclass
-from typing import Any, Iterable
+from typing import Iterable
 
 import numpy as np
 import torch
@@ -20,51 +18,6 @@ from odmaug.augment.store import SynthesisFolder
 from odmaug.config import SampleConfig
 from odmaug.console import progress
 from odmaug.data import to_uint8
-from odmaug.diffusion.sampling import SAMPLERS
-from odmaug.diffusion.schedule import TIMESTEP_SPACINGS
-from odmaug.errors import OdmaugError
-
-
-@dataclass(frozen=True)
-class SamplingSettings:
-    """The sampler settings that decide an image's pixels (recorded in ``synthesis.json``)."""
-
-    sampler: str = "ddim"
-    steps: int = 100
-    eta: float = 0.0
-    guidance_scale: float = 2.0
-    clip_x0: bool = True
-    precision: str = "auto"
-    timestep_spacing: str = "trailing"
-
-    @classmethod
-    def from_config(cls, cfg: SampleConfig, **overrides: Any) -> "SamplingSettings":
-        """The recipe's ``sample`` section, with any non-None ``overrides`` applied."""
-        values = {
-            "sampler": cfg.sampler, "steps": cfg.steps, "eta": cfg.eta,
-            "guidance_scale": cfg.guidance_scale, "clip_x0": cfg.clip_x0,
-            "precision": getattr(cfg, "precision", "auto"),
-            "timestep_spacing": cfg.timestep_spacing,
-        }
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        settings = cls(**values)
-        settings.check()
-        return settings
-
-    def check(self) -> None:
-        """One-line errors for impossible values."""
-        if self.sampler not in SAMPLERS:
-            raise OdmaugError(f"--sampler must be one of {', '.join(SAMPLERS)} (got {self.sampler!r})")
-        if self.steps < 1:
-            raise OdmaugError(f"--steps must be at least 1 (got {self.steps})")
-        if not 0.0 <= self.eta <= 1.0:
-            raise OdmaugError(f"--eta must be in [0, 1] (got {self.eta})")
-        if self.guidance_scale < 0:
-            raise OdmaugError(f"--guidance must be 0 or more (got {self.guidance_scale})")
-        if self.timestep_spacing not in TIMESTEP_SPACINGS:
-            raise OdmaugError(
-                f"--timestep-spacing must be one of {', '.join(TIMESTEP_SPACINGS)} (got {self.timestep_spacing!r})"
-            )
 
 
 BATCH_ALIGN = 8
@@ -82,20 +35,21 @@ def aligned(n: int, align: int = BATCH_ALIGN) -> int:
     return -(-n // align) * align
 
 
-def generate_batches(loaded, folder: SynthesisFolder, items: Iterable[Item], count: int, settings: SamplingSettings,
-                     batch_size: int, device: torch.device, bar_label: str, show_progress: bool,
-                     compiled: bool = False, sources=None) -> None:
+def generate_batches(loaded, folder: SynthesisFolder, items: Iterable[Item], count: int, settings: SampleConfig,
+                     device: torch.device, bar_label: str, show_progress: bool, compiled: bool = False,
+                     sources=None) -> None:
     """Generate ``items`` (``count`` of them, consumed lazily) batch by batch and write each PNG
     as soon as its batch is done.
 
     With ``sources`` (:class:`odmaug.augment.from_real.SourcePools`) each image is a translation
-    of its real source image (SDEdit) instead of a sample from pure noise.
+    of its real source image (SDEdit) instead of a sample from pure noise. ``settings.batch_size``
+    is rounded up to a multiple of :data:`BATCH_ALIGN`.
 
     A compiled network builds kernels for each batch shape (about a minute on a 2-core CPU), so
     with ``compiled`` a short last batch is padded to the full batch size instead: on average
     cheaper than a second compile.
     """
-    batch_size = aligned(batch_size)
+    batch_size = aligned(settings.batch_size)
     one_shape = compiled and count > batch_size
     pending = iter(items)
     bar = progress("img") if show_progress else contextlib.nullcontext()
@@ -113,17 +67,17 @@ def generate_batches(loaded, folder: SynthesisFolder, items: Iterable[Item], cou
                 bar.update(task, advance=len(chunk), info=f"grade {chunk[-1].grade} seed {chunk[-1].seed}")
 
 
-def _batch(loaded, items: list[Item], labels: torch.Tensor, settings: SamplingSettings, device: torch.device,
+def _batch(loaded, items: list[Item], labels: torch.Tensor, settings: SampleConfig, device: torch.device,
            sources) -> torch.Tensor:
     """One batch of images [B, 3, H, W] in [-1, 1]: from noise, or translated from ``sources``."""
-    kwargs = dict(sampler=settings.sampler, steps=settings.steps, eta=settings.eta,
-                  guidance_scale=settings.guidance_scale, clip_x0=settings.clip_x0,
-                  timestep_spacing=settings.timestep_spacing, device=device, precision=settings.precision)
     seeds = [i.seed for i in items]
     if sources is None:
         from odmaug.diffusion import generate
 
-        return generate(loaded.model, loaded.schedule, labels, seeds, batch_size=len(items), **kwargs)
+        # synthesis has compiled the network already when it pays (for the whole job, not one batch)
+        return generate(loaded.model, loaded.schedule, labels, seeds, settings, device=device, batch_size=len(items),
+                        compile=False)
     from odmaug.diffusion.translate import translate
 
-    return translate(loaded.model, loaded.schedule, sources.images(items), labels, seeds, sources.strength, **kwargs)
+    return translate(loaded.model, loaded.schedule, sources.images(items), labels, seeds, sources.strength, settings,
+                     device=device)

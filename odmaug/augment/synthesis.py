@@ -8,32 +8,22 @@ moment (Ctrl-C, kill -9, a lost machine) and the next run only makes what is mis
 from __future__ import annotations
 
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 
-from odmaug.distributed import DistInfo, barrier, broadcast_object, init_distributed, rank_device, shutdown
+from odmaug.distributed import Context, barrier, broadcast_object, init_distributed, shutdown
 from odmaug.augment.filter import GradeFilter
 from odmaug.augment.from_real import FromReal, SourcePools, source_pools
-from odmaug.augment.plan import (
-    Item,
-    Request,
-    check_amounts,
-    images_per_grade,
-    iter_shard,
-    needs_real_counts,
-    parse_target_classes,
-    shard_size,
-)
+from odmaug.augment.plan import Amounts, Item, Request, iter_shard, shard_size
 from odmaug.augment.resume import finish_folder, prepare_folder
-from odmaug.augment.sampler import BATCH_ALIGN, SamplingSettings, aligned, generate_batches  # noqa: F401 - re-exported
+from odmaug.augment.sampler import BATCH_ALIGN, aligned, generate_batches  # noqa: F401 - re-exported
 from odmaug.augment.store import SynthesisFolder, rank_manifest_name
-from odmaug.config import Recipe
+from odmaug.config import Recipe, SampleConfig, merge_options
 from odmaug.data import load_table
-from odmaug.device import resolve_device
 from odmaug.errors import OdmaugError
 from odmaug.runs import Run, open_run
 
@@ -88,8 +78,8 @@ def run_synthesis(
     n_per_grade: Optional[int] = None,
     to_count: Optional[int] = None,
     seed_start: int = 0,
-    settings: Optional[SamplingSettings] = None,
-    use_ema: bool = True,
+    settings: Optional[SampleConfig] = None,
+    use_ema: Optional[bool] = None,
     batch_size: Optional[int] = None,
     force: bool = False,
     device: str = "auto",
@@ -98,30 +88,32 @@ def run_synthesis(
     show_progress: bool = True,
     compile: Optional[bool | str] = None,
     from_real: Optional[FromReal] = None,
+    counts: Optional[Mapping[int, int]] = None,
+    context: Optional[Context] = None,
 ) -> SynthesisSummary:
     """Synthesize images of chosen grades into ``out_dir`` and (re)build its manifest.
 
     Args:
         run: generator run folder (``odmaug train-generator``).
         out_dir: output folder (default ``<run>/synthetic``).
-        target_classes: ``auto`` (every grade below the target count), a grade, ``"3,4"`` or a list.
-        n_per_grade: images per chosen grade; exclusive with ``to_count``.
-        to_count: fill each chosen grade up to this many images counting the real training ones.
-            With neither, grades are filled up to the largest real grade count.
+        target_classes, n_per_grade, to_count: the grades (``auto``: every grade below the target
+            count, a grade, ``"3,4"`` or a list) and either images per grade or a count to fill
+            each up to, real training images included (neither: the largest real grade count).
         seed_start: first seed of every grade.
-        settings: sampler settings (default: the run's ``sample`` section).
-        use_ema: EMA weights (default) or the raw weights.
-        batch_size: images per forward batch (default: the run's ``sample.batch_size``), rounded up
-            to a multiple of :data:`BATCH_ALIGN`; it does not change the images.
+        settings: the sampler settings, a ``sample`` section (default: the run's recipe's).
+        use_ema, batch_size, compile: override those fields of ``settings`` (None keeps them); the
+            batch size is rounded up to a multiple of :data:`BATCH_ALIGN` and does not change the
+            images; compile ``auto`` compiles when this rank's images x steps pay for it.
         force: replace a folder's images made with another checkpoint or settings.
-        device: ``auto``, ``cpu``, ``cuda``...; under torchrun each rank takes ``cuda:<LOCAL_RANK>``.
+        device: ``auto``, ``cpu``, ``cuda``... (under torchrun ``cuda:<LOCAL_RANK>``); not with ``context``.
         data_dir: folder of ``retinamnist.npz`` if the run's recipe needs one for the real counts.
         grade_filter: keep only images a real-data classifier grades within ``k`` of their grade.
         show_progress: draw a progress bar on stderr.
-        compile: torch.compile the network (True, False, ``"auto"``; default: the run's
-            ``sample.compile``); auto compiles when this rank's images x steps pay for it.
         from_real: translate real TRAINING images of other grades (SDEdit, Meng et al. 2022) instead
             of sampling from pure noise (see :mod:`odmaug.augment.from_real`); None: from noise.
+        counts: ``{grade: images}`` instead of the three above: every amount in one call, one load.
+        context: the caller's device and process group (:func:`odmaug.distributed.init_distributed`);
+            default: joined here from ``device`` and torchrun's environment, and left at the end.
 
     Returns:
         A :class:`SynthesisSummary`; ``summary.manifest`` is ``<out_dir>/manifest.csv``.
@@ -130,34 +122,32 @@ def run_synthesis(
         OdmaugError: bad grades or amounts, a run without a generator checkpoint, a grade-count
             mismatch, a folder of another checkpoint/settings without ``force``, too little disk.
     """
-    ranks = init_distributed(resolve_device(device))
+    amounts = Amounts(target_classes, n_per_grade, to_count, None if counts is None else dict(counts))
+    options = dict(use_ema=use_ema, batch_size=batch_size, compile=compile)
+    ranks = context or init_distributed(device)
     try:
-        return _synthesize(ranks, run, out_dir, target_classes, n_per_grade, to_count, seed_start, settings,
-                           use_ema, batch_size, force, device, data_dir, grade_filter, show_progress, compile,
-                           from_real)
+        return _synthesize(ranks, run, out_dir, amounts, seed_start, settings, options, force, data_dir,
+                           grade_filter, show_progress, from_real)
     finally:
-        shutdown(ranks)
+        if context is None:
+            shutdown(ranks)
 
 
-def _synthesize(ranks: DistInfo, run, out_dir, target_classes, n_per_grade, to_count, seed_start, settings,
-                use_ema, batch_size, force, device, data_dir, grade_filter, show_progress,
-                compile, from_real) -> SynthesisSummary:
+def _synthesize(ranks: Context, run, out_dir, amounts: Amounts, seed_start: int, settings: Optional[SampleConfig],
+                options: dict[str, Any], force: bool, data_dir, grade_filter, show_progress: bool,
+                from_real) -> SynthesisSummary:
     from odmaug.diffusion import load_generator
     from odmaug.diffusion.sampling import compile_for_sampling
 
     # Checks that need no model come first, identically on every rank.
     gen_run: Run = open_run(run)
     recipe = gen_run.recipe()
-    check_amounts(n_per_grade, to_count)
+    amounts.check()
     Request({}, seed_start)  # checks --seed-start
-    settings = settings or SamplingSettings.from_config(recipe.sample)
-    settings.check()
-    batch_size = int(batch_size or recipe.sample.batch_size)
-    if batch_size < 1:
-        raise OdmaugError(f"--batch-size must be at least 1 (got {batch_size})")
-    dev = rank_device(resolve_device(device), ranks)
-    loaded = load_generator(gen_run.root, use_ema=use_ema, device=dev)
-    counts, request = _plan(loaded, recipe, settings, target_classes, n_per_grade, to_count, seed_start, data_dir)
+    settings = merge_options(settings or recipe.sample, **options)
+    dev = ranks.device
+    loaded = load_generator(gen_run.root, use_ema=settings.use_ema, device=dev)
+    real, request = _plan(loaded, recipe, settings, amounts, seed_start, data_dir)
     pools = _pools(from_real, recipe, data_dir, request, settings, loaded.image_size)
     out = Path(out_dir) if out_dir is not None else gen_run.root / "synthetic"
     folder = SynthesisFolder(out, loaded.image_size, loaded.num_classes)
@@ -170,39 +160,44 @@ def _synthesize(ranks: DistInfo, run, out_dir, target_classes, n_per_grade, to_c
     started = time.perf_counter()
     # Compiling is an execution detail, not part of the identity: it changes no setting of the
     # images (only float rounding, ~1e-6 relative in fp32). Kernels build on the first batch.
-    compiled = compile_for_sampling(loaded.model, recipe.sample.compile if compile is None else compile,
-                                    mine * settings.steps, dev)
+    compiled = compile_for_sampling(loaded.model, settings.compile, mine * settings.steps, dev)
+    label = "synthesize" if not ranks.enabled else f"synthesize (rank 0 of {ranks.world_size})"
     generate_batches(loaded, folder, iter_shard(request.missing(present), ranks.rank, ranks.world_size), mine,
-                     settings, batch_size, dev, "synthesize" if not ranks.enabled else
-                     f"synthesize (rank 0 of {ranks.world_size})", show_progress and ranks.is_main, compiled, pools)
+                     settings, dev, label, show_progress and ranks.is_main, compiled, pools)
     seconds = time.perf_counter() - started
     if ranks.enabled:
         _write_rank_manifest(folder, record, request, present, ranks, pools)
     barrier(ranks)  # every rank's images and manifest part are on disk
-
-    summary_state: dict[str, Any] = {"error": None}
-    if ranks.is_main:
-        try:
-            summary_state = finish_folder(folder, record, request, valid, grade_filter, dev, ranks, pools)
-        except OdmaugError as err:
-            summary_state = {"error": str(err)}
-    summary_state = broadcast_object(summary_state, ranks)
-    if summary_state["error"]:
-        raise OdmaugError(summary_state["error"])
-    summary = _summary(folder, request, present, state["removed"], seconds, loaded.checkpoint_id, ranks, compiled,
-                       summary_state["fields"], counts)
+    fields = _finish(folder, record, request, valid, grade_filter, dev, ranks, pools)
+    summary = _summary_of(folder, request, present, state["removed"], seconds, loaded.checkpoint_id, ranks,
+                          compiled, fields, real)
     if ranks.is_main:
         gen_run.log(
             "synthesis", out=str(out), requested=request.counts, present=summary.present, generated=summary.generated,
             seconds=round(seconds, 3), checkpoint_id=loaded.checkpoint_id, world_size=ranks.world_size,
-            manifest_rows=summary.manifest_rows, compiled=compiled, **asdict(settings),
+            manifest_rows=summary.manifest_rows, compiled=compiled, **settings.pixel_settings(),
             **({} if pools is None else pools.identity()),
         )
     return summary
 
 
+def _finish(folder: SynthesisFolder, record: dict[str, Any], request: Request, valid, grade_filter, dev,
+            ranks: Context, pools) -> dict[str, Any]:
+    """Rank 0 filters and writes the manifest; every rank gets its summary fields, or its error."""
+    state: dict[str, Any] = {"error": None}
+    if ranks.is_main:
+        try:
+            state = finish_folder(folder, record, request, valid, grade_filter, dev, ranks, pools)
+        except OdmaugError as err:
+            state = {"error": str(err)}
+    state = broadcast_object(state, ranks)
+    if state["error"]:
+        raise OdmaugError(state["error"])
+    return state["fields"]
+
+
 def _pools(from_real: Optional[FromReal], recipe: Recipe, data_dir: Optional[str], request: Request,
-           settings: SamplingSettings, image_size: int) -> Optional[SourcePools]:
+           settings: SampleConfig, image_size: int) -> Optional[SourcePools]:
     """The training images ``--from-real`` translates, per requested grade (None: from noise)."""
     if from_real is None:
         return None
@@ -210,15 +205,15 @@ def _pools(from_real: Optional[FromReal], recipe: Recipe, data_dir: Optional[str
 
 
 def _write_rank_manifest(folder: SynthesisFolder, record: dict[str, Any], request: Request, present: set[Item],
-                         ranks: DistInfo, pools: Optional[SourcePools]) -> None:
+                         ranks: Context, pools: Optional[SourcePools]) -> None:
     """This rank's part of the manifest (under torchrun): the images it generated now."""
     mine_items = list(iter_shard(request.missing(present), ranks.rank, ranks.world_size))
     extra = None if pools is None else pools.manifest_columns(mine_items)
     folder.write_manifest(folder.manifest_frame(mine_items, record, extra), rank_manifest_name(ranks.rank))
 
 
-def _summary(folder: SynthesisFolder, request: Request, present: set[Item], removed: int, seconds: float,
-             checkpoint_id: str, ranks: DistInfo, compiled: bool, fields: dict[str, Any],
+def _summary_of(folder: SynthesisFolder, request: Request, present: set[Item], removed: int, seconds: float,
+             checkpoint_id: str, ranks: Context, compiled: bool, fields: dict[str, Any],
              counts: Optional[np.ndarray]) -> SynthesisSummary:
     there = request.per_grade(present)
     return SynthesisSummary(
@@ -230,8 +225,8 @@ def _summary(folder: SynthesisFolder, request: Request, present: set[Item], remo
     )
 
 
-def _plan(loaded, recipe: Recipe, settings: SamplingSettings, target_classes, n_per_grade: Optional[int],
-          to_count: Optional[int], seed_start: int, data_dir: Optional[str]) -> tuple[Optional[np.ndarray], Request]:
+def _plan(loaded, recipe: Recipe, settings: SampleConfig, amounts: Amounts, seed_start: int,
+          data_dir: Optional[str]) -> tuple[Optional[np.ndarray], Request]:
     """The real training counts (when the plan needs them) and the request: numbers only, no list."""
     num_classes = loaded.num_classes
     if num_classes != recipe.data.num_classes:
@@ -239,12 +234,11 @@ def _plan(loaded, recipe: Recipe, settings: SamplingSettings, target_classes, n_
             f"the generator checkpoint has {num_classes} grades but its recipe's data has {recipe.data.num_classes}"
         )
     loaded.schedule.sampling_timesteps(settings.steps, settings.timestep_spacing)  # steps <= T, before any write
-    grades = parse_target_classes(target_classes, num_classes)
-    counts = real_train_counts(recipe, data_dir, num_classes) if needs_real_counts(grades, n_per_grade) else None
-    return counts, Request(images_per_grade(grades, num_classes, n_per_grade, to_count, counts), seed_start)
+    real = real_train_counts(recipe, data_dir, num_classes) if amounts.needs_real_counts(num_classes) else None
+    return real, Request(amounts.per_grade(num_classes, real), seed_start)
 
 
-def _record(gen_run: Run, loaded, settings: SamplingSettings, device: torch.device,
+def _record(gen_run: Run, loaded, settings: SampleConfig, device: torch.device,
             pools: Optional[SourcePools] = None) -> dict[str, Any]:
     """``synthesis.json``: the checkpoint and the settings that decide the pixels (and, with
     ``--from-real``, the strength and the source pool: images from noise keep the old identity)."""
@@ -258,40 +252,9 @@ def _record(gen_run: Run, loaded, settings: SamplingSettings, device: torch.devi
         "step": loaded.step,
         "identity": {
             "checkpoint_id": loaded.checkpoint_id, "num_classes": loaded.num_classes, "image_size": loaded.image_size,
-            **asdict(settings),
+            **settings.pixel_settings(),
             # The dtype actually used ("auto" means bf16 on some devices, fp32 on others).
             "precision": precision_name(resolve_precision(settings.precision, device)),
             **({} if pools is None else pools.identity()),
         },
     }
-
-
-def synthesize(
-    run: str | Path,
-    out_dir: str | Path | None = None,
-    grades: str | int | Sequence[int] = "auto",
-    n_per_grade: Optional[int] = None,
-    to_count: Optional[int] = None,
-    seed_start: int = 0,
-    sampler: Optional[str] = None,
-    steps: Optional[int] = None,
-    guidance_scale: Optional[float] = None,
-    eta: Optional[float] = None,
-    use_ema: bool = True,
-    batch_size: Optional[int] = None,
-    force: bool = False,
-    device: str = "auto",
-    show_progress: bool = False,
-) -> Path:
-    """Synthesize images and return the manifest path (settings default to the run's recipe).
-
-    The short form of :func:`run_synthesis` for library callers such as the benchmark.
-    """
-    recipe = open_run(run).recipe()
-    settings = SamplingSettings.from_config(
-        recipe.sample, sampler=sampler, steps=steps, guidance_scale=guidance_scale, eta=eta
-    )
-    return run_synthesis(
-        run, out_dir, grades, n_per_grade, to_count, seed_start, settings, use_ema, batch_size, force, device,
-        show_progress=show_progress,
-    ).manifest

@@ -16,7 +16,8 @@ from odmaug.classify.features import ClassifierFeatures, load_classifier_feature
 from odmaug.classify.models import ClassifierMeta, create_model, load_classifier, save_classifier
 from odmaug.classify.seeds import train_seeds
 from odmaug.classify.splits import training_splits
-from odmaug.classify.train import ClassifierResult, train_classifier
+from odmaug.classify.outputs import ClassifierResult
+from odmaug.classify.train import train_classifier
 
 __all__ = [
     "ClassifierFeatures",

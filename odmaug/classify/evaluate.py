@@ -52,7 +52,7 @@ def evaluate_classifier(
         table: graded images (a split, a manifest, a folder); grades must be within the model's.
         out_dir: when given, writes ``evaluation.json``, ``confusion.csv``, ``confusion.png`` and
             ``predictions.csv`` there (atomically).
-        device: torch device or name (``auto`` allowed).
+        device: the command's torch.device (a name such as ``auto`` is resolved here).
         precision: ``auto``/``bf16``/``fp16``/``fp32`` autocast for inference.
         batch_size: images per forward pass.
 
@@ -62,7 +62,7 @@ def evaluate_classifier(
         where metrics is :func:`~odmaug.metrics.classification.classification_metrics`' dict.
     """
     folder = resolve_classifier_dir(classifier_dir)
-    device = device if isinstance(device, torch.device) else resolve_device(device)
+    device = resolve_device(device)
     model, meta = load_classifier(folder, device)
     check_grades(table, meta.num_classes)
     images = load_images(table, meta.image_size, meta.crop_box)  # uint8 [N, 3, S, S]

@@ -5,6 +5,9 @@ can be compared on any machine. The contract used by ``odmaug.metrics``::
 
     extractor = load_classifier_features("runs/00003-quickstart")   # or .../classifier
     feats = extractor(images_uint8)     # uint8 [B, 3, H, W] -> float32 [B, extractor.dim]
+
+Importing this module registers it as the ``domain:<classifier run or folder>`` extractor of
+:mod:`odmaug.metrics.features` (whose registry imports this module by name on its first lookup).
 """
 
 from __future__ import annotations
@@ -15,9 +18,20 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from odmaug.classify.models import ClassifierMeta, load_classifier, resolve_classifier_dir
+from odmaug.classify.models import (
+    META_FILE,
+    WEIGHTS_FILE,
+    ClassifierMeta,
+    create_model,
+    load_classifier,
+    resolve_classifier_dir,
+    save_classifier,
+)
+from odmaug.config import MetricsConfig
 from odmaug.device import resolve_device
+from odmaug.digest import files_digest
 from odmaug.errors import OdmaugError
+from odmaug.metrics.features import register_extractor
 
 __all__ = ["ClassifierFeatures", "load_classifier", "load_classifier_features", "prepare_batch"]
 
@@ -95,3 +109,22 @@ def load_classifier_features(classifier_dir: str | Path, device: str | torch.dev
     model, meta = load_classifier(folder, device)
     label = folder.parent.name if folder.name == "classifier" else folder.name
     return ClassifierFeatures(model, meta, f"domain:{label}", device)
+
+
+def _domain_example(folder: Path) -> tuple[str, MetricsConfig]:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = create_model("test_resnet", num_classes=5, image_size=16)
+    save_classifier(model, ClassifierMeta(model="test_resnet", num_classes=5, image_size=16), folder / "classifier")
+    return f"domain:{folder / 'classifier'}", MetricsConfig()
+
+
+@register_extractor("domain", "penultimate features of a classifier: domain:<classifier run or folder>", _domain_example)
+def _build_domain(argument: str | None, cfg: MetricsConfig, device: str) -> ClassifierFeatures:
+    if not argument:
+        raise OdmaugError("the domain extractor needs a classifier: use domain:<classifier run or folder>")
+    folder = resolve_classifier_dir(Path(argument).expanduser().resolve())  # resolved: a relative path still names its run
+    features = load_classifier_features(folder, device)
+    # The weights and the description (model, size, normalisation) decide the features.
+    features.identity = f"{features.name}/sha256:{files_digest([folder / WEIGHTS_FILE, folder / META_FILE])}"
+    return features

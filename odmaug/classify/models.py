@@ -179,7 +179,7 @@ def save_classifier(model: nn.Module, meta: ClassifierMeta, out_dir: str | Path)
     """Write ``model.safetensors`` and ``classifier.json`` into ``out_dir`` atomically."""
     from safetensors.torch import save_file
 
-    from odmaug.runs import atomic_path, atomic_write_json
+    from odmaug.atomic import atomic_path, atomic_write_json
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

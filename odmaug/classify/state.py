@@ -1,15 +1,17 @@
-"""Resumable classifier training: one safetensors file per classifier folder holding the model,
-the best model so far, the optimizer moments and the data-order generator, with the epoch
-bookkeeping in its metadata, written atomically after every epoch. A key (hash of the recipe
-settings, the data and the seed) ties a state or a finished run to its inputs, so a changed
-setting never resumes from, or reuses, a run it does not belong to.
+"""Resumable classifier training: after every epoch, the model, the best model so far, the optimizer
+and the data-order generator are written as one :mod:`odmaug.train_state` file
+(``train_state.safetensors``, replaced atomically), with the epoch bookkeeping in its JSON. A key
+(:func:`odmaug.digest.stage_key` of the settings, the data and the seed) ties a state or a finished
+run to its inputs, so a changed setting never resumes from, or reuses, a run it does not belong to.
+
+States written before ``KEY_VERSION`` 2 carry a key of the former scheme: they never match, so
+training starts afresh and the file is replaced at the first finished epoch.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
@@ -18,10 +20,11 @@ from torch import nn
 
 from odmaug.config import Recipe
 from odmaug.data import ImageTable
-from odmaug.runs import atomic_path
+from odmaug.digest import stage_key
+from odmaug.train_state import TrainingState, load_state_file, save_state_file
 
 STATE_FILE = "train_state.safetensors"
-KEY_VERSION = 1
+KEY_VERSION = 2
 
 
 @dataclass
@@ -36,21 +39,15 @@ class TrainState:
 
 
 def fingerprint(recipe: Recipe, train: ImageTable, val: ImageTable, test: Optional[ImageTable], seed: int) -> str:
-    """A hash of everything that changes the trained model or its reported metrics."""
-    settings = recipe.classifier.model_dump(mode="json", exclude={"num_workers"})
-    parts = {
+    """The stage key of everything that changes the trained model or its reported metrics."""
+    settings = {
         "version": KEY_VERSION,
-        "classifier": settings,
+        "classifier": recipe.classifier.model_dump(mode="json", exclude={"num_workers"}),
         "num_classes": recipe.data.num_classes,
         "image_size": recipe.data.image_size,
         "crop_box": recipe.data.crop_box,
-        "seed": seed,
     }
-    digest = hashlib.sha256(json.dumps(parts, sort_keys=True).encode())
-    for table in (train, val, test):
-        frame = table.frame[["path", "label"]] if table is not None else None
-        digest.update(b"|" if frame is None else frame.to_csv(index=False).encode())
-    return digest.hexdigest()[:16]
+    return stage_key(settings, [train, val, test], seed)
 
 
 def load_finished(out_dir: Path, key: str) -> Optional[dict[str, Any]]:
@@ -79,21 +76,14 @@ def save_state(
     optimizer: torch.optim.Optimizer,
     generator: torch.Generator,
     best: dict[str, torch.Tensor],
+    step: int,
 ) -> None:
-    """Write the resumable state of the epoch just finished (one atomic file)."""
-    from safetensors.torch import save_file
-
-    tensors: dict[str, torch.Tensor] = {"generator": generator.get_state()}
-    for name, value in model.state_dict().items():
-        tensors[f"model.{name}"] = value.detach().cpu().contiguous()
-    for name, value in best.items():
-        tensors[f"best.{name}"] = value.contiguous()
-    for index, moments in optimizer.state_dict()["state"].items():
-        for name, value in moments.items():
-            tensors[f"optim.{index}.{name}"] = torch.as_tensor(value).detach().cpu().contiguous()
+    """Write the resumable state of the epoch just finished (``step``: optimizer steps so far)."""
     out_dir.mkdir(parents=True, exist_ok=True)
-    with atomic_path(out_dir / STATE_FILE) as tmp:
-        save_file(tensors, str(tmp), metadata={"state": json.dumps(asdict(state))})
+    save_state_file(out_dir / STATE_FILE, TrainingState(
+        step, model.state_dict(), optimizer.state_dict(), rng={"data": generator.get_state()},
+        extra={"best": best}, info=asdict(state),
+    ))
 
 
 def load_state(
@@ -108,32 +98,14 @@ def load_state(
     Returns:
         (state, best model state dict), or None when there is nothing (matching) to resume.
     """
-    from safetensors import SafetensorError, safe_open
-
-    path = out_dir / STATE_FILE
-    if not path.is_file():
+    saved = load_state_file(out_dir / STATE_FILE, expect={"key": key})
+    if saved is None or "best" not in saved.extra or "data" not in saved.rng:
         return None
-    try:
-        with safe_open(str(path), framework="pt") as fh:
-            raw = json.loads((fh.metadata() or {}).get("state", "{}"))
-            if raw.get("key") != key:
-                return None
-            tensors = {name: fh.get_tensor(name) for name in fh.keys()}
-    except (SafetensorError, OSError, json.JSONDecodeError):
-        return None  # a torn or foreign file: start afresh
-    state = TrainState(**raw)
-    model.load_state_dict({k[6:]: v for k, v in tensors.items() if k.startswith("model.")})
-    best = {k[5:]: v for k, v in tensors.items() if k.startswith("best.")}
-    moments: dict[int, dict[str, torch.Tensor]] = {}
-    for name, value in tensors.items():
-        if name.startswith("optim."):
-            _, index, key_name = name.split(".", 2)
-            moments.setdefault(int(index), {})[key_name] = value
-    saved = optimizer.state_dict()
-    saved["state"] = moments
-    optimizer.load_state_dict(saved)
-    generator.set_state(tensors["generator"])
-    return state, best
+    model.load_state_dict(saved.model)
+    optimizer.load_state_dict(saved.optimizer)
+    generator.set_state(saved.rng["data"])
+    state = TrainState(**{f.name: saved.info[f.name] for f in fields(TrainState) if f.name in saved.info})
+    return state, saved.extra["best"]
 
 
 def remove_state(out_dir: Path) -> None:

@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, List, Optional
 
 import pandas as pd
 import typer
 from rich.table import Table
 
-from odmaug.cli.app import DataDirOption, DeviceOption, RecipeOption, SetOption, app, recipe_from_options
+from odmaug.cli.app import app
+from odmaug.cli.options import RecipeOptions, Run, recipe_options, sample_options
 from odmaug.console import console, warn
-from odmaug.data import ImageTable, load_table, table_from_spec, write_manifest
-from odmaug.data.balance import STRATEGIES, balance, shortfall_messages
+from odmaug.data.balance import STRATEGIES
 
 
 def balance_table(counts: pd.DataFrame, strategy: str, title: str) -> Table:
@@ -37,40 +37,35 @@ def balance_table(counts: pd.DataFrame, strategy: str, title: str) -> Table:
 
 
 @app.command("balance")
+@recipe_options("recipe", "overrides", "data_dir")
 def balance_command(
-    out: Path = typer.Option(..., "--out", "-o", help="Balanced manifest CSV to write, e.g. runs/X/datasets/odm.csv."),
-    synthetic: Optional[List[str]] = typer.Option(
-        None, "--synthetic", help="Synthetic manifest .csv (or folder <grade>/*.png) to draw from (repeatable)."
-    ),
-    strategy: Optional[str] = typer.Option(
-        None, "--strategy", help=f"{' | '.join(STRATEGIES)} (default: the recipe's augment.strategy)."
-    ),
-    to_count: Optional[int] = typer.Option(None, "--to-count", help="Training images per grade (to-count, oversample)."),
-    max_share: Optional[float] = typer.Option(
-        None, "--max-synthetic-share", help="Cap on the share of added images per grade, in (0, 1]."
-    ),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Seed of the picks (default: the recipe's seed)."),
-    recipe: Optional[Path] = RecipeOption,
-    overrides: Optional[List[str]] = SetOption,
-    data_dir: Optional[Path] = DataDirOption,
+    options: RecipeOptions,
+    out: Annotated[Path, typer.Option(
+        "--out", "-o", help="Balanced manifest CSV to write, e.g. runs/X/datasets/odm.csv.")],
+    synthetic: Annotated[Optional[List[str]], typer.Option(
+        "--synthetic", help="Synthetic manifest .csv (or folder <grade>/*.png) to draw from (repeatable).")] = None,
+    strategy: Annotated[Optional[str], typer.Option(
+        "--strategy", help=f"{' | '.join(STRATEGIES)} (default: the recipe's augment.strategy).")] = None,
+    to_count: Annotated[Optional[int], typer.Option(
+        "--to-count", help="Training images per grade (to-count, oversample).")] = None,
+    max_share: Annotated[Optional[float], typer.Option(
+        "--max-synthetic-share", help="Cap on the share of added images per grade, in (0, 1].")] = None,
+    seed: Annotated[Optional[int], typer.Option("--seed", help="Seed of the picks (default: the recipe's seed).")] = None,
 ) -> None:
     """Merge the recipe's real data with synthetic manifests (or real repeats) into one balanced manifest.
 
     Real images are never dropped; validation and test rows stay the real ones. Prints the
     per-grade counts before and after, and warns when a grade cannot reach its target.
     """
-    cfg = recipe_from_options(recipe, overrides, data_dir, seed=seed)
-    strategy = strategy or cfg.augment.strategy
-    if to_count is None and strategy != "match-majority":
-        to_count = cfg.augment.to_count  # the recipe's count only where the strategy uses one
-    share = cfg.augment.max_synthetic_share if max_share is None else max_share
-    real = load_table(cfg.data)
-    pools: list[ImageTable] = [table_from_spec(spec, cfg.data) for spec in synthetic or []]
-    merged, counts = balance(real, pools, strategy, to_count, share, cfg.seed)
-    console.print(balance_table(counts, strategy, f"{real.name} training split: {strategy}"))
-    for line in shortfall_messages(counts, strategy, share):
+    from dataclasses import replace
+
+    from odmaug.augment.command import balance_with_options
+
+    done = balance_with_options(replace(options, seed=seed).load(), out, synthetic or (), strategy, to_count, max_share)
+    console.print(balance_table(done.counts, done.strategy, f"{done.real_name} training split: {done.strategy}"))
+    for line in done.shortfalls:
         warn(line)
-    write_manifest(merged, out)
+    merged = done.table
     others = ", ".join(f"{s} {len(merged.split(s))} (real only)" for s in merged.splits() if s != "train")
     console.print(f"wrote {out}: train {len(merged.split('train'))}{', ' + others if others else ''}")
 
@@ -98,112 +93,46 @@ def synthesis_table(summary) -> Table:
     return out
 
 
-def write_grid(manifest: Path, path: Path, per_grade: int = 8) -> Path:
-    """A grid of the first ``per_grade`` images (lowest seeds) of every grade in a synthesis folder's manifest."""
-    import numpy as np
-    from PIL import Image
-
-    from odmaug.figures import grade_grid
-
-    import json
-
-    frame = pd.read_csv(manifest)
-    record = json.loads((manifest.parent / "synthesis.json").read_text())
-    ident = record["identity"]
-    title = (f"{record['generator_run']} step {record['step']}: {ident['sampler']} {ident['steps']} steps, "
-             f"guidance {ident['guidance_scale']:g}")
-    rows, labels = [], []
-    for grade, part in frame.sort_values(["label", "seed"]).groupby("label"):
-        images = [np.asarray(Image.open(manifest.parent / p).convert("RGB")) for p in part["path"][:per_grade]]
-        rows.append(np.stack(images))
-        labels.append(f"grade {grade}")
-    return grade_grid(rows, path, row_labels=labels, title=title)
-
-
 @app.command("augment")
+@recipe_options("device", "data_dir")
+@sample_options()
 def augment_command(
-    run: Path = typer.Option(..., "--run", help="Generator run folder (made by odmaug train-generator)."),
-    target_class: Optional[str] = typer.Option(
-        None, "--target-class", "-c", help="Grade(s) to synthesize: 4, 3,4 or auto (every grade below the target count)."
-    ),
-    n: Optional[int] = typer.Option(None, "--n", help="Images per chosen grade."),
-    to_count: Optional[int] = typer.Option(
-        None, "--to-count", help="Fill each chosen grade up to M images, counting the real training images."
-    ),
-    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default <run>/synthetic)."),
-    seed_start: Optional[int] = typer.Option(None, "--seed-start", help="First seed of every grade."),
-    sampler: Optional[str] = typer.Option(
-        None, "--sampler", help="ddim, ddpm, dpmpp-2m or unipc (default: the run's recipe)."
-    ),
-    steps: Optional[int] = typer.Option(None, "--steps", help="Sampling steps (default: the run's recipe)."),
-    guidance: Optional[float] = typer.Option(None, "--guidance", help="Classifier-free guidance scale s."),
-    eta: Optional[float] = typer.Option(None, "--eta", help="DDIM eta (0: deterministic DDIM)."),
-    spacing: Optional[str] = typer.Option(
-        None, "--timestep-spacing", help="trailing, leading or linspace (default: the recipe's sample.timestep_spacing)."
-    ),
-    precision: Optional[str] = typer.Option(
-        None, "--precision", help="auto (bf16 where the device computes it natively), bf16, fp16 or fp32."
-    ),
-    ema: Optional[bool] = typer.Option(None, "--ema/--no-ema", help="Use the EMA weights (default: the recipe's)."),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Images per batch (does not change the images)."),
-    force: bool = typer.Option(False, "--force", help="Replace images of another checkpoint or settings in --out."),
-    filter_with: Optional[Path] = typer.Option(
-        None, "--filter-with", help="Classifier (folder or run) trained on real data: keep images it grades close."
-    ),
-    max_grade_error: Optional[int] = typer.Option(
-        None, "--max-grade-error", help="With --filter-with: largest accepted |predicted - intended| grade."
-    ),
-    compile: Optional[bool] = typer.Option(
-        None, "--compile/--no-compile",
-        help="torch.compile the network (default: the recipe's sample.compile, auto = when the job is big enough).",
-    ),
-    grid: bool = typer.Option(True, "--grid/--no-grid", help="Write <out>/grid.png (8 images per grade)."),
-    from_real: bool = typer.Option(
-        False, "--from-real", help="Translate real TRAINING images of other grades (SDEdit) instead of pure noise."
-    ),
-    source_grades: Optional[str] = typer.Option(
-        None, "--source-grades", help="With --from-real: grades to start from, e.g. 2,3, or auto (the next grades)."
-    ),
-    strength: Optional[float] = typer.Option(
-        None, "--strength", help="With --from-real: t0 / T in (0, 1], default 0.6; 1 = from pure noise."
-    ),
-    device: Optional[str] = DeviceOption,
-    data_dir: Optional[Path] = DataDirOption,
+    run: Run,
+    sample: dict,
+    options: RecipeOptions,
+    target_class: Annotated[Optional[str], typer.Option("--target-class", "-c", help="Grade(s): 4, 3,4 or auto.")] = None,
+    n: Annotated[Optional[int], typer.Option("--n", help="Images per chosen grade.")] = None,
+    to_count: Annotated[Optional[int], typer.Option("--to-count", help="Fill each chosen grade up to M images.")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Output folder (default <run>/synthetic).")] = None,
+    seed_start: Annotated[Optional[int], typer.Option("--seed-start", help="First seed of every grade.")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace images of another checkpoint or settings.")] = False,
+    filter_with: Annotated[Optional[Path], typer.Option("--filter-with", help="Classifier that grades them.")] = None,
+    max_grade_error: Annotated[Optional[int], typer.Option("--max-grade-error", help="Largest accepted error.")] = None,
+    grid: Annotated[bool, typer.Option("--grid/--no-grid", help="Write <out>/grid.png (8 images per grade).")] = True,
+    from_real: Annotated[bool, typer.Option("--from-real", help="Translate real training images (SDEdit).")] = False,
+    source_grades: Annotated[Optional[str], typer.Option("--source-grades", help="Grades to start from.")] = None,
+    strength: Annotated[Optional[float], typer.Option("--strength", help="t0 / T in (0, 1], default 0.6.")] = None,
 ) -> None:
     """Synthesize new images of chosen grades from a trained generator: <out>/<grade>/<seed>.png + manifest.csv.
 
-    Re-running resumes: valid images are kept, missing or damaged ones are made again, and the manifest is rebuilt
-    from the files on disk. Over K processes the seeds are shared out over the ranks:
+    --target-class auto takes every grade below the target count; --to-count M fills each chosen grade up to M
+    images, counting the real training images (with neither --n nor --to-count: up to the largest grade).
+    --filter-with CLASSIFIER (trained on real data) keeps the images it grades within --max-grade-error of
+    their grade. --from-real translates real TRAINING images of other grades (--source-grades, default the next
+    grades; --strength, 1 = from pure noise) instead of sampling from pure noise. Options left out take the
+    run's recipe values (its augment and sample sections).
+
+    Re-running resumes: valid images are kept, missing or damaged ones are made again, and the manifest is
+    rebuilt from the files on disk. Over K processes the seeds are shared out over the ranks:
 
     torchrun --nproc_per_node K -m odmaug -- augment --run RUN --n N   (the -- keeps torchrun off --run and --n)
     """
-    from odmaug.augment import GradeFilter, SamplingSettings, run_synthesis
-    from odmaug.runs import open_run
+    from odmaug.augment.command import run_synthesis_with_options, write_grid
 
-    recipe = open_run(run).recipe()
-    aug = recipe.augment
-    if n is None and to_count is None:
-        n, to_count = aug.n, aug.to_count  # the recipe's amounts only when none is given here
-    if from_real and sampler is None and recipe.sample.sampler not in ("ddim", "ddpm"):
-        sampler = "ddim"  # the multistep solvers cannot start mid-chain; DDIM is the SDEdit sampler here
-    settings = SamplingSettings.from_config(
-        recipe.sample, sampler=sampler, steps=steps, guidance_scale=guidance, eta=eta, precision=precision,
-        timestep_spacing=spacing,
-    )
-    classifier = filter_with or aug.filter_with
-    grade_filter = None
-    if classifier is not None:
-        grade_filter = GradeFilter(classifier, aug.max_grade_error if max_grade_error is None else max_grade_error)
-    elif max_grade_error is not None:
-        from odmaug.errors import OdmaugError
-
-        raise OdmaugError("--max-grade-error needs --filter-with CLASSIFIER")
-    summary = run_synthesis(
-        run, out, target_class or aug.target_classes, n, to_count,
-        aug.seed_start if seed_start is None else seed_start, settings,
-        recipe.sample.use_ema if ema is None else ema, batch_size, force, device or recipe.device,
-        str(data_dir) if data_dir else None, grade_filter, compile=compile,
-        from_real=_from_real(from_real, strength, source_grades),
+    summary = run_synthesis_with_options(
+        run, out=out, target_classes=target_class, n=n, to_count=to_count, seed_start=seed_start, force=force,
+        device=options.device, data_dir=options.data_dir, filter_with=filter_with, max_grade_error=max_grade_error,
+        from_real=from_real, source_grades=source_grades, strength=strength, sample=sample,
     )
     if int(os.environ.get("RANK", "0")) != 0:
         return
@@ -218,15 +147,3 @@ def augment_command(
     if grid and summary.manifest_rows:
         console.print(f"wrote {write_grid(summary.manifest, summary.out_dir / 'grid.png')}")
     console.print(f"wrote {summary.manifest} ({summary.manifest_rows} images)")
-
-
-def _from_real(on: bool, strength: Optional[float], source_grades: Optional[str]):
-    """The ``--from-real`` settings (None without it); its options alone are an error, not ignored."""
-    from odmaug.augment.from_real import FromReal
-    from odmaug.errors import OdmaugError
-
-    if not on:
-        if strength is not None or source_grades is not None:
-            raise OdmaugError("--strength and --source-grades need --from-real")
-        return None
-    return FromReal(0.6 if strength is None else strength, source_grades or "auto")

@@ -13,11 +13,11 @@ from odmaug.cli.app import DataDirOption, DeviceOption, RecipeOption, RunsDirOpt
 @app.command("benchmark")
 def benchmark(
     recipe: Optional[Path] = RecipeOption,
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check every input, print the plan (stages, what is reused, work left, estimated times) and stop."),
     overrides: Optional[List[str]] = SetOption,
     data_dir: Optional[Path] = DataDirOption,
     runs_dir: Optional[Path] = RunsDirOption,
     device: Optional[str] = DeviceOption,
-    dry_run: bool = typer.Option(False, "--dry-run", help="Check every input, print the plan (stages, what is reused, work left, estimated times) and stop."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
     estimate: bool = typer.Option(
         True, "--estimate/--no-estimate",

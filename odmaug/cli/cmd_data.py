@@ -3,19 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import Annotated, Optional
 
-import numpy as np
 import typer
 from rich.table import Table
 
-from odmaug.cli.app import DataDirOption, RecipeOption, SetOption, data_app, recipe_from_options
+from odmaug.cli.app import data_app
+from odmaug.cli.options import RecipeOptions, recipe_options
 from odmaug.console import console
 from odmaug.data import ImageTable, load_table, table_from_spec
-from odmaug.data.images import prepared
 from odmaug.data.sources import counts_by_split
-from odmaug.errors import OdmaugError
-from odmaug.figures import grade_grid
 from odmaug.runs import check_writable
 
 
@@ -52,35 +49,22 @@ def group_summary(table: ImageTable) -> str:
     return f"splits grouped by patient: {len(per_group)} groups, none in two splits{partly}"
 
 
-def example_rows(table: ImageTable, per_grade: int, size: int, crop_box, seed: int) -> list[np.ndarray]:
-    """Up to ``per_grade`` prepared images of every grade, chosen reproducibly by ``seed``."""
-    rng = np.random.default_rng(seed)
-    rows = []
-    for grade in range(table.num_classes):
-        idx = np.flatnonzero(table.labels == grade)
-        chosen = np.sort(rng.choice(idx, size=min(per_grade, len(idx)), replace=False)) if len(idx) else []
-        rows.append(np.stack([prepared(table, int(i), size, crop_box) for i in chosen])
-                    if len(chosen) else np.zeros((0, size, size, 3), np.uint8))
-    return rows
-
-
 @data_app.command("info")
+@recipe_options("recipe", "overrides", "data_dir")
 def info(
-    recipe: Optional[Path] = RecipeOption,
-    source: Optional[str] = typer.Option(
-        None,
-        "--source",
-        help="Instead of the recipe's data: retinamnist, synthetic, a folder root/<grade>/*.png, "
-        "or a manifest .csv (without a split column: split as the recipe would); add :train/:val/:test for one split.",
-    ),
-    grid: Optional[Path] = typer.Option(None, "--grid", help="Save a PNG grid of examples, one row per grade."),
-    per_grade: int = typer.Option(8, "--per-grade", min=1, max=64, help="Examples per grade in the grid."),
-    split: str = typer.Option("train", "--split", help="Split the grid draws from."),
-    overrides: Optional[List[str]] = SetOption,
-    data_dir: Optional[Path] = DataDirOption,
+    options: RecipeOptions,
+    source: Annotated[Optional[str], typer.Option(
+        "--source", help="Instead of the recipe's data: retinamnist, synthetic, a folder root/<grade>/*.png, or a "
+        "manifest .csv (without a split column: split as the recipe would); add :train/:val/:test for one split.")] = None,
+    grid: Annotated[Optional[Path], typer.Option(
+        "--grid", help="Save a PNG grid of examples, one row per grade.")] = None,
+    per_grade: Annotated[int, typer.Option("--per-grade", min=1, max=64, help="Examples per grade in the grid.")] = 8,
+    split: Annotated[str, typer.Option("--split", help="Split the grid draws from.")] = "train",
 ) -> None:
     """Print images per grade and split with the imbalance ratio; optionally save an example grid."""
-    cfg = recipe_from_options(recipe, overrides, data_dir)
+    from odmaug.data.examples import example_grid
+
+    cfg = options.load()
     if grid is not None:
         check_writable(grid)  # before the data is read
     # A folder or manifest without splits is shown split as the recipe would split it; one too small
@@ -95,9 +79,4 @@ def info(
         console.print("only a train split: the source gives only train rows, or is too small to draw the "
                       "recipe's val/test splits (then a recipe using it as data stops with an error)", highlight=False)
     if grid is not None:
-        part = table.split(split) if split in table.splits() else None
-        if part is None or len(part) == 0:
-            raise OdmaugError(f"no '{split}' split to draw examples from (have {', '.join(table.splits())})")
-        rows = example_rows(part, per_grade, cfg.data.image_size, cfg.data.crop_box, cfg.seed)
-        grade_grid(rows, grid, title=f"{table.name} ({split}, {cfg.data.image_size}px)")
-        console.print(f"wrote {grid}")
+        console.print(f"wrote {example_grid(table, split, grid, per_grade, cfg.data.image_size, cfg.data.crop_box, cfg.seed)}")

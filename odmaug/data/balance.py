@@ -81,6 +81,35 @@ def _synthetic_pool(real: ImageTable, synthetic: Sequence[ImageTable]) -> pd.Dat
     return pool
 
 
+def _fill_grade(
+    grade: int, train: ImageTable, pool: Optional[pd.DataFrame], n_real: int, target: int, max_share: float, seed: int
+) -> tuple[Optional[pd.DataFrame], list]:
+    """The rows added to one grade (None when none) and its row of the counts table.
+
+    ``pool`` holds the synthetic candidates; None means ``oversample``: repeat the grade's real
+    training rows, drawn with replacement.
+    """
+    need = max(0, target - n_real)
+    if pool is None:
+        candidates = train.frame[train.frame["label"] == grade]
+        available = n_real  # drawn with replacement: any number, as long as one exists
+        supply = math.inf if n_real else 0
+    else:
+        candidates = pool[pool["label"] == grade]
+        available = supply = len(candidates)
+    take = int(min(need, share_cap(n_real, max_share), supply))
+    rng = np.random.default_rng([seed, grade])
+    picked = None
+    if take and pool is None:
+        picked = candidates.iloc[rng.integers(0, n_real, size=take)].copy()
+        picked["source"] = "oversampled"
+    elif take:
+        order = np.sort(rng.permutation(len(candidates))[:take])  # keep the manifest's order
+        picked = candidates.iloc[order]
+    total = n_real + take
+    return picked, [grade, n_real, available, target, take, total, take / total if total else 0.0, need - take]
+
+
 def balance(
     real: ImageTable,
     synthetic: Sequence[ImageTable] = (),
@@ -126,26 +155,9 @@ def balance(
 
     added, rows = [], []
     for grade in range(real.num_classes):
-        n_real = int(real_counts[grade])
-        need = max(0, target - n_real)
-        if oversample:
-            candidates = train.frame[train.frame["label"] == grade]
-            available = n_real  # drawn with replacement: any number, as long as one exists
-            supply = math.inf if n_real else 0
-        else:
-            candidates = pool[pool["label"] == grade]
-            available = supply = len(candidates)
-        take = int(min(need, share_cap(n_real, max_synthetic_share), supply))
-        rng = np.random.default_rng([seed, grade])
-        if take and oversample:
-            picked = candidates.iloc[rng.integers(0, n_real, size=take)].copy()
-            picked["source"] = "oversampled"
-            added.append(picked)
-        elif take:
-            order = np.sort(rng.permutation(len(candidates))[:take])  # keep the manifest's order
-            added.append(candidates.iloc[order])
-        total = n_real + take
-        rows.append([grade, n_real, available, target, take, total, take / total if total else 0.0, need - take])
+        picked, row = _fill_grade(grade, train, pool, int(real_counts[grade]), target, max_synthetic_share, seed)
+        added += [picked] if picked is not None else []
+        rows.append(row)
 
     frame = pd.concat([real.frame, *added], ignore_index=True) if added else real.frame.copy()
     merged = ImageTable(frame, real.num_classes, f"{real.name}+{strategy}", real.data_dir)

@@ -4,8 +4,8 @@ Preparing a 3872 x 2592 JPEG takes ~0.3 s on one core (decode 0.1-0.2 s, fundus 
 0.1 s), and a pipeline needs each real image in several stages (generator, classifier, metrics). The first pass stores each prepared image as one uint8 ``.npy``
 [size, size, 3] under ``<cache_dir>/<key[:2]>/<key>.npy``; later passes load it instead.
 
-The key is a sha256 over the file's content digest (blake2b, so a changed file misses even at the
-same path), the crop (``data.crop`` and ``data.crop_box``), the size, :data:`PREP_VERSION` and the
+The key is a sha256 over the file's content digest (:func:`odmaug.digest.file_digest`, so a changed
+file misses even at the same path), the crop (``data.crop`` and ``data.crop_box``), the size, :data:`PREP_VERSION` and the
 Pillow version (its resampling defines the pixels). Entries are written atomically (temporary file
 and rename), so concurrent stages or DataLoader workers never read half a file; an unreadable or
 mis-shaped entry is a miss and is rewritten. Nothing is pickled (``np.load(allow_pickle=False)``).
@@ -13,23 +13,21 @@ mis-shaped entry is a miss and is rewritten. Nothing is pickled (``np.load(allow
 
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-from functools import lru_cache
 from pathlib import Path
 from typing import Optional
 
 import numpy as np
 import PIL
 
-from odmaug.errors import OdmaugError
+from odmaug.atomic import atomic_path
+from odmaug.console import warn
+from odmaug.digest import file_digest, json_digest
 
 PREP_VERSION = 1
 """Bump when decoding, cropping or resizing changes the pixels, so old entries stop matching."""
 
 
-def default_cache_dir() -> Path:
+def default_image_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/odmaug/images`` (default ``~/.cache/odmaug/images``)."""
     from odmaug.data.retinamnist import cache_dir
 
@@ -40,32 +38,7 @@ def resolve_cache_dir(enabled: bool, folder: Optional[str]) -> Optional[str]:
     """The cache folder for ``data.cache`` / ``data.cache_dir``; None when the cache is off."""
     if not enabled:
         return None
-    return str(Path(folder).expanduser() if folder else default_cache_dir())
-
-
-@lru_cache(maxsize=65536)
-def _digest(path: str, size: int, mtime_ns: int) -> str:
-    """blake2b-128 of the file's bytes; memoised per (path, size, mtime) within a process."""
-    digest = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def file_digest(path: str) -> str:
-    """Content digest of an image file.
-
-    Raises:
-        OdmaugError: the file is missing or unreadable (the message names it).
-    """
-    try:
-        stat = os.stat(path)
-        return _digest(str(path), stat.st_size, stat.st_mtime_ns)
-    except FileNotFoundError:
-        raise OdmaugError(f"image not found: {path}") from None
-    except OSError as err:
-        raise OdmaugError(f"cannot read image {path}: {err.strerror}") from None
+    return str(Path(folder).expanduser() if folder else default_image_cache_dir())
 
 
 def entry_path(cache_dir: str | Path, path: str, crop: str, crop_box, size: int) -> Path:
@@ -78,7 +51,7 @@ def entry_path(cache_dir: str | Path, path: str, crop: str, crop_box, size: int)
         "crop_box": [int(v) for v in crop_box] if crop_box is not None else None,
         "size": int(size),
     }
-    key = hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+    key = json_digest(material)
     return Path(cache_dir) / key[:2] / f"{key}.npy"
 
 
@@ -102,9 +75,6 @@ def store_entry(entry: Path, image: np.ndarray) -> None:
 
     A cache must never stop a stage: a read-only or full disk only costs the decode next time.
     """
-    from odmaug.atomic import atomic_path
-    from odmaug.console import warn
-
     root = str(entry.parent.parent)
     if root in _UNWRITABLE:
         return

@@ -82,13 +82,6 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return images.float().add(1.0).mul(127.5).round().clamp(0, 255).to(torch.uint8)
 
 
-def normalize_for_classifier(images_uint8: torch.Tensor) -> torch.Tensor:
-    """uint8 [B, 3, H, W] -> float normalised with ImageNet mean and std."""
-    mean = torch.tensor(CLASSIFIER_MEAN, device=images_uint8.device).view(1, 3, 1, 1)
-    std = torch.tensor(CLASSIFIER_STD, device=images_uint8.device).view(1, 3, 1, 1)
-    return (images_uint8.float() / 255.0 - mean) / std
-
-
 class GradeDataset(Dataset):
     """Prepared images of an :class:`ImageTable` as (uint8 tensor [3, H, W], grade) pairs.
 

@@ -28,6 +28,7 @@ def draw_fundus(grade: int, num_classes: int, size: int, seed: int, index: int) 
     Returns:
         uint8 array [size, size, 3].
     """
+    # The helpers below draw from ``rng`` in a fixed order: reordering them changes every image.
     rng = _image_rng(seed, index)
     severity = grade / max(num_classes - 1, 1)  # 0..1
     yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
@@ -35,21 +36,34 @@ def draw_fundus(grade: int, num_classes: int, size: int, seed: int, index: int) 
     cy = size / 2 + rng.normal(0, size * 0.02)
     radius = size * rng.uniform(0.42, 0.47)
     r = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2) / radius
-    disc = r <= 1.0
+    img = _retina(rng, r)
+    img, ox, oy, side = _optic_disc(rng, img, xx, yy, cx, cy, radius)
+    _vessels(rng, img, xx, yy, (ox, oy), radius, side)
+    if grade > 0:
+        _lesions(rng, img, xx, yy, (cx, cy), radius, severity)
+    img[r > 1.0] = 0.0  # outside the disc
+    return (np.clip(img, 0.0, 1.0) * 255).round().astype(np.uint8)
 
-    # Retina: orange-red, darker towards the rim (vignetting), with per-image tint.
+
+def _retina(rng: np.random.Generator, r: np.ndarray) -> np.ndarray:
+    """Orange-red, darker towards the rim (vignetting), with a per-image tint: float [H, W, 3]."""
     base = np.array([0.78, 0.36, 0.16]) + rng.normal(0, 0.03, 3)
     shade = np.clip(1.0 - 0.45 * r**2, 0.0, 1.0)[..., None]
     img = base[None, None, :] * shade
-    img = img + rng.normal(0, 0.012, img.shape)  # fine texture
+    return img + rng.normal(0, 0.012, img.shape)  # fine texture
 
-    # Optic disc: a bright yellowish spot left or right of centre.
+
+def _optic_disc(rng, img, xx, yy, cx, cy, radius):
+    """A bright yellowish spot left or right of centre; returns (image, its x, its y, side ±1)."""
     side = 1.0 if rng.random() < 0.5 else -1.0
     ox, oy = cx + side * radius * 0.55, cy + rng.normal(0, radius * 0.05)
     od = np.exp(-(((xx - ox) ** 2 + (yy - oy) ** 2) / (2 * (radius * 0.11) ** 2)))[..., None]
-    img = img * (1 - od) + np.array([0.98, 0.85, 0.55]) * od
+    return img * (1 - od) + np.array([0.98, 0.85, 0.55]) * od, ox, oy, side
 
-    # Vessels: a few dark arcs leaving the optic disc.
+
+def _vessels(rng, img, xx, yy, origin, radius, side) -> None:
+    """A few dark arcs leaving the optic disc at ``origin``, drawn into ``img``."""
+    ox, oy = origin
     for _ in range(4):
         angle = rng.uniform(0, 2 * np.pi)
         curvature = rng.uniform(-1.5, 1.5)
@@ -61,24 +75,20 @@ def draw_fundus(grade: int, num_classes: int, size: int, seed: int, index: int) 
             mask = ((xx - x) ** 2 + (yy - y) ** 2) < width**2
             img[mask] = img[mask] * 0.72
 
-    # Lesions: count, size and darkness grow with severity.
-    n_haem = rng.poisson(1 + 14 * severity) if grade > 0 else 0
-    n_exud = rng.poisson(10 * severity**1.5) if grade > 0 else 0
+
+def _lesions(rng, img, xx, yy, centre, radius, severity) -> None:
+    """Haemorrhages and exudates whose count, size and darkness grow with severity, drawn into ``img``."""
+    cx, cy = centre
+    counts = {"haem": rng.poisson(1 + 14 * severity), "exud": rng.poisson(10 * severity**1.5)}
+    colours = {"haem": np.array([0.35, 0.05, 0.03]) * (1.0 - 0.4 * severity), "exud": np.array([0.98, 0.92, 0.45])}
     lesion_scale = radius * (0.03 + 0.05 * severity)
-    for kind, count in (("haem", n_haem), ("exud", n_exud)):
+    for kind, count in counts.items():
         for _ in range(count):
             rho, phi = radius * 0.85 * np.sqrt(rng.random()), rng.uniform(0, 2 * np.pi)
             lx, ly = cx + rho * np.cos(phi), cy + rho * np.sin(phi)
             lr = lesion_scale * rng.uniform(0.6, 1.4)
             mask = ((xx - lx) ** 2 + (yy - ly) ** 2) < lr**2
-            if kind == "haem":
-                colour = np.array([0.35, 0.05, 0.03]) * (1.0 - 0.4 * severity)
-            else:
-                colour = np.array([0.98, 0.92, 0.45])
-            img[mask] = colour
-
-    img[~disc] = 0.0
-    return (np.clip(img, 0.0, 1.0) * 255).round().astype(np.uint8)
+            img[mask] = colours[kind]
 
 
 def synthetic_labels(counts: list[int]) -> np.ndarray:

@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image, UnidentifiedImageError
 
+from odmaug.atomic import atomic_path
 from odmaug.data import retinamnist
 from odmaug.data.crops import crop_image
 from odmaug.data.synthetic import draw_fundus
@@ -185,8 +186,6 @@ def resolve_path(raw: str, base: Path, origin: str) -> str:
 
 def write_manifest(table: ImageTable | pd.DataFrame, target: str | Path) -> Path:
     """Write a manifest CSV atomically; file paths inside its folder are stored relative to it."""
-    from odmaug.runs import atomic_path
-
     target = Path(target)
     frame = table.frame if isinstance(table, ImageTable) else table
     frame = frame.copy()

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from typing import Optional
+from typing import NamedTuple, Optional
 
 import torch
 from torch import nn
@@ -185,71 +185,115 @@ class DiffusionLoss:
             the samples that got the ordinal term, so ``loss = l_dm + gamma * l_ord``) and the int
             ``n_ord`` (how many samples got the ordinal term).
         """
-        device, batch = x0.device, x0.shape[0]
-        gdev = generator.device
         labels_cpu = labels.detach().to("cpu", torch.long)
-        # DM draws first (identical for DM and ODM runs of one seed).
-        t_cpu = torch.randint(schedule.timesteps, (batch,), generator=generator, device=gdev).cpu()
-        noise = torch.randn(x0.shape, generator=generator, device=gdev).to(device)
-        dropped = (torch.rand(batch, generator=generator, device=gdev) < self.cfg.p_uncond).cpu()
-        cond = torch.where(dropped, torch.full_like(labels_cpu, self.null_label), labels_cpu)
-        t = t_cpu.to(device)
-        xt = schedule.q_sample(x0, t, noise)  # [B, 3, H, W]
-        zero = torch.zeros((), device=device)
-
-        def dm_only() -> dict[str, torch.Tensor]:  # the plain DM loss, when no sample gets the ordinal term
-            eps = channels_last_grad(model(xt, t, cond.to(device))).float()
-            l_dm = (eps - noise).pow(2).mean()
-            return {"loss": l_dm, "l_dm": l_dm, "l_ord": zero, "n_ord": 0}
-
+        draws = self._draw_dm(x0, labels_cpu, schedule, generator)  # first: identical for DM and ODM runs
+        xt = schedule.q_sample(x0, draws.t, draws.noise)  # [B, 3, H, W]
         if not self.active:
-            return dm_only()
-
-        cross = self.ord.mode == "cross-image"
-        if cross and pool is None:
+            return self._dm_only(model, xt, draws)
+        if self.ord.mode == "cross-image" and pool is None:
             pool = ClassPool(x0, labels_cpu, self.num_classes)
-        present = pool.counts > 0 if cross else torch.ones(self.num_classes, dtype=torch.bool)
-        triplets, position = self._draw_triplets(labels_cpu, present, generator)
-        # The ordinal subset: the first ceil(fraction * B) samples whose label was kept and which
-        # have a valid triplet (the batch order is already random).
+        chosen, trip, pos = self._choose_ordinal(labels_cpu, draws.dropped, pool, generator)
+        if len(chosen) == 0:
+            return self._dm_only(model, xt, draws)
+        extra = self._ordinal_batch(xt, draws, chosen, trip, pos, schedule, pool, generator)
+        # ONE forward call for the DM batch and every ordinal evaluation.
+        eps_all = channels_last_grad(model(
+            torch.cat([xt, extra.xt]), torch.cat([draws.t, extra.t]), torch.cat([draws.cond, extra.labels]).to(x0.device)
+        )).float()
+        batch = x0.shape[0]
+        eps = eps_all[:batch]
+        l_dm = (eps - draws.noise).pow(2).mean()
+        e_p, e_q, e_r = self._ordered_estimates(eps, eps_all[batch:], extra.chosen, pos)
+        term = ordinal_term(e_p, e_q, e_r, trip, self.ord.distance, self.ord.spacing)  # [K]
+        l_ord = (schedule.lambda_t(draws.t[extra.chosen]) * term).mean()
+        return {"loss": l_dm + self.ord.gamma * l_ord, "l_dm": l_dm, "l_ord": l_ord, "n_ord": len(chosen)}
+
+    def _draw_dm(self, x0: torch.Tensor, labels: torch.Tensor, schedule: NoiseSchedule,
+                 generator: torch.Generator) -> "_DMDraws":
+        """The DM term's draws, in this order: timesteps, noise, label dropout (``labels`` on the CPU)."""
+        gdev, batch = generator.device, x0.shape[0]
+        t_cpu = torch.randint(schedule.timesteps, (batch,), generator=generator, device=gdev).cpu()
+        noise = torch.randn(x0.shape, generator=generator, device=gdev).to(x0.device)
+        dropped = (torch.rand(batch, generator=generator, device=gdev) < self.cfg.p_uncond).cpu()
+        cond = torch.where(dropped, torch.full_like(labels, self.null_label), labels)
+        return _DMDraws(t_cpu.to(x0.device), noise, dropped, cond)
+
+    def _dm_only(self, model: nn.Module, xt: torch.Tensor, draws: "_DMDraws") -> dict[str, torch.Tensor]:
+        """The plain DM loss, when no sample gets the ordinal term."""
+        eps = channels_last_grad(model(xt, draws.t, draws.cond.to(xt.device))).float()
+        l_dm = (eps - draws.noise).pow(2).mean()
+        return {"loss": l_dm, "l_dm": l_dm, "l_ord": torch.zeros((), device=xt.device), "n_ord": 0}
+
+    def _choose_ordinal(self, labels: torch.Tensor, dropped: torch.Tensor, pool: Optional[ClassPool],
+                        generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Which samples get the ordinal term: indices [K], their triplets [K, 3] and the position of
+        the true grade in each [K] (include-true; else -1).
+
+        The ordinal subset is the first ceil(fraction * B) samples whose label was kept and which
+        have a valid triplet (the batch order is already random).
+        """
+        batch = labels.shape[0]
+        present = pool.counts > 0 if self.ord.mode == "cross-image" else torch.ones(self.num_classes, dtype=torch.bool)
+        triplets, position = self._draw_triplets(labels, present, generator)
         eligible = ~dropped if len(triplets) else torch.zeros(batch, dtype=torch.bool)
         if self.ord.triplets == "include-true":
             eligible &= position >= 0
         chosen = torch.nonzero(eligible).squeeze(1)[: math.ceil(self.ord.fraction * batch)]  # [K]
-        k = len(chosen)
-        if k == 0:
-            return dm_only()
-        trip = triplets[chosen]  # [K, 3]
+        return chosen, triplets[chosen], position[chosen]
+
+    def _ordinal_batch(self, xt: torch.Tensor, draws: "_DMDraws", chosen: torch.Tensor, trip: torch.Tensor,
+                       pos: torch.Tensor, schedule: NoiseSchedule, pool: Optional[ClassPool],
+                       generator: torch.Generator) -> "_OrdinalBatch":
+        """The extra network inputs of the ordinal term: the same x_t (or, cross-image, pool images
+        of the other grades noised alike) under the triplet's labels, at the chosen samples' t."""
+        k, device = len(chosen), xt.device
         if self.ord.triplets == "include-true":
-            pos = position[chosen]
             # the two grades of the triplet other than the true one, in increasing order
             others = trip[torch.ones_like(trip, dtype=torch.bool).scatter_(1, pos[:, None], False)].view(k, 2)
-            extra_labels = others.t().reshape(-1)  # [2K]: first the lower other grade, then the higher
+            labels = others.t().reshape(-1)  # [2K]: first the lower other grade, then the higher
         else:
-            extra_labels = trip.t().reshape(-1)  # [3K]: all p, then all q, then all r
-        reps = len(extra_labels) // k
+            labels = trip.t().reshape(-1)  # [3K]: all p, then all q, then all r
+        reps = len(labels) // k
         chosen_dev = chosen.to(device)
-        t_extra = t[chosen_dev].repeat(reps)
-        if cross:
-            x0_extra = pool.draw(extra_labels, generator).to(device)  # [reps*K, 3, H, W]
-            xt_extra = schedule.q_sample(x0_extra, t_extra, noise[chosen_dev].repeat(reps, 1, 1, 1))
+        t = draws.t[chosen_dev].repeat(reps)
+        if self.ord.mode == "cross-image":
+            x0 = pool.draw(labels, generator).to(device)  # [reps*K, 3, H, W]
+            xt_extra = schedule.q_sample(x0, t, draws.noise[chosen_dev].repeat(reps, 1, 1, 1))
         else:
             xt_extra = xt[chosen_dev].repeat(reps, 1, 1, 1)
-        # ONE forward call for the DM batch and every ordinal evaluation.
-        eps_all = channels_last_grad(model(
-            torch.cat([xt, xt_extra]), torch.cat([t, t_extra]), torch.cat([cond, extra_labels]).to(device)
-        )).float()
-        eps = eps_all[:batch]
-        l_dm = (eps - noise).pow(2).mean()
-        extra = eps_all[batch:].view(reps, k, *eps.shape[1:])
-        if self.ord.triplets == "include-true":
-            stacked = torch.stack([eps[chosen_dev], extra[0], extra[1]], dim=1)  # [K, 3, ...]: true, lower, higher
-            # slot of each triplet position in ``stacked``: true grade at pos, the others in order
-            perm = torch.tensor([[0, 1, 2], [1, 0, 2], [1, 2, 0]])[pos].to(device)  # [K, 3]
-            est = stacked[torch.arange(k, device=device)[:, None], perm]  # [K, 3, ...] in p, q, r order
-            e_p, e_q, e_r = est[:, 0], est[:, 1], est[:, 2]
-        else:
-            e_p, e_q, e_r = extra[0], extra[1], extra[2]
-        term = ordinal_term(e_p, e_q, e_r, trip, self.ord.distance, self.ord.spacing)  # [K]
-        l_ord = (schedule.lambda_t(t[chosen_dev]) * term).mean()
-        return {"loss": l_dm + self.ord.gamma * l_ord, "l_dm": l_dm, "l_ord": l_ord, "n_ord": k}
+        return _OrdinalBatch(chosen_dev, labels, xt_extra, t)
+
+    def _ordered_estimates(self, eps: torch.Tensor, extra_eps: torch.Tensor, chosen: torch.Tensor,
+                           pos: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The estimates under grades p < q < r, each [K, ...], from the DM batch's ``eps`` [B, ...]
+        and the extra evaluations [reps*K, ...] (include-true: the true grade's is the DM one)."""
+        k = len(chosen)
+        extra = extra_eps.view(-1, k, *eps.shape[1:])  # [reps, K, ...]
+        if self.ord.triplets != "include-true":
+            return extra[0], extra[1], extra[2]
+        device = eps.device
+        stacked = torch.stack([eps[chosen], extra[0], extra[1]], dim=1)  # [K, 3, ...]: true, lower, higher
+        # slot of each triplet position in ``stacked``: true grade at pos, the others in order
+        perm = torch.tensor([[0, 1, 2], [1, 0, 2], [1, 2, 0]])[pos].to(device)  # [K, 3]
+        est = stacked[torch.arange(k, device=device)[:, None], perm]  # [K, 3, ...] in p, q, r order
+        return est[:, 0], est[:, 1], est[:, 2]
+
+
+class _DMDraws(NamedTuple):
+    """The random draws of the DM term: timesteps ``t`` [B] and ``noise`` [B, 3, H, W] on the
+    training device, and on the CPU which labels were ``dropped`` [B] and the labels fed ``cond`` [B]."""
+
+    t: torch.Tensor
+    noise: torch.Tensor
+    dropped: torch.Tensor
+    cond: torch.Tensor
+
+
+class _OrdinalBatch(NamedTuple):
+    """The ordinal term's extra evaluations: the ``chosen`` samples' indices [K] (device), and
+    ``labels`` (CPU), inputs ``xt`` and timesteps ``t`` [reps*K] (reps = 3, or 2 with include-true)."""
+
+    chosen: torch.Tensor
+    labels: torch.Tensor
+    xt: torch.Tensor
+    t: torch.Tensor

@@ -1,29 +1,37 @@
 """Samplers (DDPM, DDIM, DPM-Solver++ (2M), UniPC) with classifier-free guidance, and per-seed generation.
 
-Every sampler has the same signature (``sample``); the multistep ODE solvers are diffusers'
-schedulers (:mod:`odmaug.diffusion.solvers`). Reproducibility follows EDM's ``generate.py`` and
-diffusers PR #1924: image ``i`` gets its own CPU ``torch.Generator`` seeded with ``seeds[i]``,
-which draws its initial noise and every noise of the stochastic updates, so an image depends only
-on its seed, not on the batch it was generated in.
+Every sampler has the same signature (``sample``) and takes its settings as one
+:class:`~odmaug.config.SampleConfig` (a recipe's ``sample`` section); the multistep ODE solvers are
+diffusers' schedulers (:mod:`odmaug.diffusion.solvers`). Reproducibility follows EDM's
+``generate.py`` and diffusers PR #1924: image ``i`` gets its own CPU ``torch.Generator`` seeded with
+``seeds[i]``, which draws its initial noise and every noise of the stochastic updates, so an image
+depends only on its seed, not on the batch it was generated in.
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import shutil
-from typing import Callable, Literal, Optional, Sequence, Union
+from typing import Any, Callable, Literal, Optional, Sequence, Union
 
 import torch
 from torch import nn
 
+from odmaug.config import SampleConfig, merge_options
 from odmaug.console import progress
-from odmaug.precision import autocast, resolve_precision
 from odmaug.diffusion.schedule import NoiseSchedule
-from odmaug.diffusion.solvers import SOLVERS, solve
+from odmaug.diffusion.solvers import SOLVERS, EpsModel, solve
 from odmaug.errors import OdmaugError
+from odmaug.precision import autocast, resolve_precision
 
 SAMPLERS = ("ddim", "ddpm") + SOLVERS
+
+DIRECT = SampleConfig(guidance_scale=1.0, precision="fp32")
+"""The settings of a library call that passes none: the plain conditional model (guidance 1) in
+full precision, so that a bare call is exact on every device. Commands pass a recipe's ``sample``
+section instead (guidance 2, precision auto)."""
 
 CompileSetting = Union[bool, Literal["auto"]]
 COMPILE_MIN_IMAGE_STEPS = 20_000
@@ -31,6 +39,12 @@ COMPILE_MIN_IMAGE_STEPS = 20_000
 of 50 steps). On a 2-core AVX2 CPU (benchmarks/generator_speed.py) the 8.95 M network compiles in
 36 s and then samples 1.05x faster: 20,000 image-steps (~15 min eager) is about where that breaks
 even; where compiling gains more (GPUs), it pays sooner."""
+
+
+def sample_settings(settings: Optional[SampleConfig] = None, **options: Any) -> SampleConfig:
+    """``settings`` (default :data:`DIRECT`) with the keyword ``options`` that are not None merged in
+    (:func:`odmaug.config.merge_options`); raises ``OdmaugError`` for a value the section refuses."""
+    return merge_options(settings or DIRECT, **options)
 
 
 def can_compile(device: torch.device) -> bool:
@@ -82,7 +96,7 @@ def guided_eps(
     return eps_u + guidance_scale * (eps_c - eps_u)
 
 
-def _per_image_noise(generators: Sequence[torch.Generator], shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+def per_image_noise(generators: Sequence[torch.Generator], shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
     """One draw [len(generators), *shape] where row i comes from generators[i] (CPU draws, then moved)."""
     return torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device)
 
@@ -90,95 +104,109 @@ def _per_image_noise(generators: Sequence[torch.Generator], shape: tuple[int, ..
 @torch.no_grad()
 def sample(
     model: nn.Module,
-    noise: torch.Tensor,
+    x: torch.Tensor,
     labels: torch.Tensor,
     schedule: NoiseSchedule,
+    settings: Optional[SampleConfig] = None,
     *,
-    sampler: str = "ddim",
-    steps: int = 100,
-    eta: float = 0.0,
-    guidance_scale: float = 1.0,
-    clip_x0: bool = True,
-    timestep_spacing: str = "trailing",
+    timesteps: Optional[Sequence[int]] = None,
+    invert: bool = False,
     generators: Optional[Sequence[torch.Generator]] = None,
     null_label: Optional[int] = None,
     on_step: Optional[Callable[[], None]] = None,
+    **options: Any,
 ) -> torch.Tensor:
-    """Denoise ``noise`` (x_T) into images with grades ``labels``.
+    """Denoise ``x`` (by default x_T, pure noise) into images with grades ``labels``.
 
     Args:
-        model: eps network ``model(x, t, labels)`` (call inside autocast for low precision).
-        noise: x_T [B, 3, H, W] on the model's device.
+        model: eps network ``model(x, t, labels)``; it runs under autocast of ``settings.precision``.
+        x: x_T [B, 3, H, W] on the model's device (an image at ``timesteps[0]``: SDEdit; clean: ``invert``).
         labels: grades [B] on the same device.
         schedule: the noise schedule the model was trained with.
-        sampler: ``ddim`` (generalised update with ``eta``) or ``ddpm`` (ancestral: posterior
-            mean and posterior variance; with ``steps < T`` the respaced process), or a
-            deterministic multistep ODE solver: ``dpmpp-2m`` (DPM-Solver++ (2M), Lu et al. 2022)
-            or ``unipc`` (UniPC bh2, Zhao et al. 2023), see :mod:`odmaug.diffusion.solvers`.
-        steps: number of denoising steps (``T`` for the full DDPM chain).
-        timestep_spacing: ``trailing`` (from t = T - 1 for every step count), ``linspace`` or
-            ``leading``, as diffusers' ``timestep_spacing`` (see ``NoiseSchedule.sampling_timesteps``).
-            Each step goes to the next listed timestep (diffusers' DDIM goes to t - T // steps,
-            which differs from the list when the spacing is not uniform).
-        eta: DDIM stochasticity (0 deterministic, 1 = DDPM posterior variance); ignored by ddpm,
-            dpmpp-2m and unipc.
-        guidance_scale: s of classifier-free guidance (1 = conditional model).
-        clip_x0: clip each predicted x0 to [-1, 1] (ddim and ddpm re-derive the eps of the update
-            from the clipped x0, as in diffusers; dpmpp-2m and unipc integrate the clipped x0).
-        generators: per-image CPU generators for the noise of stochastic updates (needed when
-            ``sampler == "ddpm"`` or ``eta > 0``).
+        settings: a recipe's ``sample`` section (default :data:`DIRECT`); its fields are described
+            in :class:`~odmaug.config.SampleConfig`. ddim and ddpm re-derive the eps of an update
+            from the clipped x0 (as diffusers does); the solvers are :mod:`odmaug.diffusion.solvers`.
+        timesteps: the descending timesteps to visit, starting at ``x``'s own (default: the
+            settings' whole list from x_T); the last step goes to the clean image.
+        invert: DDIM inversion (Song et al. 2021; diffusers' ``DDIMInverseScheduler``): ``x`` is
+            clean and goes up through ``timesteps`` (ascending) to ``timesteps[0]``; ddim, eta 0.
+        generators: per-image CPU generators for the noise of stochastic updates (ddpm, eta > 0).
         null_label: the null class (default: the model's ``num_classes``).
-        on_step: called after every denoising step (progress bars).
+        on_step: called after every step (progress bars).
+        options: fields of ``settings`` to override (None keeps the settings' value).
 
     Returns:
-        float32 images [B, 3, H, W] in [-1, 1] (when clipped).
+        float32 images [B, 3, H, W] in [-1, 1] (when clipped); with ``invert``, x at ``timesteps[0]``.
     """
-    if sampler not in SAMPLERS:
-        raise OdmaugError(f"unknown sampler '{sampler}' (use {', '.join(SAMPLERS)})")
-    stochastic = sampler == "ddpm" or (sampler == "ddim" and eta > 0)
-    if stochastic and (generators is None or len(generators) != noise.shape[0]):
-        raise OdmaugError("stochastic sampling (ddpm or eta > 0) needs one generator per image")
+    settings = sample_settings(settings, **options)
+    if settings.sampler not in SAMPLERS:  # an unvalidated SampleConfig.model_construct(...)
+        raise OdmaugError(f"unknown sampler '{settings.sampler}' (use {', '.join(SAMPLERS)})")
     if null_label is None:
         null_label = int(getattr(model, "num_classes", getattr(getattr(model, "module", None), "num_classes", -1)))
-    timesteps = schedule.sampling_timesteps(steps, timestep_spacing)
-    if sampler in SOLVERS:
+    if timesteps is None:
+        timesteps = schedule.sampling_timesteps(settings.steps, settings.timestep_spacing)
+    s = settings.guidance_scale
 
-        def eps_model(x_t: torch.Tensor, t: int) -> torch.Tensor:
-            t_batch = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
-            return guided_eps(model, x_t, t_batch, labels, guidance_scale, null_label)
+    def eps_model(x_t: torch.Tensor, t: int) -> torch.Tensor:
+        t_batch = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
+        return guided_eps(model, x_t, t_batch, labels, s, null_label)
 
-        return solve(sampler, noise, timesteps, schedule, eps_model, clip_x0, on_step)
-    x = noise.float()
-    for i, t in enumerate(timesteps):
-        t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
-        t_batch = torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)
-        eps = guided_eps(model, x, t_batch, labels, guidance_scale, null_label)
-        x = _ancestral_step(schedule, x, eps, t, t_prev, sampler, eta, clip_x0, generators if stochastic else None)
+    with autocast(x.device, resolve_precision(settings.precision, x.device)):
+        if invert:
+            if settings.sampler != "ddim" or settings.eta != 0:
+                raise OdmaugError("DDIM inversion needs the deterministic ddim sampler (eta 0)")
+            return walk(schedule, x, [-1, *reversed(timesteps)], eps_model, settings, None, on_step)
+        if settings.sampler in SOLVERS:
+            return solve(settings.sampler, x, list(timesteps), schedule, eps_model, settings.clip_x0, on_step)
+        stochastic = settings.sampler == "ddpm" or settings.eta > 0
+        if stochastic and (generators is None or len(generators) != x.shape[0]):
+            raise OdmaugError("stochastic sampling (ddpm or eta > 0) needs one generator per image")
+        return walk(schedule, x, [*timesteps, -1], eps_model, settings, generators if stochastic else None, on_step)
+
+
+def walk(schedule: NoiseSchedule, x: torch.Tensor, path: Sequence[int], eps_model: EpsModel, settings: SampleConfig,
+         generators: Optional[Sequence[torch.Generator]] = None,
+         on_step: Optional[Callable[[], None]] = None) -> torch.Tensor:
+    """The one DDIM/DDPM loop: ``x`` [B, C, H, W] at timestep ``path[0]`` taken to ``path[-1]``
+    (-1: the clean image) one single-step update per neighbouring pair.
+
+    The eps of a step is evaluated at the noisier of its two timesteps: the start when denoising
+    (a descending path), the destination when inverting (an ascending path from -1), as DDIM
+    inversion reuses eps(x_{t_prev}, t). Returns float32 x at ``path[-1]``.
+    """
+    x = x.float()
+    for t_from, t_to in zip(path, path[1:]):
+        eps = eps_model(x, max(t_from, t_to))
+        x = _single_step(schedule, x, eps, t_from, t_to, settings, generators)
         if on_step is not None:
             on_step()
     return x
 
 
-def _ancestral_step(schedule: NoiseSchedule, x: torch.Tensor, eps: torch.Tensor, t: int, t_prev: int, sampler: str,
-                    eta: float, clip_x0: bool, generators: Optional[Sequence[torch.Generator]]) -> torch.Tensor:
-    """One DDIM (generalised, with ``eta``) or DDPM (posterior) step from x_t [B, C, H, W] to x_{t_prev}.
-
-    ``generators`` (one per image) draw the step's noise; None for a deterministic step.
-    """
-    coef = schedule.step_coefficients(t, t_prev, 1.0 if sampler == "ddpm" else eta)
+def _single_step(schedule: NoiseSchedule, x: torch.Tensor, eps: torch.Tensor, t: int, t_prev: int,
+                 settings: SampleConfig, generators: Optional[Sequence[torch.Generator]]) -> torch.Tensor:
+    """One DDIM (generalised, with ``eta``) or DDPM (posterior) step from x_t [B, C, H, W] to x_{t_prev}
+    (upwards when ``t_prev > t``: deterministic DDIM only). ``generators`` (one per image) draw the
+    step's noise; None for a deterministic step."""
+    ddpm = settings.sampler == "ddpm"
+    if t >= 0:
+        coef = schedule.step_coefficients(t, t_prev, 1.0 if ddpm else settings.eta)
+    else:  # from the clean image up (inversion's first step): abar = 1 there, no noise
+        abar = float(schedule.alphas_cumprod[t_prev])
+        coef = {"abar_t": 1.0, "abar_prev": abar, "sigma": 0.0, "dir_coef": math.sqrt(1.0 - abar)}
     abar_t, abar_prev = coef["abar_t"], coef["abar_prev"]
     x0 = (x - (1 - abar_t) ** 0.5 * eps) / abar_t**0.5
-    if clip_x0:
+    if settings.clip_x0:
         x0 = x0.clamp(-1.0, 1.0)
         eps = (x - abar_t**0.5 * x0) / (1 - abar_t) ** 0.5
-    if sampler == "ddpm":
+    if ddpm:
         # posterior q(x_prev | x_t, x0): mean c0 x0 + ct x_t, variance beta_tilde
         beta = 1.0 - abar_t / abar_prev
         x = (abar_prev**0.5 * beta / (1 - abar_t)) * x0 + ((1 - beta) ** 0.5 * (1 - abar_prev) / (1 - abar_t)) * x
     else:
         x = abar_prev**0.5 * x0 + coef["dir_coef"] * eps
     if generators is not None and coef["sigma"] > 0:
-        x = x + coef["sigma"] * _per_image_noise(generators, tuple(x.shape[1:]), x.device)
+        x = x + coef["sigma"] * per_image_noise(generators, tuple(x.shape[1:]), x.device)
     return x
 
 
@@ -187,35 +215,54 @@ def generate(
     schedule: NoiseSchedule,
     labels: Sequence[int] | torch.Tensor,
     seeds: Sequence[int] | torch.Tensor,
+    settings: Optional[SampleConfig] = None,
     *,
-    sampler: str = "ddim",
-    steps: int = 100,
-    eta: float = 0.0,
-    guidance_scale: float = 1.0,
-    clip_x0: bool = True,
-    timestep_spacing: str = "trailing",
-    batch_size: int = 64,
     device: str | torch.device = "cpu",
-    precision: str = "fp32",
     channels_last: bool = True,
-    compile: CompileSetting = False,
     show_progress: bool = False,
+    **options: Any,
 ) -> torch.Tensor:
     """Images for ``labels`` [N] with per-image ``seeds`` [N]: float32 [N, 3, H, W] in [-1, 1], on CPU.
 
-    Image ``i`` depends only on ``seeds[i]`` (and the model and settings), whatever ``batch_size``:
+    Image ``i`` depends only on ``seeds[i]`` (and the model and settings), whatever the batch size:
     its initial noise and every stochastic draw come from ``torch.Generator().manual_seed(seeds[i])``.
 
     Args:
         model: eps network with ``num_classes``, ``image_size`` and ``in_channels`` attributes.
-        precision: ``auto``, ``bf16``, ``fp16`` or ``fp32`` (autocast of the network).
+        settings: a recipe's ``sample`` section (default :data:`DIRECT`), as in :func:`sample`;
+            its ``batch_size`` (images per network batch), ``precision`` (autocast) and
+            ``compile`` (torch.compile in place first; ``auto`` when ``len(labels) * steps`` pays,
+            see :func:`compile_for_sampling`) apply here too.
+        device: where the network runs.
         channels_last: run the network on channels_last tensors (fast on CPUs and GPUs).
-        compile: torch.compile the network in place first (``True``, ``False`` or ``"auto"``: when
-            ``len(labels) * steps`` is large enough to pay; see :func:`compile_for_sampling`).
         show_progress: show a progress bar of denoising steps (on stderr).
-        Other arguments: as in :func:`sample`.
+        options: fields of ``settings`` to override (None keeps the settings' value).
+
+    Raises:
+        OdmaugError: a seed count unlike the label count, grades outside 0..C-1, bad settings.
     """
+    settings = sample_settings(settings, **options)
     device = torch.device(device)
+    labels_t, seeds_t = _check_request(model, labels, seeds)
+    schedule.sampling_timesteps(settings.steps, settings.timestep_spacing)  # a bad step count fails before any work
+    compile_for_sampling(model, settings.compile, len(labels_t) * settings.steps, device)
+    size, channels = int(model.image_size), int(getattr(model, "in_channels", 3))
+    memory_format = torch.channels_last if channels_last else torch.contiguous_format
+    out = torch.empty((len(labels_t), channels, size, size), dtype=torch.float32)
+    batch = settings.batch_size
+    with _step_bar(show_progress, len(labels_t), -(-len(labels_t) // batch) * settings.steps) as on_step:
+        for start in range(0, len(labels_t), batch):
+            chunk = slice(start, start + batch)
+            gens = [torch.Generator().manual_seed(s) for s in seeds_t[chunk]]
+            noise = per_image_noise(gens, (channels, size, size), device).contiguous(memory_format=memory_format)
+            images = sample(model, noise, labels_t[chunk].to(device), schedule, settings, generators=gens,
+                            null_label=int(model.num_classes), on_step=on_step)
+            out[chunk] = images.float().cpu()
+    return out
+
+
+def _check_request(model: nn.Module, labels, seeds) -> tuple[torch.Tensor, list[int]]:
+    """``labels`` as a long tensor [N] and ``seeds`` as N ints, checked against each other and the model."""
     labels_t = torch.as_tensor(labels, dtype=torch.long).view(-1)
     seeds_t = [int(s) for s in (seeds.tolist() if isinstance(seeds, torch.Tensor) else seeds)]
     if len(seeds_t) != len(labels_t):
@@ -223,30 +270,15 @@ def generate(
     num_classes = int(model.num_classes)
     if len(labels_t) and (int(labels_t.min()) < 0 or int(labels_t.max()) >= num_classes):
         raise OdmaugError(f"grades must be in 0..{num_classes - 1} (got {labels_t.min().item()}..{labels_t.max().item()})")
-    if batch_size < 1:
-        raise OdmaugError("batch_size must be at least 1")
-    schedule.sampling_timesteps(steps, timestep_spacing)  # a bad step count or spacing fails before any work
-    dtype = resolve_precision(precision, device)
-    compile_for_sampling(model, compile, len(labels_t) * steps, device)
-    size, channels = int(model.image_size), int(getattr(model, "in_channels", 3))
-    memory_format = torch.channels_last if channels_last else torch.contiguous_format
-    out = torch.empty((len(labels_t), channels, size, size), dtype=torch.float32)
-    n_batches = -(-len(labels_t) // batch_size)
-    with contextlib.ExitStack() as stack:
-        on_step = None
-        if show_progress and len(labels_t):
-            bar = stack.enter_context(progress("step"))
-            task = bar.add_task(f"sampling {len(labels_t)} images", total=n_batches * steps, info="")
-            on_step = lambda: bar.update(task, advance=1)  # noqa: E731
-        for start in range(0, len(labels_t), batch_size):
-            chunk = slice(start, start + batch_size)
-            gens = [torch.Generator().manual_seed(s) for s in seeds_t[chunk]]
-            noise = _per_image_noise(gens, (channels, size, size), device).contiguous(memory_format=memory_format)
-            with autocast(device, dtype):
-                images = sample(
-                    model, noise, labels_t[chunk].to(device), schedule,
-                    sampler=sampler, steps=steps, eta=eta, guidance_scale=guidance_scale, clip_x0=clip_x0,
-                    timestep_spacing=timestep_spacing, generators=gens, null_label=num_classes, on_step=on_step,
-                )
-            out[chunk] = images.float().cpu()
-    return out
+    return labels_t, seeds_t
+
+
+@contextlib.contextmanager
+def _step_bar(show: bool, images: int, total_steps: int):
+    """A progress bar of denoising steps on stderr; yields its ``on_step`` callback (None: no bar)."""
+    if not show or not images:
+        yield None
+        return
+    with progress("step") as bar:
+        task = bar.add_task(f"sampling {images} images", total=total_steps, info="")
+        yield lambda: bar.update(task, advance=1)

@@ -1,4 +1,4 @@
-"""Training state that outlives the process: checkpoints, resume, and Ctrl-C.
+"""Generator training state that outlives the process: checkpoints, resume, and Ctrl-C.
 
 ``N steps, an interruption, --resume`` must end with the same weights and EMA, bit for bit, as one
 uninterrupted run. That holds when a checkpoint stores the weights, EMA, optimizer and step of one
@@ -12,18 +12,26 @@ step boundary together with the RNG states of that same boundary. Three things c
 * A run killed before its first checkpoint has nothing to load: it resumes from step 0, whose
   state the recipe's seed fixes (the same as a fresh run's).
 * A full disk mid-checkpoint: the pointer stays on the previous checkpoint (see
-  :func:`odmaug.diffusion.checkpoint.save_checkpoint`); the check before training
-  (:meth:`CheckpointState._check_room`) catches the plain cases before any work is done.
+  :func:`save_checkpoint`); the check before training (:meth:`CheckpointState._check_room`) catches
+  the plain cases before any work is done.
 
+A checkpoint is a folder of :mod:`odmaug.train_state` (the training-state format the classifier
+uses too), ``<run>/generator/step-<step>/``, and ``checkpoint.json`` points at the newest complete
+one with the sha256 of each of its files (see :mod:`odmaug.diffusion.checkpoint`, which reads it).
 Also here: what a training call reports when it ends (:class:`TrainResult`, the weight digests).
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import os
 import resource
+import shutil
 import signal
+import sys
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,10 +41,12 @@ import torch
 from torch import nn
 
 from odmaug import distributed as ddp_utils
-from odmaug.diffusion.checkpoint import POINTER, load_training_state, load_weights_into, save_checkpoint
+from odmaug.atomic import atomic_write_json
+from odmaug.diffusion.checkpoint import FORMAT_VERSION, POINTER, load_weights_into, read_pointer
 from odmaug.errors import OdmaugError
 from odmaug.precision import precision_name
 from odmaug.runs import check_writable
+from odmaug.train_state import TrainingState, load_state_folder, save_state_folder
 
 
 class InterruptGuard:
@@ -78,11 +88,82 @@ class InterruptGuard:
             raise KeyboardInterrupt
 
 
+def _pause_for_tests(point: str, step: int) -> None:
+    """Test hook, inert unless ``$ODMAUG_TEST_PAUSE_AT`` is ``<point>@<step>``: then say so on stderr and
+    block until killed, so a test's SIGKILL lands exactly here, not by timing."""
+    if os.environ.get("ODMAUG_TEST_PAUSE_AT") == f"{point}@{step}":
+        print(f"odmaug-test-paused {point}@{step}", file=sys.stderr, flush=True)
+        time.sleep(1e6)
+
+
+def save_checkpoint(generator_dir: Path, state: TrainingState, num_classes: int, image_size: int,
+                    keep: int = 1) -> Path:
+    """Write ``state`` as a complete checkpoint folder, then move the pointer to it, then prune.
+
+    Args:
+        generator_dir: ``<run>/generator``.
+        state: the step, weights, EMA, optimizer, RNG states (``data.<rank>``, ``torch.<rank>``...)
+            and ``info`` (precision, world size, the fp16 scaler's state).
+        num_classes, image_size: recorded in the weight files and the pointer (what a reader checks).
+        keep: how many checkpoint folders to keep (the newest ones).
+
+    Returns:
+        The checkpoint folder.
+
+    Raises:
+        WriteError: a file cannot be written; the pointer then stays on the previous checkpoint.
+    """
+    step = state.step
+    folder = generator_dir / f"step-{step:08d}"
+    fresh = not folder.exists()
+    meta = {"num_classes": str(num_classes), "image_size": str(image_size), "step": str(step), "format": str(FORMAT_VERSION)}
+
+    def pause_after_weights(name: str) -> None:  # the folder half written, the pointer on the previous one
+        if name == "model.safetensors":
+            _pause_for_tests("checkpoint-write", step)
+
+    try:
+        hashes = save_state_folder(folder, state, meta, pause_after_weights)
+        atomic_write_json(generator_dir / POINTER, {
+            "format": FORMAT_VERSION, "step": step, "folder": folder.name, "num_classes": num_classes,
+            "image_size": image_size, "sha256": hashes,
+        })
+    except BaseException:
+        # A failed write (a full disk, Ctrl-C) leaves the pointer on the previous checkpoint. A
+        # half-written folder it does not point to only takes space, and the pruning below could
+        # keep it in place of a complete one. (Checked: an interrupt may land after the pointer moved.)
+        if fresh and _pointer_folder(generator_dir) != folder.name:
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
+    old = sorted(p for p in generator_dir.glob("step-*") if p.is_dir() and p.name != folder.name)
+    for stale in old[: max(0, len(old) - (keep - 1))]:
+        shutil.rmtree(stale, ignore_errors=True)
+    return folder
+
+
+def _pointer_folder(generator_dir: Path) -> str | None:
+    try:
+        return json.loads((generator_dir / POINTER).read_text()).get("folder")
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def load_checkpoint(generator_dir: Path) -> tuple[TrainingState, Path]:
+    """The newest checkpoint's training state (each file verified against the pointer) and its folder.
+
+    Raises:
+        OdmaugError: no checkpoint, or a missing or corrupt file.
+    """
+    pointer = read_pointer(generator_dir)
+    folder = generator_dir / pointer["folder"]
+    return load_state_folder(folder, pointer["sha256"]), folder
+
+
 class CheckpointState:
     """Checkpoint and resume for :class:`odmaug.diffusion.trainer._Trainer` (mixed into it).
 
-    Uses the trainer's ``model``, ``ema``, ``optimizer``, ``scaler``, ``generator``, ``step``,
-    ``dist``, ``device``, ``dtype``, ``gen_dir``, ``cfg``, ``num_classes``, ``size`` and ``_log``.
+    Uses the trainer's ``model``, ``ema``, ``unit`` (optimizer and scaler), ``generator``, ``step``,
+    ``context``, ``device``, ``dtype``, ``gen_dir``, ``cfg``, ``num_classes``, ``size`` and ``_log``.
     """
 
     rng: dict[str, torch.Tensor]  # RNG states at the last step boundary
@@ -95,65 +176,67 @@ class CheckpointState:
             self.rng["cuda"] = torch.cuda.get_rng_state(self.device)
 
     def _restore(self) -> None:
-        gen_dir: Path = self.gen_dir
-        if not (gen_dir / POINTER).is_file():
+        if not (self.gen_dir / POINTER).is_file():
             # Killed before its first checkpoint: the seeds set up in __init__ are step 0.
             self._log("resume_from_start", reason="no checkpoint yet")
             return
-        state = load_training_state(gen_dir)
-        load_weights_into(self.model, state.model, state.folder / "model.safetensors", self.num_classes)
-        load_weights_into(self.ema, state.ema, state.folder / "ema.safetensors", self.num_classes)
+        state, folder = load_checkpoint(self.gen_dir)
+        load_weights_into(self.model, state.model, folder / "model.safetensors", self.num_classes)
+        load_weights_into(self.ema, state.ema or {}, folder / "ema.safetensors", self.num_classes)
         try:
-            self.optimizer.load_state_dict(state.optimizer)
+            self.unit.optimizer.load_state_dict(state.optimizer)
         except (ValueError, KeyError, RuntimeError) as err:
-            raise OdmaugError(f"{state.folder}: optimizer state does not fit this model ({err})") from None
-        rank = self.dist.rank
-        saved_world = int(state.info.get("world_size", 1))
-        if saved_world == self.dist.world_size and f"rng.data.{rank}" in state.rng:
-            self.generator.set_state(state.rng[f"rng.data.{rank}"])
-            torch.set_rng_state(state.rng[f"rng.torch.{rank}"])
-            if self.device.type == "cuda" and f"rng.cuda.{rank}" in state.rng:
-                torch.cuda.set_rng_state(state.rng[f"rng.cuda.{rank}"], self.device)
-        elif self.dist.is_main:
-            self._log("resume_reseeded", reason=f"checkpoint written by {saved_world} processes, now {self.dist.world_size}")
-        if self.scaler is not None and "scaler" in state.info:
-            self.scaler.load_state_dict(state.info["scaler"])
+            raise OdmaugError(f"{folder}: optimizer state does not fit this model ({err})") from None
+        self._restore_rng(state)
+        if self.unit.scaler is not None and "scaler" in state.info:
+            self.unit.scaler.load_state_dict(state.info["scaler"])
         self.step = self.saved_step = state.step
+
+    def _restore_rng(self, state: TrainingState) -> None:
+        """This rank's RNG states, when the checkpoint was written by as many processes as run now."""
+        rank, world = self.context.rank, self.context.world_size
+        saved_world = int(state.info.get("world_size", 1))
+        if saved_world == world and f"data.{rank}" in state.rng:
+            self.generator.set_state(state.rng[f"data.{rank}"])
+            torch.set_rng_state(state.rng[f"torch.{rank}"])
+            if self.device.type == "cuda" and f"cuda.{rank}" in state.rng:
+                torch.cuda.set_rng_state(state.rng[f"cuda.{rank}"], self.device)
+        elif self.context.is_main:
+            self._log("resume_reseeded", reason=f"checkpoint written by {saved_world} processes, now {world}")
 
     def _checkpoint(self) -> None:
         """Write the current step with the RNG snapshot of its boundary (every rank calls this)."""
         gathered = {}
         for name, state in self.rng.items():
-            for rank, value in enumerate(ddp_utils.gather_tensors(state, self.dist)):
-                gathered[f"rng.{name}.{rank}"] = value
-        if self.dist.is_main:
-            info = {"precision": precision_name(self.dtype), "world_size": self.dist.world_size}
-            if self.scaler is not None:
-                info["scaler"] = self.scaler.state_dict()
-            folder = save_checkpoint(
-                self.gen_dir, self.step, self.model.state_dict(), self.ema.state_dict(), self.optimizer.state_dict(),
-                gathered, info, self.num_classes, self.size, keep=self.cfg.keep_checkpoints,
-            )
+            for rank, value in enumerate(ddp_utils.gather_tensors(state, self.context)):
+                gathered[f"{name}.{rank}"] = value
+        if self.context.is_main:
+            info = {"precision": precision_name(self.dtype), "world_size": self.context.world_size}
+            if self.unit.scaler is not None:
+                info["scaler"] = self.unit.scaler.state_dict()
+            state = TrainingState(self.step, self.model.state_dict(), self.unit.optimizer.state_dict(),
+                                  self.ema.state_dict(), gathered, info=info)
+            folder = save_checkpoint(self.gen_dir, state, self.num_classes, self.size, keep=self.cfg.keep_checkpoints)
             self._log("checkpoint", step=self.step, folder=folder.name)
         self.saved_step = self.step
-        ddp_utils.barrier(self.dist)
+        ddp_utils.barrier(self.context)
 
     def _checkpoint_on_interrupt(self, start_step: int) -> None:
         """Keep the steps done since the last checkpoint (one process only: DDP ranks cannot meet now)."""
-        if not self.dist.enabled and self.saved_step < self.step and self.step > start_step:
+        if not self.context.enabled and self.saved_step < self.step and self.step > start_step:
             self._checkpoint()
 
     def _finish(self, start_step: int, seconds: float) -> TrainResult:
         """The call's result, logged as ``train_end`` with every rank's weight digest (equal under DDP)."""
         done = self.step - start_step
         digests = ddp_utils.gather_tensors(
-            torch.frombuffer(bytearray(weights_digest(self.model).encode()), dtype=torch.uint8), self.dist
+            torch.frombuffer(bytearray(weights_digest(self.model).encode()), dtype=torch.uint8), self.context
         )
         result = TrainResult(
             run=self.run.root, step=self.step, steps_this_call=done, seconds=seconds,
             images_per_second=done * self.cfg.batch_size / seconds if done else 0.0,
             peak_memory_mb=peak_memory_mb(self.device), precision=precision_name(self.dtype),
-            world_size=self.dist.world_size,
+            world_size=self.context.world_size,
         )
         self._log(
             "train_end", step=self.step, steps_this_call=done, seconds=round(seconds, 2),
@@ -164,7 +247,7 @@ class CheckpointState:
 
     def _check_room(self) -> None:
         """Before the first step: the generator folder takes files and has room for a checkpoint."""
-        if self.dist.is_main:
+        if self.context.is_main:
             # fp32 weights, EMA and Adam's two moments; the previous checkpoint goes only after
             need = 16 * sum(p.numel() for p in self.model.parameters())
             check_writable(self.gen_dir, folder=True, need_bytes=need)

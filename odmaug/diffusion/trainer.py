@@ -12,8 +12,6 @@ batch (each of K ranks takes batch_size / K images and its own random stream); o
 
 from __future__ import annotations
 
-import copy
-import math
 import time
 from contextlib import ExitStack
 from pathlib import Path
@@ -22,13 +20,13 @@ from typing import Callable
 import torch
 from torch import nn
 
-from odmaug.config import Recipe
+from odmaug.config import Recipe, TrainConfig
 from odmaug.console import progress, warn
 from odmaug.data import load_table, load_uint8, to_model_range, to_uint8
 from odmaug.device import resolve_device
 from odmaug import distributed as ddp_utils
 from odmaug.diffusion.losses import ClassPool, DiffusionLoss
-from odmaug.precision import autocast, cpu_bf16_flags, precision_name, resolve_precision
+from odmaug.precision import cpu_bf16_flags, precision_name, resolve_precision
 from odmaug.diffusion.sampling import generate
 from odmaug.diffusion.schedule import NoiseSchedule
 from odmaug.diffusion.unet import build_generator, unreached_attention
@@ -36,22 +34,28 @@ from odmaug.diffusion.train_state import CheckpointState, InterruptGuard, TrainR
 from odmaug.errors import OdmaugError
 from odmaug.figures import grade_grid
 from odmaug.runs import Run
+from odmaug.train_step import EMA, TrainStep
 
 
-def ema_decay_at(step: int, decay: float, warmup: int) -> float:
-    """EMA decay after optimizer step ``step`` (1-based): 0 (copy) during warm-up, then a ramp to ``decay``."""
-    if step <= warmup:
-        return 0.0
-    s = step - warmup
-    return min(decay, (1 + s) / (10 + s))
+def generator_train_step(model: nn.Module, cfg: TrainConfig, device: torch.device,
+                         dtype: torch.dtype | None) -> TrainStep:
+    """The generator's training step over ``model`` (already on ``device``): Adam with ``cfg``'s
+    lr, betas and weight decay, ``cfg.grad_clip``, and an EMA of ``cfg.ema_decay`` after
+    ``cfg.ema_warmup`` copying steps. The trainer and the speed benchmarks time this unit."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
+                                 weight_decay=cfg.weight_decay, foreach=True)
+    return TrainStep(model, optimizer, device, dtype, grad_clip=cfg.grad_clip,
+                     ema=EMA(model, cfg.ema_decay, cfg.ema_warmup))
 
 
-def check_training_recipe(recipe: Recipe) -> None:
+def check_training_recipe(recipe: Recipe, device: torch.device | None = None) -> None:
     """Fail fast (before a run folder is made) on settings that cannot train: device, precision,
-    a network that does not fit the image size, a batch that does not split over the processes."""
+    a network that does not fit the image size, a batch that does not split over the processes.
+
+    ``device``: the command's resolved device (default: ``recipe.device``, resolved here)."""
     import os
 
-    device = resolve_device(recipe.device)
+    device = resolve_device(device or recipe.device)
     resolve_precision(recipe.train.precision, device)
     resolve_precision(recipe.sample.precision, device)
     with torch.random.fork_rng(devices=[]):  # a CPU build + one forward pass (odmaug.probe); RNG untouched
@@ -69,41 +73,35 @@ def check_training_recipe(recipe: Recipe) -> None:
 class _Trainer(CheckpointState):
     """The state of one training call; see :func:`train_generator` (checkpoint and resume: :mod:`.train_state`)."""
 
-    def __init__(self, run: Run, recipe: Recipe, resume: bool, show_progress: bool) -> None:
+    def __init__(self, run: Run, recipe: Recipe, resume: bool, show_progress: bool,
+                 context: ddp_utils.Context) -> None:
         self.run, self.recipe, self.cfg = run, recipe, recipe.train
-        self.show_progress = show_progress
-        base_device = resolve_device(recipe.device)
-        self.dist = ddp_utils.init_distributed(base_device)
-        self.device = ddp_utils.rank_device(base_device, self.dist)
+        self.show_progress, self.context, self.device = show_progress, context, context.device
         self.gen_dir = run.root / "generator"
-        world = self.dist.world_size
+        world = context.world_size
         if self.cfg.batch_size % world:
             raise OdmaugError(f"train.batch_size={self.cfg.batch_size} must be divisible by the {world} processes")
         self.local_batch = self.cfg.batch_size // world
         self.num_classes, self.size = recipe.data.num_classes, recipe.data.image_size
         self.dtype = resolve_precision(self.cfg.precision, self.device)
-        self.scaler = torch.amp.GradScaler("cuda") if self.dtype == torch.float16 else None
         self._load_data()
         # Initial weights from the recipe seed (identical on every rank; DDP also broadcasts them).
         torch.manual_seed(recipe.seed)
         self.model = build_generator(recipe.generator, self.num_classes, self.size)
         self.model = self.model.to(device=self.device, memory_format=torch.channels_last)
-        self.ema = copy.deepcopy(self.model).eval().requires_grad_(False)
-        self.optimizer = torch.optim.Adam(
-            self.model.parameters(), lr=self.cfg.lr, betas=tuple(self.cfg.betas), weight_decay=self.cfg.weight_decay,
-            foreach=True,
-        )
+        self.unit = generator_train_step(self.model, self.cfg, self.device, self.dtype)
+        self.ema = self.unit.ema.module
         self.schedule = NoiseSchedule.from_config(recipe.diffusion)
         self.loss_fn = DiffusionLoss(recipe.diffusion, self.num_classes)
         self.pool = ClassPool(self.images, self.labels, self.num_classes) if recipe.diffusion.ordinal.mode == "cross-image" else None
         # One random stream per rank; dropout draws from torch's global RNG, seeded per rank too.
-        self.generator = torch.Generator().manual_seed(recipe.seed * 1000 + self.dist.rank + 1)
-        torch.manual_seed(recipe.seed * 1000 + self.dist.rank + 500)
+        self.generator = torch.Generator().manual_seed(recipe.seed * 1000 + context.rank + 1)
+        torch.manual_seed(recipe.seed * 1000 + context.rank + 500)
         self.step = 0
         if resume:
             self._restore()
         self.forward_model: nn.Module = self.model
-        if self.dist.enabled:
+        if context.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.forward_model = torch.nn.parallel.DistributedDataParallel(self.model, device_ids=ids)
         if self.cfg.compile:
@@ -123,7 +121,7 @@ class _Trainer(CheckpointState):
 
     # ----------------------------------------------------------------- helpers
     def _log(self, event: str, **fields) -> None:
-        if self.dist.is_main:
+        if self.context.is_main:
             self.run.log(event, **fields)
 
     def _lr(self, step: int) -> float:
@@ -142,27 +140,15 @@ class _Trainer(CheckpointState):
                 x = torch.where(coin[:, None, None, None], x.flip(dim), x)
         return x.contiguous(memory_format=torch.channels_last), self.labels[index]
 
-    @torch.no_grad()
-    def _update_ema(self) -> None:
-        decay = ema_decay_at(self.step, self.cfg.ema_decay, self.cfg.ema_warmup)
-        ema_params, params = list(self.ema.parameters()), list(self.model.parameters())
-        if decay == 0.0:
-            torch._foreach_copy_(ema_params, params)
-        else:
-            torch._foreach_lerp_(ema_params, params, 1.0 - decay)
-
     def sample_grid(self) -> Path | None:
         """EMA samples, one row per grade (seeds 0.., fixed), as ``samples/grid-<step>.png``."""
-        if not self.dist.is_main:
+        if not self.context.is_main:
             return None
         s, per = self.recipe.sample, self.cfg.grid_per_grade
         labels = [g for g in range(self.num_classes) for _ in range(per)]
-        images = generate(
-            self.ema, self.schedule, labels, list(range(len(labels))), sampler=s.sampler,
-            steps=min(s.steps, self.schedule.timesteps), eta=s.eta, guidance_scale=s.guidance_scale,
-            clip_x0=s.clip_x0, timestep_spacing=s.timestep_spacing, batch_size=s.batch_size, device=self.device,
-            precision=s.precision,
-        )
+        # the run's sample section as it is, but never compiling the EMA mid-training
+        images = generate(self.ema, self.schedule, labels, list(range(len(labels))), s,
+                          steps=min(s.steps, self.schedule.timesteps), compile=False, device=self.device)
         rows = list(to_uint8(images).view(self.num_classes, per, *images.shape[1:]))
         path = self.gen_dir / "samples" / f"grid-{self.step:08d}.png"
         title = f"{self.recipe.name} step {self.step} (EMA, {s.sampler} {s.steps} steps, guidance {s.guidance_scale})"
@@ -175,26 +161,12 @@ class _Trainer(CheckpointState):
         """One optimizer step; the updates that make step k into step k + 1 run with Ctrl-C held back."""
         x, labels = self._batch()
         lr = self._lr(self.step + 1)
-        for group in self.optimizer.param_groups:
-            group["lr"] = lr
-        with autocast(self.device, self.dtype):
-            out = self.loss_fn(self.forward_model, x, labels, self.schedule, self.generator, self.pool)
-        self.optimizer.zero_grad(set_to_none=True)
-        if self.scaler is not None:
-            self.scaler.scale(out["loss"]).backward()
-            self.scaler.unscale_(self.optimizer)
-        else:
-            out["loss"].backward()
-        if self.cfg.grad_clip is not None:
-            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.grad_clip, foreach=True)
+        self.unit.set_lr(lr)
+        out = self.unit.backward(
+            lambda: self.loss_fn(self.forward_model, x, labels, self.schedule, self.generator, self.pool))
         with guard.hold():
-            if self.scaler is not None:
-                self.scaler.step(self.optimizer)
-                self.scaler.update()
-            else:
-                self.optimizer.step()
+            self.unit.apply(self.step + 1)  # optimizer and EMA
             self.step += 1
-            self._update_ema()
             self._snapshot_rng()
         return out, lr
 
@@ -228,7 +200,7 @@ class _Trainer(CheckpointState):
                     self._checkpoint()
             if self.step % cfg.sample_every == 0 or self.step == total:
                 self.sample_grid()
-                ddp_utils.barrier(self.dist)
+                ddp_utils.barrier(self.context)
 
     def train(self) -> TrainResult:
         cfg, start_step = self.cfg, self.step
@@ -236,7 +208,7 @@ class _Trainer(CheckpointState):
         self._log(
             "train_start", step=start_step, steps=cfg.steps, device=str(self.device),
             precision=precision_name(self.dtype), precision_setting=cfg.precision, cpu_bf16_flags=list(cpu_bf16_flags()),
-            world_size=self.dist.world_size, backend=self.dist.backend, global_batch=cfg.batch_size,
+            world_size=self.context.world_size, backend=self.context.backend, global_batch=cfg.batch_size,
             per_rank_batch=self.local_batch, train_images=len(self.labels), class_counts=self.class_counts,
             parameters=sum(p.numel() for p in self.model.parameters()),
             ordinal=self.recipe.diffusion.ordinal.model_dump(), ordinal_active=self.loss_fn.active,
@@ -245,7 +217,7 @@ class _Trainer(CheckpointState):
         self._snapshot_rng()
         t0 = time.perf_counter()
         with ExitStack() as stack:
-            bar = stack.enter_context(progress("step")) if (self.dist.is_main and self.show_progress) else None
+            bar = stack.enter_context(progress("step")) if (self.context.is_main and self.show_progress) else None
             guard = stack.enter_context(InterruptGuard())
             try:
                 self._loop(guard, bar)
@@ -257,7 +229,7 @@ class _Trainer(CheckpointState):
 
 def train_generator(
     run: Run, recipe: Recipe | None = None, *, resume: bool = False, show_progress: bool = True,
-    on_ready: Callable[[], None] | None = None,
+    on_ready: Callable[[], None] | None = None, context: ddp_utils.Context | None = None,
 ) -> TrainResult:
     """Train the run's generator (ODM, or DM when ``diffusion.ordinal.gamma == 0``).
 
@@ -270,17 +242,20 @@ def train_generator(
         on_ready: called on rank 0 once the data, the network and a resumed checkpoint are loaded
             and fit ``recipe``, before any step: the place to record a changed recipe, so that one
             the checkpoint refuses changes nothing in the run.
+        context: the command's device and process group (:func:`odmaug.distributed.init_distributed`);
+            default: made here from ``recipe.device`` and torchrun's environment.
 
     Returns:
         A :class:`TrainResult` (steps done, wall time, images/s, peak memory, precision).
     """
     recipe = recipe or run.recipe()
-    trainer = _Trainer(run, recipe, resume, show_progress)
-    if on_ready is not None and trainer.dist.is_main:
+    context = context or ddp_utils.init_distributed(recipe.device)
+    trainer = _Trainer(run, recipe, resume, show_progress, context)
+    if on_ready is not None and trainer.context.is_main:
         on_ready()
     if trainer.step >= recipe.train.steps:
-        if trainer.dist.is_main:
+        if trainer.context.is_main:
             run.log("train_skipped", step=trainer.step, steps=recipe.train.steps)
         return TrainResult(run.root, trainer.step, 0, 0.0, 0.0, peak_memory_mb(trainer.device),
-                           precision_name(trainer.dtype), trainer.dist.world_size)
+                           precision_name(trainer.dtype), trainer.context.world_size)
     return trainer.train()

@@ -3,28 +3,28 @@ another grade.
 
 A source x0 (float [B, 3, H, W] in [-1, 1]) is noised to the start timestep t0 with the forward
 process, x_t0 = sqrt(abar_t0) x0 + sqrt(1 - abar_t0) eps (eps from the image's own CPU generator,
-as in :func:`odmaug.diffusion.sampling.generate`), then denoised by the DDIM/DDPM steps of
-:func:`odmaug.diffusion.sampling.sample` over the listed timesteps at or below t0, guided towards
-the target grade. ``strength`` = t0 / T: 0 keeps the source, 1 starts from pure noise (the source
+as in :func:`odmaug.diffusion.sampling.generate`), then denoised by
+:func:`odmaug.diffusion.sampling.sample` (the one DDIM/DDPM loop) over the listed timesteps at or
+below t0, guided towards the target grade. ``strength`` = t0 / T: 0 keeps the source, 1 starts from pure noise (the source
 is dropped), which is exactly :func:`generate` for the same seed.
 
 With ``invert`` the forward noise is not drawn but found: deterministic DDIM inversion (Song et al.
-2021, run backwards as in diffusers' ``DDIMInverseScheduler``) walks the source up the same
-timesteps with the unconditional eps, so the result no longer depends on the seed and a grade
+2021, run backwards as in diffusers' ``DDIMInverseScheduler``; the same loop walking up) takes
+the source up the same timesteps with the unconditional eps, so the result no longer depends on the seed and a grade
 change keeps more of the source's layout.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import nn
 
-from odmaug.diffusion.sampling import _ancestral_step, _per_image_noise, guided_eps
+from odmaug.config import SampleConfig
+from odmaug.diffusion.sampling import per_image_noise, sample, sample_settings
 from odmaug.diffusion.schedule import NoiseSchedule
 from odmaug.errors import OdmaugError
-from odmaug.precision import autocast, resolve_precision
 
 TRANSLATE_SAMPLERS = ("ddim", "ddpm")
 """Samplers with a single-step update that can start mid-chain (the multistep solvers keep history)."""
@@ -61,63 +61,50 @@ def translation_timesteps(schedule: NoiseSchedule, strength: float, steps: int, 
 
 @torch.no_grad()
 def translate(model: nn.Module, schedule: NoiseSchedule, source: torch.Tensor, labels: Sequence[int] | torch.Tensor,
-              seeds: Sequence[int], strength: float, *, sampler: str = "ddim", steps: int = 100, eta: float = 0.0,
-              guidance_scale: float = 1.0, clip_x0: bool = True, timestep_spacing: str = "trailing",
-              device: str | torch.device = "cpu", precision: str = "fp32", invert: bool = False) -> torch.Tensor:
+              seeds: Sequence[int], strength: float, settings: Optional[SampleConfig] = None, *,
+              device: str | torch.device = "cpu", invert: bool = False, **options: Any) -> torch.Tensor:
     """SDEdit: ``source`` [N, 3, H, W] in [-1, 1] (CPU) re-graded to ``labels`` [N]; float32 [N, 3, H, W] on CPU.
 
-    Image ``i`` depends only on ``seeds[i]``, its source and the settings; its generator draws the
-    forward noise first, then any noise of stochastic steps (``ddpm`` or ``eta > 0``).
-    Strength 1 equals :func:`odmaug.diffusion.sampling.generate` with the same seed and settings
-    (without ``invert``; with it, x_T comes from :func:`ddim_invert` and ``seeds`` only feed
-    stochastic steps).
+    ``settings`` is a recipe's ``sample`` section (default and ``options`` as in
+    :func:`odmaug.diffusion.sampling.generate`); its sampler must be ddim or ddpm. Image ``i``
+    depends only on ``seeds[i]``, its source and the settings; its generator draws the forward
+    noise first, then any noise of stochastic steps (``ddpm`` or ``eta > 0``). Strength 1 equals
+    :func:`odmaug.diffusion.sampling.generate` with the same seed and settings (without
+    ``invert``; with it, x_T comes from :func:`ddim_invert` and ``seeds`` only feed stochastic steps).
     """
-    if sampler not in TRANSLATE_SAMPLERS:
-        raise OdmaugError(f"translation needs --sampler {' or '.join(TRANSLATE_SAMPLERS)} (got {sampler!r})")
+    settings = sample_settings(settings, **options)
+    if settings.sampler not in TRANSLATE_SAMPLERS:
+        raise OdmaugError(f"translation needs --sampler {' or '.join(TRANSLATE_SAMPLERS)} (got {settings.sampler!r})")
     device = torch.device(device)
     labels_t = torch.as_tensor(labels, dtype=torch.long).view(-1).to(device)
     if len(seeds) != source.shape[0] or len(labels_t) != source.shape[0]:
         raise OdmaugError(f"need one seed and one grade per source image ({source.shape[0]})")
-    timesteps = translation_timesteps(schedule, strength, steps, timestep_spacing)
+    timesteps = translation_timesteps(schedule, strength, settings.steps, settings.timestep_spacing)
     if not timesteps:
         return source.float().cpu().clone()
     gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
     # channels_last as in generate(), so that strength 1 rounds exactly as generation does
-    eps = _per_image_noise(gens, tuple(source.shape[1:]), device).contiguous(memory_format=torch.channels_last)
+    eps = per_image_noise(gens, tuple(source.shape[1:]), device).contiguous(memory_format=torch.channels_last)
     null_label = int(model.num_classes)
     if invert:
-        with autocast(device, resolve_precision(precision, device)):
-            x = ddim_invert(model, schedule, source.float().to(device), timesteps, null_label)
+        x = ddim_invert(model, schedule, source.float().to(device), timesteps, null_label, settings.precision)
     elif strength >= 1.0:
         x = eps  # x_T is pure noise: the source has no weight left
     else:
         x = schedule.q_sample(source.float().to(device), torch.full((len(gens),), timesteps[0], device=device), eps)
-    stochastic = sampler == "ddpm" or eta > 0
-    with autocast(device, resolve_precision(precision, device)):
-        for i, t in enumerate(timesteps):
-            t_prev = timesteps[i + 1] if i + 1 < len(timesteps) else -1
-            t_batch = torch.full((x.shape[0],), t, device=device, dtype=torch.long)
-            e = guided_eps(model, x, t_batch, labels_t, guidance_scale, null_label)
-            x = _ancestral_step(schedule, x, e, t, t_prev, sampler, eta, clip_x0, gens if stochastic else None)
+    x = sample(model, x, labels_t, schedule, settings, timesteps=timesteps, generators=gens, null_label=null_label)
     return x.float().cpu()
 
 
-@torch.no_grad()
 def ddim_invert(model: nn.Module, schedule: NoiseSchedule, x0: torch.Tensor, timesteps: Sequence[int],
-                null_label: int) -> torch.Tensor:
+                null_label: int, precision: str = "fp32") -> torch.Tensor:
     """Deterministic DDIM inversion (eta = 0, Song et al. 2021): x0 [B, 3, H, W] in [-1, 1] -> x at
     ``timesteps[0]`` (``timesteps`` descending, as the denoising chain will walk them).
 
     Each step from t_prev up to t reuses the unconditional eps at (x_{t_prev}, t) (the usual
-    approximation: eps changes little between neighbouring timesteps), so no grade is needed.
+    approximation: eps changes little between neighbouring timesteps), so no grade is needed; it
+    is :func:`odmaug.diffusion.sampling.sample` walking up, unclipped, under ``precision``'s autocast.
     """
-    x = x0.float()
-    up = list(reversed(timesteps))  # ascending
-    labels = torch.full((x.shape[0],), null_label, device=x.device, dtype=torch.long)
-    for i, t in enumerate(up):
-        abar_prev = float(schedule.alphas_cumprod[up[i - 1]]) if i > 0 else 1.0
-        abar_t = float(schedule.alphas_cumprod[t])
-        eps = guided_eps(model, x, torch.full_like(labels, t), labels, 1.0, null_label)
-        x0_hat = (x - (1 - abar_prev) ** 0.5 * eps) / abar_prev**0.5
-        x = abar_t**0.5 * x0_hat + (1 - abar_t) ** 0.5 * eps
-    return x
+    labels = torch.full((x0.shape[0],), null_label, device=x0.device, dtype=torch.long)
+    settings = SampleConfig(sampler="ddim", eta=0.0, guidance_scale=1.0, clip_x0=False, precision=precision)
+    return sample(model, x0, labels, schedule, settings, timesteps=timesteps, invert=True, null_label=null_label)

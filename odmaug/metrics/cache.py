@@ -1,11 +1,12 @@
 """Reference-set feature cache: real images' features reused until anything that shapes them changes.
 
-The key is a sha256 over (dataset identity, resolution, crop, extractor identity):
+The key is a sha256 (:mod:`odmaug.digest`) over (format, dataset identity, resolution, crop,
+extractor identity):
 
 - dataset identity: every row's reference, grade and split, plus the content of every file
   (``retinamnist://`` rows: the verified md5 of ``retinamnist.npz``; ``synthetic://`` rows: the
   source of the drawing code), so editing, adding or relabelling one image changes the key;
-- resolution and crop box the images are prepared with;
+- resolution, crop mode and crop box the images are prepared with;
 - extractor identity (network, layer and weights hash).
 
 Entries are ``.npz`` files (``features`` float32 [N, D], ``labels`` int64 [N], ``key``) read with
@@ -14,24 +15,25 @@ Entries are ``.npz`` files (``features`` float32 [N, D], ``labels`` int64 [N], `
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Callable, Optional
 
 import numpy as np
+import pandas as pd
 
+from odmaug.atomic import atomic_path
 from odmaug.console import warn
 from odmaug.data import retinamnist
-from odmaug.data.cache import file_digest
 from odmaug.data.table import RETINAMNIST_SCHEME, SYNTHETIC_SCHEME, ImageTable
+from odmaug.digest import file_digest, json_digest, rows_digest
 
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
+"""Bump when the key or the entry layout changes, so old entries miss instead of being misread."""
 
 
-def default_cache_dir() -> Path:
+def default_feature_cache_dir() -> Path:
     """``$XDG_CACHE_HOME/odmaug/fid-stats`` (default ``~/.cache/odmaug/fid-stats``)."""
     return retinamnist.cache_dir() / "fid-stats"
 
@@ -40,7 +42,7 @@ def default_cache_dir() -> Path:
 def _synthetic_code_digest() -> str:
     from odmaug.data import synthetic
 
-    return hashlib.sha256(Path(synthetic.__file__).read_bytes()).hexdigest()
+    return file_digest(synthetic.__file__)
 
 
 def _content_digest(ref: str) -> str:
@@ -48,31 +50,31 @@ def _content_digest(ref: str) -> str:
         return f"md5:{retinamnist.MD5}"  # the loader only accepts the file with this md5
     if ref.startswith(SYNTHETIC_SCHEME):
         return f"code:{_synthetic_code_digest()}"  # pixels follow from the reference and the code
-    return file_digest(ref)  # the decode cache's digest (memoised per file): each file is read once
+    return file_digest(ref)  # memoised per file: the decode cache's key reads it too, once
 
 
-def table_fingerprint(table: ImageTable) -> str:
+def reference_set_digest(table: ImageTable) -> str:
     """sha256 over every row's (reference, grade, split, file content) and the number of grades."""
-    digest = hashlib.sha256(f"grades={table.num_classes}\n".encode())
     frame = table.frame
-    for ref, label, split in zip(frame["path"], frame["label"], frame["split"]):
-        digest.update(f"{ref}\t{int(label)}\t{split}\t{_content_digest(str(ref))}\n".encode())
-    return digest.hexdigest()
+    rows = pd.DataFrame({
+        "path": frame["path"].astype(str).to_numpy(),
+        "label": frame["label"].astype(int).to_numpy(),
+        "split": frame["split"].to_numpy(),
+        "content": [_content_digest(str(ref)) for ref in frame["path"]],
+    })
+    return json_digest({"grades": table.num_classes, "rows": rows_digest(rows, rows.columns)})
 
 
-def cache_key(table: ImageTable, size: int, crop_box, extractor_identity: str) -> str:
+def feature_cache_key(table: ImageTable, size: int, crop_box, extractor_identity: str) -> str:
     """The cache key of ``table``'s features (see the module docstring)."""
-    material = {
+    return json_digest({
         "format": CACHE_FORMAT,
-        "dataset": table_fingerprint(table),
+        "dataset": reference_set_digest(table),
         "size": int(size),
         "crop_box": list(crop_box) if crop_box else None,
+        "crop": getattr(table, "crop", "none"),  # data.crop (centre, fundus) changes the pixels too
         "extractor": extractor_identity,
-    }
-    crop = getattr(table, "crop", "none")  # data.crop (centre, fundus) changes the pixels too
-    if crop != "none":  # only then: keys of uncropped sets stay valid across versions
-        material["crop"] = crop
-    return hashlib.sha256(json.dumps(material, sort_keys=True).encode()).hexdigest()
+    })
 
 
 def cache_path(cache_dir: Path, table: ImageTable, key: str) -> Path:
@@ -99,8 +101,6 @@ def _read(path: Path, key: str) -> Optional[tuple[np.ndarray, np.ndarray]]:
 
 
 def _write(path: Path, key: str, features: np.ndarray, labels: np.ndarray) -> None:
-    from odmaug.runs import atomic_path
-
     try:
         with atomic_path(path) as tmp, open(tmp, "wb") as fh:
             # A file object, not a path: np.savez would append ".npz" to the temporary name.
@@ -125,7 +125,7 @@ def cached_features(
         crop_box: crop applied before resizing, or None.
         extractor_identity: the extractor's identity; None disables caching (no safe key).
         compute: returns (features float32 [N, D], labels int64 [N]) on a miss.
-        cache_dir: cache folder (default :func:`default_cache_dir`).
+        cache_dir: cache folder (default :func:`default_feature_cache_dir`).
 
     Returns:
         (features [N, D], labels [N], info) with ``info = {"cache": "hit"|"miss"|"off", "path": ...}``.
@@ -133,8 +133,8 @@ def cached_features(
     if extractor_identity is None:
         features, labels = compute()
         return features, labels, {"cache": "off", "path": None}
-    key = cache_key(table, size, crop_box, extractor_identity)
-    path = cache_path(Path(cache_dir) if cache_dir else default_cache_dir(), table, key)
+    key = feature_cache_key(table, size, crop_box, extractor_identity)
+    path = cache_path(Path(cache_dir) if cache_dir else default_feature_cache_dir(), table, key)
     hit = _read(path, key)
     if hit is not None and len(hit[1]) == len(table) and np.array_equal(hit[1], table.labels):
         return hit[0], hit[1], {"cache": "hit", "path": str(path)}

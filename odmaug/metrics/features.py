@@ -8,7 +8,8 @@ wants, or None) and ``dim``.
 Registered names::
 
     inception                      the standard FID Inception-V3 (local weights file or download)
-    domain:<classifier run/dir>    penultimate features of a severity classifier (no download)
+    domain:<classifier run/dir>    penultimate features of a severity classifier (no download;
+                                   registered by :mod:`odmaug.classify.features`)
 
 :func:`build_extractor` returns every extractor wrapped in :class:`AdaptedExtractor`, which turns
 grayscale or RGBA batches into RGB and resizes to the extractor's input size, so any image set can
@@ -18,7 +19,8 @@ of itself (``example``), so one contract test covers every entry with no new tes
 
 from __future__ import annotations
 
-import hashlib
+import importlib
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Protocol, runtime_checkable
@@ -124,14 +126,47 @@ class ExtractorEntry:
     summary: str
 
 
-REGISTRY: dict[str, ExtractorEntry] = {}
+PLUGINS = ("odmaug.classify.features",)
+"""Modules that register more extractors when imported (``domain`` lives with the classifiers,
+which sit above metrics). They are imported by name on the first lookup, so this package never
+imports them at load time and the dependency runs one way: classify -> metrics."""
+
+
+class ExtractorRegistry(Mapping[str, ExtractorEntry]):
+    """Name -> :class:`ExtractorEntry`, in registration order; reading it first loads :data:`PLUGINS`."""
+
+    def __init__(self) -> None:
+        self._entries: dict[str, ExtractorEntry] = {}
+        self._plugins_loaded = False
+
+    def add(self, entry: ExtractorEntry) -> None:
+        self._entries[entry.name] = entry
+
+    def _loaded(self) -> dict[str, ExtractorEntry]:
+        if not self._plugins_loaded:
+            self._plugins_loaded = True  # set first: a plug-in that reads the registry while loading
+            for module in PLUGINS:
+                importlib.import_module(module)
+        return self._entries
+
+    def __getitem__(self, name: str) -> ExtractorEntry:
+        return self._loaded()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._loaded())
+
+    def __len__(self) -> int:
+        return len(self._loaded())
+
+
+REGISTRY = ExtractorRegistry()
 
 
 def register_extractor(name: str, summary: str, example: Callable[[Path], tuple[str, MetricsConfig]]):
     """Decorator registering ``build(argument, cfg, device)`` under ``name``."""
 
     def wrap(build: Builder) -> Builder:
-        REGISTRY[name] = ExtractorEntry(name, build, example, summary)
+        REGISTRY.add(ExtractorEntry(name, build, example, summary))
         return build
 
     return wrap
@@ -179,30 +214,3 @@ def _build_inception(argument: Optional[str], cfg: MetricsConfig, device: str):
         raise OdmaugError(f"the inception extractor takes no argument (got 'inception:{argument}'); "
                           "give the weights with --inception-weights")
     return InceptionFeatures(locate_inception_weights(cfg.inception_weights), device)
-
-
-def _domain_example(folder: Path) -> tuple[str, MetricsConfig]:
-    from odmaug.classify.models import ClassifierMeta, create_model, save_classifier
-
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        model = create_model("test_resnet", num_classes=5, image_size=16)
-    save_classifier(model, ClassifierMeta(model="test_resnet", num_classes=5, image_size=16), folder / "classifier")
-    return f"domain:{folder / 'classifier'}", MetricsConfig()
-
-
-@register_extractor("domain", "penultimate features of a classifier: domain:<classifier run or folder>", _domain_example)
-def _build_domain(argument: Optional[str], cfg: MetricsConfig, device: str):
-    from odmaug.classify.features import load_classifier_features
-    from odmaug.classify.models import META_FILE, WEIGHTS_FILE, resolve_classifier_dir
-
-    if not argument:
-        raise OdmaugError("the domain extractor needs a classifier: use domain:<classifier run or folder>")
-    folder = resolve_classifier_dir(Path(argument).expanduser().resolve())  # resolved: a relative path still names its run
-    features = load_classifier_features(folder, device)
-    digest = hashlib.sha256()
-    # The weights and the description (model, size, normalisation) decide the features.
-    for file in (folder / WEIGHTS_FILE, folder / META_FILE):
-        digest.update(file.name.encode() + b"\0" + file.read_bytes())
-    features.identity = f"{features.name}/sha256:{digest.hexdigest()}"
-    return features

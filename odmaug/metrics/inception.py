@@ -17,19 +17,18 @@ constructor a state dict we loaded ourselves instead of a path.
 
 from __future__ import annotations
 
-import hashlib
 import os
-import urllib.error
-import urllib.request
 from contextlib import contextmanager
-from functools import lru_cache
 from pathlib import Path
 from typing import Iterator, Optional
 
 import torch
 from torch_fidelity import feature_extractor_inceptionv3 as tf_inception
 
+from odmaug.atomic import WriteError, atomic_path
 from odmaug.data.retinamnist import OFFLINE_ENV, cache_dir
+from odmaug.digest import file_digest
+from odmaug.download import DownloadFailed, download_checked
 from odmaug.errors import MissingDataError, OdmaugError
 
 WEIGHTS_ENV = "ODMAUG_INCEPTION_WEIGHTS"
@@ -66,20 +65,11 @@ def _given(path: str | os.PathLike, origin: str) -> Path:
 
 def _download(dest: Path) -> Path:
     """Fetch the torch-fidelity weights into ``dest`` atomically, checking the sha256 prefix."""
-    from odmaug.runs import atomic_path
-
-    digest = hashlib.sha256()
     try:
-        with atomic_path(dest) as tmp:
-            with urllib.request.urlopen(WEIGHTS_URL, timeout=DOWNLOAD_TIMEOUT_S) as resp, open(tmp, "wb") as out:
-                while block := resp.read(1 << 20):
-                    digest.update(block)
-                    out.write(block)
-            if not digest.hexdigest().startswith(WEIGHTS_SHA256_PREFIX):
-                raise OdmaugError(f"downloaded {WEIGHTS_FILENAME} has the wrong sha256; nothing was kept")
-    except (urllib.error.URLError, OSError, TimeoutError) as err:
-        raise InceptionUnavailable(skip_message(f"download failed: {getattr(err, 'reason', err)}")) from None
-    return dest
+        return download_checked(WEIGHTS_URL, dest, "sha256", WEIGHTS_SHA256_PREFIX, DOWNLOAD_TIMEOUT_S)
+    except (DownloadFailed, WriteError) as err:  # an unwritable cache skips Inception too
+        reason = err.reason if isinstance(err, DownloadFailed) else str(err)
+        raise InceptionUnavailable(skip_message(f"download failed: {reason}")) from None
 
 
 def locate_inception_weights(explicit: Optional[str] = None, download: bool = True) -> Path:
@@ -102,7 +92,7 @@ def locate_inception_weights(explicit: Optional[str] = None, download: bool = Tr
     return _download(candidates[0])
 
 
-def load_state(path: str | Path) -> dict[str, torch.Tensor]:
+def read_weights(path: str | Path) -> dict[str, torch.Tensor]:
     """A state dict from ``.safetensors`` or a tensors-only ``.pth``, never executing pickled code."""
     path = Path(path)
     try:
@@ -117,21 +107,6 @@ def load_state(path: str | Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise OdmaugError(f"{path}: expected a state dict of tensors")
     return state
-
-
-@lru_cache(maxsize=8)
-def _file_sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def file_sha256(path: str | Path) -> str:
-    """sha256 of a file, memoised per (path, size, mtime)."""
-    stat = Path(path).stat()
-    return _file_sha256(str(Path(path).resolve()), stat.st_size, stat.st_mtime_ns)
 
 
 class FidInceptionV3(tf_inception.FeatureExtractorInceptionV3):
@@ -161,7 +136,7 @@ def _weights_from(state: Optional[dict[str, torch.Tensor]]) -> Iterator[None]:
 
 def build_inception(path: str | Path, device: str | torch.device = "cpu") -> FidInceptionV3:
     """The FID Inception-V3 with the weights in ``path``, in eval mode on ``device``."""
-    state = load_state(path)
+    state = read_weights(path)
     try:
         net = FidInceptionV3(state)
     except RuntimeError as err:
@@ -178,8 +153,6 @@ def save_random_inception_weights(path: str | Path, seed: int = 0) -> Path:
     Its features are meaningless for judging images; it only exercises the same code as real weights.
     """
     from safetensors.torch import save_file
-
-    from odmaug.runs import atomic_path
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
@@ -209,7 +182,7 @@ class InceptionFeatures:
         self.device = torch.device(device)
         self.net = build_inception(self.weights, self.device)
         self.name = "inception"
-        self.identity = f"torch-fidelity-inception-v3-compat/pool3/sha256:{file_sha256(self.weights)}"
+        self.identity = f"torch-fidelity-inception-v3-compat/pool3/sha256:{file_digest(self.weights)}"
 
     @torch.no_grad()
     def __call__(self, images_uint8: torch.Tensor) -> torch.Tensor:

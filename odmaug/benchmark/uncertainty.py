@@ -15,9 +15,7 @@ import numpy as np
 import pandas as pd
 
 from odmaug.classify.train import PREDICTIONS_FILE
-
 from odmaug.metrics.bootstrap import confusion_metric, paired_bootstrap
-
 
 
 def read_test_predictions(classifier_dir: str | Path) -> pd.DataFrame:

@@ -1,9 +1,10 @@
-"""The benchmark report: terminal tables, figures, ``report.md`` and a self-contained ``report.html``.
+"""The benchmark report as documents: ``report.md`` and a self-contained ``report.html``.
 
-Input is the benchmark's results dictionary (see :mod:`odmaug.benchmark`); nothing here trains or
-measures, so a report can be rebuilt from ``results.json`` alone. Rows come from
-:mod:`odmaug.report_tables` (where degenerate spreads become "–" with their reason), figures from
-:mod:`odmaug.report_figures`; this module lays them out as documents.
+Input is the benchmark's results dictionary (see :mod:`odmaug.benchmark.results`); nothing here
+trains or measures, so a report can be rebuilt from ``results.json`` alone. The body comes from
+:mod:`odmaug.benchmark.report.blocks` (rows from :mod:`odmaug.benchmark.report.tables`, where
+degenerate spreads become "–" with their reason), figures from
+:mod:`odmaug.benchmark.report.figures`; this module lays them out.
 """
 
 from __future__ import annotations
@@ -14,32 +15,15 @@ import os
 from pathlib import Path
 from typing import Any
 
-from odmaug.report_figures import arm_metric_figure, confusion_figure, per_grade_fid_figure
-from odmaug.report_tables import (  # noqa: F401  arm_table, generator_table: re-exported for the benchmark
-    ARM_HEADER,
-    GENERATOR_HEADER,
-    PAIRED_HEADER,
-    PER_GRADE_HEADER,
-    arm_rows,
-    arm_table,
-    detail_rows,
-    generator_footnotes,
-    generator_rows,
-    generator_table,
-    paired_rows,
-    per_grade_generator_rows,
-)
-from odmaug.runs import atomic_write_text
+from odmaug.atomic import atomic_write_text
+from odmaug.benchmark.report.blocks import report_blocks
+from odmaug.benchmark.report.figures import arm_confusion_figure, arm_metric_figure, per_grade_fid_figure
 
 
 def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(r) + " |" for r in rows]
     return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------------------------------
-# Documents
 
 
 def _img_md(path: Path, root: Path, alt: str) -> str:
@@ -55,48 +39,6 @@ def _html_table(header: list[str], rows: list[list[str]]) -> str:
     head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
     body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
-def _bootstrap_note(results: dict[str, Any]) -> str:
-    """What the two intervals count, with the seeds and images behind the bootstrap."""
-    boot = results.get("bootstrap") or {}
-    seeds_only = "“95% CI (seeds)”: t-interval over seeds, the test images held fixed."
-    if "n_images" not in boot:
-        return seeds_only + " " + boot.get("error", "No seeds × images bootstrap in these results.")
-    return (f"{seeds_only} “seeds × images”: paired hierarchical bootstrap ({boot['resamples']} resamples of "
-            f"{boot['n_seeds']} seed(s), then of the {boot['n_images']} test images, the same draws for every arm), "
-            "95% percentile interval. MDE: the smallest true difference detectable with 80% power at two-sided 5% "
-            "on this many seeds and images, 2.80 × the bootstrap SE; a null result reads “no gain larger than the MDE”. "
-            "Identical predictions differ by exactly 0 in every resample: “0 [0, 0] (identical predictions)”. "
-            f"With few seeds (here {boot['n_seeds']}) its seed part is too narrow: resampling S values spreads as "
-            "(S-1)/S of their variance, with no t correction; read it beside the seeds-only interval.")
-
-
-def _blocks(results: dict[str, Any]) -> list[tuple]:
-    """The report's body once, for both renderings: ("h", level, text), ("p", text), ("table", header, rows), ("list", items)."""
-    seeds = results.get("seeds") or []
-    detail_header = ["arm", "QWK", "accuracy", "macro-F1", "balanced acc."] + [f"recall g{g}" for g in range(results["num_classes"])]
-    blocks: list[tuple] = [
-        ("p", f"Test split: {results.get('test_description', 'real test split')}; seeds {seeds}; "
-              f"wall time {results.get('wall_time_s', 0) / 60:.1f} min."),
-        ("h", 2, "Classifier per arm"), ("table", ARM_HEADER, arm_rows(results)),
-        ("p", "“± – (reason)” and “[–, –] (reason)”: no spread is shown where it would measure nothing "
-              "(one seed, or every seed giving the same value)."),
-        ("h", 3, f"All metrics (mean ± std over {len(seeds)} seed(s))"), ("table", detail_header, detail_rows(results)),
-    ]
-    paired = paired_rows(results)
-    if paired:
-        blocks += [("h", 3, "Paired differences (same seeds)"), ("p", _bootstrap_note(results)), ("table", PAIRED_HEADER, paired)]
-    if results.get("generators"):
-        blocks += [("h", 2, "Generators"),
-                   ("p", "Overall: real training split vs a generated subset with the same grade mix. "
-                         "FID marked * rests on fewer images than the small-set threshold and is biased upward; compare KID."),
-                   ("table", GENERATOR_HEADER, generator_rows(results)),
-                   *[("p", line.strip()) for line in generator_footnotes(results)],
-                   ("h", 3, "Per grade"), ("table", PER_GRADE_HEADER, per_grade_generator_rows(results))]
-    if results.get("notes"):
-        blocks += [("h", 2, "Notes"), ("list", results["notes"])]
-    return blocks
 
 
 def _markdown(blocks: list[tuple], title: str, figures: list[tuple[str, Path]], report_dir: Path,
@@ -152,14 +94,14 @@ def _figures(results: dict[str, Any], figures_dir: Path) -> list[tuple[str, Path
         fig = per_grade_fid_figure(results, extractor, figures_dir / f"fid-per-grade-{extractor.replace(':', '-')}.png")
         if fig:
             figures.append((f"Per-grade FID, {extractor} features", fig))
-    figures.append(("Confusion matrices on the test split (summed over seeds)", confusion_figure(results, figures_dir / "confusion.png")))
+    figures.append(("Confusion matrices on the test split (summed over seeds)", arm_confusion_figure(results, figures_dir / "confusion.png")))
     for name, grid in results.get("grids", {}).items():
         if grid and Path(grid).is_file():
             figures.append((f"Samples: {name}", Path(grid)))
     return figures
 
 
-def write_report(results: dict[str, Any], report_dir: Path, recipe_yaml: str, environment: dict[str, Any]) -> dict[str, Path]:
+def write_benchmark_report(results: dict[str, Any], report_dir: Path, recipe_yaml: str, environment: dict[str, Any]) -> dict[str, Path]:
     """Write figures, ``report.md`` and a self-contained ``report.html`` (images embedded).
 
     Args:
@@ -172,7 +114,7 @@ def write_report(results: dict[str, Any], report_dir: Path, recipe_yaml: str, en
         Paths of the written documents and figures by name.
     """
     figures = _figures(results, report_dir / "figures")
-    blocks = _blocks(results)
+    blocks = report_blocks(results)
     title = f"odmaug benchmark: {results.get('name', '')}"
     md_path, html_path = report_dir / "report.md", report_dir / "report.html"
     atomic_write_text(md_path, _markdown(blocks, title, figures, report_dir, recipe_yaml, environment))

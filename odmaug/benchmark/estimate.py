@@ -24,12 +24,12 @@ import time
 from dataclasses import dataclass
 from typing import Callable
 
-import numpy as np
 import torch
 
-from odmaug.benchmark_plan import GENERATOR_ARMS, Plan, format_duration, generator_recipe
+from odmaug.benchmark.arms import Arm, parse_arm
+from odmaug.benchmark.plan import format_duration
+from odmaug.benchmark.stage import Plan, Splits
 from odmaug.config import Recipe
-from odmaug.data import ImageTable
 
 UNIT_BUDGET_S = 1.0  # stop repeating a unit once its timed calls took this long
 UNIT_MAX_RUNS = 3
@@ -39,7 +39,7 @@ UNIT_MAX_RUNS = 3
 class UnitTimes:
     """Seconds per unit of work, measured by :func:`probe`."""
 
-    generator_step: dict[str, float]  # arm -> one training step at train.batch_size
+    generator_step: dict[str, float]  # generator name -> one training step at train.batch_size
     generator_setup: float  # building the generator, first-step excess
     sample_step: float  # one denoising step of a sample.batch_size batch
     sample_setup: float  # per synthesis call: the generator's build, first-call excess
@@ -117,9 +117,8 @@ def _sample_step(recipe: Recipe, model: torch.nn.Module, device: torch.device) -
     model.eval()
 
     def step() -> None:
-        generate(model, NoiseSchedule.from_config(recipe.diffusion), labels, list(range(batch)), sampler=s.sampler,
-                 steps=1, eta=s.eta, guidance_scale=s.guidance_scale, clip_x0=s.clip_x0,
-                 timestep_spacing=s.timestep_spacing, batch_size=batch, device=device, precision=s.precision)
+        generate(model, NoiseSchedule.from_config(recipe.diffusion), labels, list(range(batch)), s,
+                 steps=1, batch_size=batch, compile=False, device=device)
 
     per_step, first_excess = timed(step, device, max_runs=2)
     return per_step, first_excess, batch
@@ -150,15 +149,15 @@ def _classifier(recipe: Recipe, device: torch.device, n_train: int) -> tuple[flo
     return train_s, build + first_excess, eval_s / n_eval
 
 
-def probe(recipe: Recipe, device: torch.device, arms: list[str], n_train: int) -> UnitTimes:
+def probe(recipe: Recipe, device: torch.device, arms: list[Arm], n_train: int) -> UnitTimes:
     """Time every unit the plan's stages need (see the module docstring); the global RNG is untouched."""
     started = time.perf_counter()
-    gen_arms = [a for a in arms if a in GENERATOR_ARMS]
+    generators = {a.kind.generator.name: a.kind.generator for a in arms if a.kind.generator is not None}
     cuda = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=cuda):
         steps, gen_setup, model = {}, 0.0, None
-        for arm in gen_arms:
-            steps[arm], setup, model = _generator_step(generator_recipe(recipe, arm), device)
+        for name, generator in generators.items():
+            steps[name], setup, model = _generator_step(generator.recipe(recipe), device)
             gen_setup = max(gen_setup, setup)  # the first build also pays one-off imports: count the larger
         sample_s, sample_excess, sample_batch = _sample_step(recipe, model, device) if model is not None else (0.0, 0.0, 1)
         train_s, clf_setup, eval_s = _classifier(recipe, device, n_train)
@@ -166,25 +165,11 @@ def probe(recipe: Recipe, device: torch.device, arms: list[str], n_train: int) -
                      time.perf_counter() - started)
 
 
-def arm_train_size(recipe: Recipe, real_counts: np.ndarray, arm: str) -> int:
-    """Training images of an arm's classifier: the real ones plus what balancing adds."""
-    from odmaug.data.balance import share_cap, target_count
-
-    bench, counts = recipe.benchmark, real_counts.tolist()
-    if arm == "real":
-        return int(sum(counts))
-    if arm == "oversample":
-        target = bench.to_count if bench.strategy == "to-count" and bench.to_count else max(counts)
-        return int(sum(max(n, target) for n in counts))
-    target = target_count(bench.strategy, real_counts, bench.to_count)
-    return int(sum(n + min(max(0, target - n), share_cap(n, bench.max_synthetic_share)) for n in counts))
-
-
-def estimate_stages(plan: Plan, recipe: Recipe, real: ImageTable, units: UnitTimes, counts: list[int]) -> float:
+def estimate_stages(plan: Plan, recipe: Recipe, splits: Splits, units: UnitTimes, counts: list[int]) -> float:
     """Fill every stage's ``seconds`` from ``units``; returns the total."""
     c, t, sample = recipe.data.num_classes, recipe.train, recipe.sample
-    real_counts = real.split("train").counts()
-    n_val, n_test = len(real.split("val")), len(real.split("test"))
+    real_counts = splits.train.counts()
+    n_val, n_test = len(splits.val), len(splits.test)
     image_step = units.sample_step / units.sample_batch  # one image, one denoising step
     for stage in plan.stages:
         if stage.kind == "generator":
@@ -195,13 +180,15 @@ def estimate_stages(plan: Plan, recipe: Recipe, real: ImageTable, units: UnitTim
             grid_s = grids * c * t.grid_per_grade * sample.steps * image_step
             setup = units.generator_setup if stage.left else 0.0
             stage.seconds = setup + stage.left * units.generator_step[stage.name] + grid_s
-        elif stage.kind == "synthesis":  # one synthesis call per grade, each in whole batches
+        elif stage.kind == "synthesis":  # one call (one generator load); grades counted in whole batches
+            # each, an upper bound by under a batch per grade (the call's batches run across grades)
             share = stage.left / max(1, sum(counts))
             batches = sum(math.ceil(n * share / units.sample_batch) for n in counts)
-            calls = sum(1 for n in counts if n > 0) if stage.left else 0  # each loads the generator
-            stage.seconds = batches * sample.steps * units.sample_step + calls * units.sample_setup
+            setup = units.sample_setup if stage.left else 0.0
+            stage.seconds = batches * sample.steps * units.sample_step + setup
         elif stage.kind == "classifier":
-            n_train = arm_train_size(recipe, real_counts, stage.name.rsplit(" seed ", 1)[0])
+            arm = parse_arm(stage.name.rsplit(" seed ", 1)[0])  # the stage names the arm's label
+            n_train = arm.kind.table.size(real_counts, recipe.benchmark)
             batch = max(2, min(recipe.classifier.batch_size, n_train))
             per_epoch = (n_train // batch) * units.classifier_batch + n_val * units.classifier_image
             stage.seconds = units.classifier_setup + stage.left * per_epoch + (n_val + n_test) * units.classifier_image
@@ -212,10 +199,10 @@ def estimate_stages(plan: Plan, recipe: Recipe, real: ImageTable, units: UnitTim
     return float(sum(s.seconds or 0.0 for s in plan.stages))
 
 
-def estimate_plan(plan: Plan, recipe: Recipe, real: ImageTable, device: torch.device, counts: list[int]) -> None:
+def estimate_plan(plan: Plan, recipe: Recipe, splits: Splits, device: torch.device, counts: list[int]) -> None:
     """Probe this machine, fill the stages' ``seconds`` and say how in ``plan.note``."""
-    units = probe(recipe, device, plan.arms, len(real.split("train")))
-    total = estimate_stages(plan, recipe, real, units, counts)
+    units = probe(recipe, device, plan.arms, len(splits.train))
+    total = estimate_stages(plan, recipe, splits, units, counts)
     threads = torch.get_num_threads()
     skipped = ", Inception features" if "inception" in recipe.benchmark.extractors else ""
     plan.note = (f"time: {format_duration(total)} in all, an estimate from a {units.probe_s:.1f} s probe on this machine "

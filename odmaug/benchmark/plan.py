@@ -1,0 +1,75 @@
+"""The benchmark's planning step: every input checked and every stage decided before any work.
+
+:func:`make_plan` runs first, for ``--dry-run`` and for a real run alike, and writes nothing. It
+fails (one :class:`~odmaug.errors.OdmaugError` line) on anything that would otherwise stop the
+benchmark later, after generators have trained for hours: a classifier or generator that cannot
+run at the image size, or an ``external:<name>=<path>`` arm whose folder or manifest is missing,
+unreadable or empty. The caller has loaded the recipe's data already (that is the first check).
+Each stage module adds its own stages (``plan_<stage>``); where they live is
+:mod:`odmaug.benchmark.store`'s part.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from odmaug.benchmark.arms import load_externals, parse_arm
+from odmaug.benchmark.classifiers import plan_classifiers
+from odmaug.benchmark.generative import plan_metrics
+from odmaug.benchmark.generators import plan_generators
+from odmaug.benchmark.stage import Plan, Splits
+from odmaug.benchmark.synthesis import plan_synthesis, synthesis_counts
+from odmaug.config import Recipe
+
+
+def make_plan(recipe: Recipe, store: Path, splits: Splits) -> Plan:
+    """Check every input and decide every stage and whether it is new, resumed or reused.
+
+    Raises:
+        OdmaugError: the classifier or (with generator arms) the generator cannot run at the
+            recipe's image size, another generator setting cannot train, or an external arm's
+            images cannot be used; checked before anything is written.
+    """
+    from odmaug.classify.models import check_classifier
+    from odmaug.diffusion.trainer import check_training_recipe
+
+    arms = [parse_arm(spec) for spec in recipe.benchmark.arms]
+    check_classifier(recipe.classifier.model, recipe.data.num_classes, recipe.classifier.image_size or recipe.data.image_size)
+    if any(arm.kind.generator is not None for arm in arms):
+        # the generators differ only in recipe changes that do not change the network (the ordinal weight)
+        check_training_recipe(recipe)
+    plan = Plan(arms, store, load_externals(arms, recipe.data))
+    plan_generators(plan, recipe)
+    plan_synthesis(plan, recipe, synthesis_counts(recipe, splits.train.counts()))
+    plan_classifiers(plan, recipe)
+    plan_metrics(plan, recipe)
+    return plan
+
+
+def format_duration(seconds: float) -> str:
+    """``~40 s``, ``~12 min``, ``~2.5 h``: an estimate's precision, no more."""
+    if seconds < 1:
+        return "<1 s"
+    if seconds < 90:
+        return f"~{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"~{seconds / 60:.0f} min"
+    return f"~{seconds / 3600:.1f} h"
+
+
+def plan_table(plan: Plan):
+    """The plan as a rich table; with estimates, a ``time`` column and a total row."""
+    from rich.table import Table
+
+    timed = any(s.seconds is not None for s in plan.stages)
+    table = Table(title=f"benchmark plan (store: {plan.store})", title_justify="left")
+    for col in ("stage", "what", "status", "work", *(["time"] if timed else []), "where"):
+        table.add_column(col)
+    for s in plan.stages:
+        time_cell = [format_duration(s.seconds) if s.seconds is not None else "-"] if timed else []
+        table.add_row(s.kind, s.name, s.status, s.work, *time_cell, s.path.name)
+    if timed:
+        total = sum(s.seconds or 0.0 for s in plan.stages)
+        table.add_section()
+        table.add_row("total", "", "", "", format_duration(total), "")
+    return table

@@ -1,0 +1,116 @@
+"""Stage 6, results: per-arm summaries, paired differences, the bootstrap, the generative metrics,
+``results.json`` and the benchmark report (rank 0 only).
+
+Every figure comes from what earlier stages stored (classifier results and predictions, synthetic
+images), so results.json and the report can be rebuilt from the store.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from odmaug.atomic import atomic_write_json
+from odmaug.benchmark.classifiers import Results
+from odmaug.benchmark.generative import measure_generators
+from odmaug.benchmark.stage import Plan, Splits
+from odmaug.config import Recipe
+from odmaug.console import console
+from odmaug.data import ImageTable
+from odmaug.runs import Run
+
+METRICS = ("qwk", "accuracy", "macro_f1", "balanced_accuracy", "mae")
+
+
+def seed_record(test: dict[str, Any], num_classes: int) -> dict[str, Any]:
+    """The per-seed figures the report uses, from a classifier's test metrics."""
+    record = {k: test[k] for k in METRICS}
+    recalls = {int(r["grade"]): r["recall"] for r in test["per_grade"]}
+    for g in range(num_classes):
+        record[f"recall_grade_{g}"] = recalls.get(g)
+    record["confusion"] = test["confusion"]
+    return record
+
+
+def summarise_arms(arms: dict[str, dict[str, Any]], num_classes: int) -> dict[str, Any]:
+    """Per arm: mean, std and 95% interval of every metric over seeds (set as ``summary``); returns
+    the paired differences against ``real`` and ``oversample`` (arm -> ``vs_<ref>`` -> metric)."""
+    from odmaug.metrics.classification import summarize_runs
+
+    keys = list(METRICS) + [f"recall_grade_{g}" for g in range(num_classes)]
+    for data in arms.values():
+        data["summary"] = {k: summarize_runs([s[k] for s in data["seeds"].values()]) for k in keys}
+    paired: dict[str, Any] = {}
+    for arm, data in arms.items():
+        for ref in ("real", "oversample"):
+            if ref == arm or ref not in arms:
+                continue
+            seeds = sorted(set(data["seeds"]) & set(arms[ref]["seeds"]))
+            paired.setdefault(arm, {})[f"vs_{ref}"] = {
+                k: summarize_runs([
+                    data["seeds"][s][k] - arms[ref]["seeds"][s][k]
+                    for s in seeds
+                    if data["seeds"][s][k] is not None and arms[ref]["seeds"][s][k] is not None
+                ])
+                for k in keys
+            }
+    return paired
+
+
+def arm_results(plan: Plan, classifiers: Results, num_classes: int) -> dict[str, dict[str, Any]]:
+    """Per arm of the plan (by label): per-seed figures, classifier folders and training counts."""
+    arms = {}
+    for arm in plan.arms:
+        runs = classifiers[arm.label]
+        arms[arm.label] = {"seeds": {seed: seed_record(r["test"], num_classes) for seed, r in runs.items()},
+                           "classifiers": {seed: r["dir"] for seed, r in runs.items()},
+                           "training_counts": {seed: r["counts"] for seed, r in runs.items()}}
+    return arms
+
+
+def collect_results(recipe: Recipe, plan: Plan, splits: Splits, synthetic: dict[str, ImageTable],
+                    classifiers: Results, bench_run: Run, device: str, started: float) -> dict[str, Any]:
+    """Summaries, generative metrics, ``<run>/results.json`` and the report; returns the results."""
+    from odmaug.benchmark.uncertainty import benchmark_bootstrap  # seeds x test images
+
+    num_classes = recipe.data.num_classes
+    arms = arm_results(plan, classifiers, num_classes)
+    paired = summarise_arms(arms, num_classes)
+    bootstrap = benchmark_bootstrap(arms, num_classes, recipe.seed)
+    domain_dir = Path(classifiers["real"][recipe.benchmark.seeds[0]]["dir"])
+    generative = measure_generators(recipe, splits, synthetic, domain_dir, device, bench_run.subdir("report") / "figures")
+    test = splits.test
+    results = {
+        "name": recipe.name,
+        "num_classes": num_classes,
+        "seeds": recipe.benchmark.seeds,
+        "test_description": f"{splits.name} real test split, {len(test)} images {test.counts().tolist()}",
+        "arms": arms,
+        "paired": paired,
+        "bootstrap": bootstrap,
+        "generators": generative["generators"],
+        "generator_runs": {name: str(root) for name, root in plan.generators.items()},
+        "domain_classifier": str(domain_dir),
+        "extractors": generative["extractors"],
+        "grids": generative["grids"],
+        "notes": generative["notes"] + ([bootstrap["error"]] if "error" in bootstrap else []),
+        "wall_time_s": round(time.perf_counter() - started, 1),
+    }
+    atomic_write_json(bench_run.root / "results.json", results)
+    _report(results, bench_run)
+    return results
+
+
+def _report(results: dict[str, Any], bench_run: Run) -> None:
+    """Write the benchmark report and print its tables."""
+    from odmaug.benchmark.report import arm_table, generator_table, write_benchmark_report
+
+    env = json.loads(bench_run.env_path.read_text())
+    paths = write_benchmark_report(results, bench_run.subdir("report"), bench_run.config_path.read_text(), env)
+    bench_run.log("benchmark_done", wall_time_s=results["wall_time_s"], report=str(paths["html"]))
+    if results["generators"]:
+        console.print(generator_table(results))
+    console.print(arm_table(results))
+    console.print(f"report: {paths['markdown']}  {paths['html']}")

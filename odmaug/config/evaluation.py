@@ -1,0 +1,120 @@
+"""The evaluation sections: the severity ``classifier``, the generative ``metrics`` and the ``benchmark``."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import Field, field_validator, model_validator
+
+from odmaug.config.section import Section
+
+
+class ClassifierConfig(Section):
+    """Severity classifier training (any timm model) and its train-time augmentation."""
+
+    model: str = "resnet18"
+    """A timm model name (``timm.list_models()``), created with ``num_classes`` = data.num_classes."""
+    pretrained: Optional[str] = None
+    """Local safetensors weights for the model; a head of another shape is skipped. None: random init."""
+    image_size: Optional[int] = Field(None, ge=8, le=1024)
+    """Resolution the classifier sees; None uses data.image_size."""
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(64, ge=1)
+    eval_batch_size: int = Field(256, ge=1)
+    lr: float = Field(1e-3, gt=0.0)
+    """Peak AdamW learning rate (after warm-up; cosine decay to zero afterwards)."""
+    weight_decay: float = Field(0.05, ge=0.0)
+    warmup_epochs: float = Field(1.0, ge=0.0)
+    """Linear warm-up length in epochs (may be fractional)."""
+    label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
+    balanced_sampling: bool = False
+    """Draw training batches with a WeightedRandomSampler so every grade is equally likely."""
+    augment: bool = True
+    """Train-time augmentation: random flips, rotations and mild colour jitter (batched, on device)."""
+    vflip: bool = True
+    """Also flip vertically (fine for fundus and endoscopy images; horizontal flips are always on)."""
+    rotation_degrees: float = Field(180.0, ge=0.0, le=180.0)
+    """Random rotation in [-r, r] degrees (fundus images are round, so any angle is natural)."""
+    color_jitter: float = Field(0.1, ge=0.0, le=0.5)
+    """Relative strength of random brightness, contrast and saturation changes."""
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    """auto: bf16 autocast where the device runs it fast (CUDA with bf16, CPUs with bf16 units), else fp32."""
+    num_workers: int = Field(0, ge=0)
+    """Worker processes that decode images into memory before training (0: decode in-process)."""
+
+
+class MetricsConfig(Section):
+    """Generative metrics: FID, KID and precision/recall, overall and per grade."""
+
+    extractors: list[str] = Field(default_factory=lambda: ["inception"])
+    """Feature extractors by name: ``inception`` (the standard FID Inception-V3) and/or
+    ``domain:<classifier run or folder>`` (a severity classifier's penultimate features)."""
+    inception_weights: Optional[str] = None
+    """Local Inception-V3 FID weights (torch-fidelity's ``weights-inception-2015-12-05-6726825d.pth``
+    or a safetensors copy). None: ``$ODMAUG_INCEPTION_WEIGHTS``, then the user cache, then a download."""
+    image_size: Optional[int] = Field(None, ge=8, le=1024)
+    """Side length both image sets are brought to before feature extraction; None: data.image_size."""
+    min_per_grade: int = Field(20, ge=2)
+    """A grade with fewer real or generated images than this is reported as "too few", not a number."""
+    small_set: int = Field(2000, ge=1)
+    """Below this many images FID is biased: the table marks the figure."""
+    kid_subset_size: int = Field(1000, ge=2)
+    """Images per KID subset (lowered to the smaller set's size when a set has fewer)."""
+    kid_subsets: int = Field(100, ge=1)
+    """Number of random subsets KID is averaged over (its std is over the same subsets)."""
+    nearest_k: int = Field(3, ge=1)
+    """k of the k-nearest-neighbour balls of precision/recall (Kynkaanniemi et al. 2019 use 3)."""
+    batch_size: int = Field(64, ge=1)
+    """Images per feature-extraction batch."""
+    cache: bool = True
+    """Reuse the real set's features when the images, resolution and extractor are unchanged."""
+    cache_dir: Optional[str] = None
+    """Where real-set features are cached; None: ``$XDG_CACHE_HOME/odmaug/fid-stats`` (~/.cache)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> "MetricsConfig":
+        if not self.extractors or any(not e.strip() for e in self.extractors):
+            raise ValueError("metrics.extractors needs at least one non-empty extractor name")
+        if self.nearest_k >= self.min_per_grade:
+            raise ValueError("metrics.nearest_k must be below metrics.min_per_grade")
+        return self
+
+
+class BenchmarkConfig(Section):
+    """``odmaug benchmark``: which arms, how they are balanced, and how generators are judged."""
+
+    arms: list[str] = Field(default_factory=lambda: ["real", "oversample", "dm", "odm"])
+    """``real``, ``oversample``, ``dm``, ``odm`` and ``external:<name>=<folder or manifest>``."""
+    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    """Classifier seeds, the same for every arm (paired differences use them)."""
+    strategy: Literal["match-majority", "to-count"] = "match-majority"
+    """How synthetic (and oversampling) arms fill the grades."""
+    to_count: Optional[int] = Field(None, ge=1)
+    max_synthetic_share: float = Field(1.0, gt=0.0, le=1.0)
+    metrics_per_grade: int = Field(200, ge=0)
+    """At least this many generated images per grade (beyond what balancing needs) for the
+    per-grade FID/KID/precision/recall; the overall figures use a subset with the real grade mix."""
+    extractors: list[str] = Field(default_factory=lambda: ["domain", "inception"])
+    """``domain`` (the real arm's first-seed classifier) and ``inception`` (skipped without weights)."""
+
+    @field_validator("arms")
+    @classmethod
+    def _known_arms(cls, arms: list[str]) -> list[str]:
+        if not arms:
+            raise ValueError("benchmark.arms needs at least one arm")
+        for arm in arms:
+            if arm not in ("real", "oversample", "dm", "odm") and not (
+                arm.startswith("external:") and "=" in arm and arm.split("=", 1)[0][9:] and arm.split("=", 1)[1]
+            ):
+                raise ValueError(f"unknown arm '{arm}' (use real, oversample, dm, odm or external:<name>=<path>)")
+        if len(set(arms)) != len(arms):
+            raise ValueError("benchmark.arms repeats an arm")
+        return arms
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
+        if not seeds or len(set(seeds)) != len(seeds):
+            raise ValueError("benchmark.seeds needs at least one seed and no repeats")
+        return seeds
+

@@ -1,0 +1,109 @@
+"""The generator's sections: the network (``generator``), the process and loss (``diffusion``,
+``diffusion.ordinal``) and its training (``train``)."""
+
+from __future__ import annotations
+
+from typing import Literal, Optional
+
+from pydantic import Field
+
+from odmaug.config.section import Section
+
+
+class GeneratorConfig(Section):
+    """The class-conditional U-Net of Ho et al. (``odmaug.diffusion.unet``)."""
+
+    name: str = "unet"
+    """Registered generator network (``odmaug.diffusion.unet.GENERATORS``)."""
+    base_channels: int = Field(64, ge=8, le=1024)
+    """Channels of the first level; the time/class embedding has 4x this width."""
+    channel_mult: list[int] = Field(default_factory=lambda: [1, 2, 2, 2])
+    """Channel multiplier per resolution level (one level per entry; each level but the last halves H, W)."""
+    num_res_blocks: int = Field(2, ge=1, le=8)
+    """Residual blocks per level on the way down (one more on the way up)."""
+    attention_resolutions: list[int] = Field(default_factory=lambda: [16])
+    """Feature-map sizes (pixels) that get a self-attention block (Ho et al.: 16)."""
+    num_heads: int = Field(1, ge=1, le=64)
+    """Attention heads (must divide the channels at the attention levels)."""
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    """Dropout inside residual blocks."""
+
+
+class OrdinalConfig(Section):
+    """The ordinal loss of docs/method.md, section 2 (gamma = 0 gives the plain DM)."""
+
+    gamma: float = Field(1.0, ge=0.0)
+    """Weight of the ordinal term (1 in the paper; 0 = the DM baseline, no extra forward passes)."""
+    mode: Literal["same-xt", "cross-image"] = "same-xt"
+    """same-xt: one x_t evaluated under labels p, q, r. cross-image: real images of grades p, q, r
+    (drawn from the whole training set) noised with the same eps and t."""
+    triplets: Literal["random", "include-true"] = "random"
+    """random: p < q < r uniform over all C-choose-3 triplets (3 extra evaluations per sample).
+    include-true: triplets containing the sample's own grade, reusing its DM evaluation (2 extra)."""
+    distance: Literal["l2", "squared"] = "l2"
+    """l2: per-element norm of the difference (minimum = collinear and ordered); squared: eq. 6 literally."""
+    spacing: Literal["none", "proportional"] = "none"
+    """proportional: also ask d(p, q) / d(p, r) = (q - p) / (r - p) (beyond the paper)."""
+    fraction: float = Field(1.0, gt=0.0, le=1.0)
+    """Share of the batch that gets the ordinal term (a cost knob)."""
+
+
+class DiffusionConfig(Section):
+    """The diffusion process and the training loss."""
+
+    timesteps: int = Field(1000, ge=2, le=10000)
+    """T, the number of noise levels."""
+    schedule: Literal["linear", "cosine"] = "linear"
+    """linear betas (Ho et al.) from beta_start to beta_end, or the cosine schedule of Nichol & Dhariwal."""
+    beta_start: float = Field(1e-4, gt=0.0, lt=1.0)
+    beta_end: float = Field(0.02, gt=0.0, lt=1.0)
+    """Linear schedule: first and last beta as defined for T = 1000 (Ho et al.: 1e-4 .. 0.02)."""
+    scale_betas: bool = True
+    """Linear schedule: multiply beta_start and beta_end by 1000 / T (improved-diffusion), so every T
+    reaches noise at its last step. false uses them as given (runs made before this setting existed);
+    training refuses a schedule whose last step keeps signal (sqrt(abar_{T-1}) >= 0.01)."""
+    p_uncond: float = Field(0.1, ge=0.0, lt=1.0)
+    """Probability of dropping a label to the null class (classifier-free guidance)."""
+    ordinal: OrdinalConfig = Field(default_factory=OrdinalConfig)
+
+
+class TrainConfig(Section):
+    """Generator training (``odmaug train-generator``)."""
+
+    steps: int = Field(10000, ge=1)
+    """Optimizer steps in total (a resumed run continues up to this number)."""
+    batch_size: int = Field(32, ge=1)
+    """GLOBAL batch: under torchrun with K processes each rank takes batch_size / K images."""
+    lr: float = Field(2e-4, gt=0.0)
+    """Adam learning rate."""
+    lr_warmup: int = Field(0, ge=0)
+    """Linear learning-rate warm-up over this many steps (0: constant lr from the start)."""
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = Field(0.0, ge=0.0)
+    grad_clip: Optional[float] = Field(1.0, gt=0.0)
+    """Clip the global gradient norm to this value (None: no clipping)."""
+    ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
+    ema_warmup: int = Field(100, ge=0)
+    """For the first ema_warmup steps the EMA copies the weights; afterwards, s steps later, its decay is
+    min(ema_decay, (1 + s) / (10 + s))."""
+    hflip: bool = True
+    """Random horizontal flips of training images."""
+    vflip: bool = False
+    """Random vertical flips of training images."""
+    precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    """auto: bf16 autocast where the device computes bf16 natively (CUDA bf16, CPUs with AMX or
+    AVX-512 BF16), else fp32. fp32 forces full precision; fp16 needs CUDA. Weights stay fp32."""
+    compile: bool = False
+    """Wrap the network in torch.compile (the first steps compile: 130 s for the 8.95 M network on a
+    2-core AVX2 CPU, where it then trained no faster than eager; try it on GPUs)."""
+    checkpoint_every: int = Field(1000, ge=1)
+    """Write a checkpoint (and resume point) every this many steps, and at the end."""
+    keep_checkpoints: int = Field(1, ge=1)
+    """How many checkpoint folders to keep (the newest)."""
+    sample_every: int = Field(1000, ge=1)
+    """Write an EMA sample grid <run>/generator/samples/grid-<step>.png every this many steps, and at the end."""
+    grid_per_grade: int = Field(8, ge=1, le=64)
+    """Images per grade in the training sample grids (seeds 0.., fixed, so grids are comparable)."""
+    log_every: int = Field(50, ge=1)
+    """Log losses and speed to log.jsonl every this many steps."""
+
