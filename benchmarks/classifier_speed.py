@@ -34,12 +34,14 @@ from torch.utils.flop_counter import FlopCounterMode
 from odmaug.classify.models import ClassifierMeta, create_model
 from odmaug.classify.predict import load_images
 from odmaug.classify.step import Stepper, normalize
-from odmaug.classify.train import train_classifier, training_splits
+from odmaug.classify.splits import training_splits
+from odmaug.classify.train import train_classifier
 from odmaug.precision import autocast, resolve_precision
 from odmaug.config import load_recipe
 from odmaug.console import console
 from odmaug.data.images import CLASSIFIER_MEAN, CLASSIFIER_STD
-from odmaug.runs import atomic_write_json, environment_record
+from odmaug.atomic import atomic_write_json
+from odmaug.runs import environment_record
 
 ROOT = Path(__file__).resolve().parents[1]
 

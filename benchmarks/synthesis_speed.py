@@ -56,8 +56,7 @@ def make_run(root: Path, seed: int = 0) -> Path:
             p.add_(torch.randn_like(p) * 0.02)
     state = {k: v.detach().clone() for k, v in model.state_dict().items()}
     optimizer = torch.optim.Adam(model.parameters())
-    save_checkpoint(run.root / "generator", TrainingState(0, state, optimizer.state_dict(), ema=state),
-                    recipe.data.num_classes, recipe.data.image_size)
+    save_checkpoint(run.root / "generator", TrainingState(0, state, optimizer.state_dict(), ema=state))
     return run.root
 
 

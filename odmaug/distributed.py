@@ -47,10 +47,6 @@ class Context:
         return self.world_size > 1
 
 
-DistInfo = Context
-"""The former name of :class:`Context` (still imported by callers)."""
-
-
 def _env_int(name: str, default: int) -> int:
     try:
         return int(os.environ.get(name, str(default)))

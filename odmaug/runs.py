@@ -27,10 +27,6 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from odmaug.atomic import atomic_write_json, atomic_write_text
-
-# Deprecated re-exports: atomic writes live in odmaug.atomic; these names stay only until the
-# modules that still import them from here have moved (then delete this block).
-from odmaug.atomic import WriteError, atomic_path, atomic_write_bytes, check_writable  # noqa: F401
 from odmaug.config import Recipe, dump_recipe, load_recipe
 from odmaug.errors import OdmaugError
 

@@ -158,28 +158,26 @@ def load_state_file(path: str | Path, expect: Optional[dict[str, Any]] = None) -
 
 
 # ----------------------------------------------------------------------------- one folder
-def save_state_folder(folder: Path, state: TrainingState, weights_metadata: Optional[dict[str, str]] = None,
+def save_state_folder(folder: Path, state: TrainingState,
                       on_written: Optional[Callable[[str], None]] = None) -> dict[str, str]:
     """Write ``state`` as the four files of a folder (made if needed); returns {file name: sha256}.
 
     Args:
         folder: the folder; files already there are replaced.
-        weights_metadata: safetensors metadata of the two weight files (what a reader checks).
         on_written: called with each file's name once it is complete (a test hook).
 
     Raises:
         WriteError: a file cannot be written.
     """
-    files: dict[str, tuple[dict[str, torch.Tensor], Optional[dict[str, str]]]] = {
-        WEIGHT_FILES["model"]: (state.model, weights_metadata)}
+    files = {WEIGHT_FILES["model"]: state.model}
     if state.ema is not None:
-        files[WEIGHT_FILES["ema"]] = (state.ema, weights_metadata)
+        files[WEIGHT_FILES["ema"]] = state.ema
     tensors, meta = _state_tensors(state)
-    files[TENSOR_FILE] = (tensors, None)
+    files[TENSOR_FILE] = tensors
     digests = {}
-    for name, (values, metadata) in files.items():
+    for name, values in files.items():
         with atomic_path(folder / name) as tmp:
-            save_file(_plain(values), str(tmp), metadata=metadata)
+            save_file(_plain(values), str(tmp))
         digests[name] = file_digest(folder / name)
         if on_written is not None:
             on_written(name)

@@ -11,13 +11,14 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file, save_file
 
-from odmaug.classify.augment import AugmentSettings, augment_batch
 from odmaug.classify.evaluate import evaluate_classifier, grade_fidelity
 from odmaug.classify.models import create_model
 from odmaug.classify.predict import load_images
 from odmaug.classify.seeds import train_seeds
+from odmaug.classify.splits import training_splits
 from odmaug.classify.step import epoch_order, lr_factor
-from odmaug.classify.train import train_classifier, training_splits
+from odmaug.classify.train import train_classifier
+from odmaug.classify.transforms import AugmentSettings, augment_batch
 from odmaug.config import recipe_from_dict
 from odmaug.data import ImageTable, load_table, table_from_spec
 from odmaug.errors import OdmaugError

@@ -5,8 +5,9 @@ import os
 
 import pandas as pd
 import pytest
+import torch
 
-from odmaug.digest import file_digest, files_digest, json_digest, rows_digest, stage_key
+from odmaug.digest import file_digest, files_digest, json_digest, rows_digest, stage_key, tensors_digest
 from odmaug.errors import OdmaugError
 
 
@@ -23,6 +24,13 @@ def test_file_digest_matches_hashlib_and_sees_changes(tmp_path):
     path.write_bytes(b"changed")
     os.utime(path, ns=(1, 1))  # a new mtime and size: the memo must not answer
     assert file_digest(path) == hashlib.sha256(b"changed").hexdigest()
+
+
+def test_file_digest_checks_a_publishers_md5(tmp_path):
+    path = tmp_path / "a.bin"
+    path.write_bytes(b"published")
+    assert file_digest(path, algorithm="md5") == hashlib.md5(b"published").hexdigest()
+    assert file_digest(path) == hashlib.sha256(b"published").hexdigest()  # the memo keeps them apart
 
 
 def test_file_digest_missing_is_one_error(tmp_path):
@@ -55,3 +63,19 @@ def test_stage_key_follows_settings_tables_and_seed():
     assert key != stage_key({"lr": 1e-3}, [_Table(relabelled)], seed=0)
     assert key != stage_key({"lr": 1e-3}, [table, None], seed=0)
     assert rows_digest(frame, ["path"]) != rows_digest(frame.iloc[::-1], ["path"])
+
+
+def test_tensors_digest_follows_names_values_and_dtype():
+    weights = {"w": torch.arange(6, dtype=torch.float32).reshape(2, 3), "b": torch.zeros(3)}
+    digest = tensors_digest(weights, 16)
+    assert len(digest) == 16
+    assert digest == tensors_digest({k: v.clone() for k, v in weights.items()}, 16)
+    assert digest == tensors_digest(list(weights.items()), 16)  # (name, tensor) pairs too
+    changed = {**weights, "w": weights["w"].clone()}
+    changed["w"][1, 2] += 1
+    assert tensors_digest(changed, 16) != digest
+    assert tensors_digest({"v": weights["w"], "b": weights["b"]}, 16) != digest  # a name counts
+    # the same bytes read as another dtype are other weights
+    zeros = torch.zeros(4, dtype=torch.float32)
+    assert tensors_digest({"z": zeros}) != tensors_digest({"z": zeros.view(torch.int32)})
+    assert tensors_digest({"z": zeros}) != tensors_digest({"z": zeros.reshape(2, 2)})  # and the shape

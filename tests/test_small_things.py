@@ -27,7 +27,8 @@ from typer.testing import CliRunner
 from odmaug.cli import app
 from odmaug.config import load_recipe
 from odmaug.errors import OdmaugError
-from odmaug.runs import atomic_write_text, create_run, removed_if_it_fails_empty
+from odmaug.atomic import atomic_write_text
+from odmaug.runs import create_run, removed_if_it_fails_empty
 
 SMOKE = Path(__file__).resolve().parents[1] / "recipes" / "smoke.yaml"
 runner = CliRunner()
@@ -161,7 +162,7 @@ def _kid_row(grade, mean, std):
 
 def test_kid_is_printed_times_a_thousand_with_the_scale_in_every_header():
     from odmaug.metrics.generative_table import generative_table
-    from odmaug.report_tables import GENERATOR_HEADER, PER_GRADE_HEADER, generator_rows, per_grade_generator_rows
+    from odmaug.benchmark.report.tables import GENERATOR_HEADER, PER_GRADE_HEADER, generator_rows, per_grade_generator_rows
 
     overall, grade = _kid_row("all", 26.5017189, 0.75), _kid_row(0, 2.1e-5, 3.3e-6)
     result = {"overall": overall, "per_grade": [grade], "extractor": "domain:r", "feature_dim": 8, "image_size": 16,
@@ -248,7 +249,7 @@ def test_a_multi_seed_run_stands_for_its_first_seed(tmp_path):
 
 
 def test_the_per_grade_fid_legend_covers_no_bar(tmp_path, monkeypatch):
-    from odmaug import report_figures
+    from odmaug.benchmark.report import figures as report_figures
 
     per_grade = [{"grade": g, "fid": 50.0 + 40 * g, "too_few": False} for g in range(5)]
     results = {"num_classes": 5, "generators": {name: {"metrics": {"domain": {"per_grade": per_grade}}}

@@ -7,7 +7,8 @@ import json
 
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 from odmaug.device import resolve_device
 from odmaug.distributed import Context, init_distributed
@@ -61,7 +62,7 @@ def test_one_file_round_trip_and_refusals(tmp_path):
 def test_one_folder_round_trip_with_digests(tmp_path):
     _, _, state = _trained_state()
     written = []
-    digests = save_state_folder(tmp_path, state, {"step": "2"}, written.append)
+    digests = save_state_folder(tmp_path, state, written.append)
     assert written == ["model.safetensors", "ema.safetensors", "state.safetensors"]
     assert set(digests) == {*written, "state.json"}
     # the weights files hold the weights alone, unprefixed: what sampling reads
@@ -70,6 +71,18 @@ def test_one_folder_round_trip_with_digests(tmp_path):
     (tmp_path / "ema.safetensors").write_bytes(b"garbage")
     with pytest.raises(OdmaugError, match="corrupt checkpoint file"):
         load_state_folder(tmp_path, digests)
+
+
+def test_weight_files_of_older_checkpoints_with_metadata_still_load(tmp_path):
+    _, _, state = _trained_state()
+    save_state_folder(tmp_path, state)
+    with safe_open(str(tmp_path / "model.safetensors"), framework="pt") as fh:
+        assert not fh.metadata()  # nothing is written that nothing reads
+    # checkpoints written before carried num_classes, image_size, step and format in the weight files
+    old = {"num_classes": "5", "image_size": "32", "step": "2", "format": "1"}
+    for name, weights in (("model.safetensors", state.model), ("ema.safetensors", state.ema)):
+        save_file({k: v.contiguous() for k, v in weights.items()}, str(tmp_path / name), metadata=old)
+    _assert_same(state, load_state_folder(tmp_path))
 
 
 def test_reserved_names_are_refused(tmp_path):

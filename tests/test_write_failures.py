@@ -23,7 +23,7 @@ from typer.testing import CliRunner
 from odmaug.cli import app
 from odmaug.cli.app import OdmaugGroup
 from odmaug.diffusion.checkpoint import read_pointer
-from odmaug.runs import WriteError, atomic_path, atomic_write_text
+from odmaug.atomic import WriteError, atomic_path, atomic_write_text
 
 SMOKE = Path(__file__).resolve().parents[1] / "recipes" / "smoke.yaml"
 runner = CliRunner()

@@ -7,7 +7,6 @@ classifier weights hash), so a re-run only grades the new images.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,8 +17,9 @@ import torch
 from PIL import Image
 
 from odmaug.augment.plan import Item
+from odmaug.atomic import atomic_path
+from odmaug.digest import file_digest
 from odmaug.errors import OdmaugError
-from odmaug.runs import atomic_path
 
 GRADING_FILE = "grading.csv"
 
@@ -45,15 +45,6 @@ class GradeFilter:
 
         # A missing or foreign classifier must fail here, before any image is generated.
         read_meta(self.classifier)
-
-
-def file_hash(path: Path, length: int = 12) -> str:
-    """Short SHA-256 of a file's bytes (identifies classifier weights)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()[:length]
 
 
 @torch.no_grad()
@@ -92,7 +83,7 @@ def apply_filter(
         raise OdmaugError(
             f"the classifier {classifier_dir} predicts {meta.num_classes} grades but the generator makes {folder.num_classes}"
         )
-    classifier_id = file_hash(classifier_dir / WEIGHTS_FILE)
+    classifier_id = file_digest(classifier_dir / WEIGHTS_FILE, 12)
 
     cache_path = folder.root / GRADING_FILE
     cached: dict[str, int] = {}

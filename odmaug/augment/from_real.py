@@ -8,7 +8,6 @@ seed, independent of batches and ranks, and recorded in the manifest (``source_p
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from typing import Any, Iterable, Optional, Sequence
 
@@ -19,6 +18,7 @@ from odmaug.augment.plan import Item
 from odmaug.data import ImageTable, load_table, to_model_range
 from odmaug.data.images import prepared
 from odmaug.diffusion.translate import TRANSLATE_SAMPLERS, check_strength
+from odmaug.digest import json_digest
 from odmaug.errors import OdmaugError
 
 SOURCE_STREAM = 0x5DED17
@@ -90,11 +90,11 @@ class SourcePools:
 
     def identity(self) -> dict[str, Any]:
         """What the sources add to ``synthesis.json``'s identity: a changed pool means other images."""
-        paths = "\n".join(f"{g}:{self.table.frame.at[int(r), 'path']}" for g in sorted(self.pools) for r in self.pools[g])
+        paths = [f"{g}:{self.table.frame.at[int(r), 'path']}" for g in sorted(self.pools) for r in self.pools[g]]
         return {
             "from_real": True, "strength": self.strength,
             "source_grades": {str(g): sorted({int(self.table.labels[r]) for r in p}) for g, p in self.pools.items()},
-            "source_digest": hashlib.sha256(paths.encode()).hexdigest()[:16],
+            "source_digest": json_digest(paths, 16),
         }
 
     def manifest_columns(self, items: Iterable[Item]) -> dict[str, dict[Item, Any]]:

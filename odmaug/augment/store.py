@@ -23,10 +23,9 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
+from odmaug.atomic import atomic_path, atomic_write_json
 from odmaug.augment.plan import Item
-from odmaug.augment.space import check_disk_space, estimate_png_bytes  # noqa: F401 - re-exported
 from odmaug.errors import OdmaugError
-from odmaug.runs import atomic_path, atomic_write_json
 
 SYNTHESIS_FILE = "synthesis.json"
 MANIFEST_FILE = "manifest.csv"

@@ -173,6 +173,27 @@ def parse_arm(spec: str) -> Arm:
     return Arm(spec, ARMS[name], argument if sep else None)
 
 
+def check_arm_spec(spec: str) -> None:
+    """Check how ``benchmark.arms`` names an arm, at recipe load (nothing is read).
+
+    Raises:
+        ValueError: a kind that is not registered, or an argument its kind does not take
+            (``external`` needs ``<name>=<path>``; the others take none).
+    """
+    name, sep, argument = spec.partition(":")
+    kind = ARMS.get(name)
+    if kind is None:
+        well_formed = False
+    elif kind.images is None:
+        well_formed = not sep
+    else:
+        label, equals, path = argument.partition("=")
+        well_formed = bool(label and equals and path)
+    if not well_formed:
+        usage = ", ".join(k.name if k.images is None else f"{k.name}:<name>=<path>" for k in ARMS.values())
+        raise ValueError(f"unknown arm '{spec}' (use {usage})")
+
+
 def generator_recipe(recipe: Recipe, arm: str) -> Recipe:
     """The recipe the generator of arm ``arm`` (``dm``, ``odm``) trains with."""
     generator = parse_arm(arm).kind.generator

@@ -21,7 +21,7 @@ from odmaug.benchmark.stage import Plan, Splits, Stage, say
 from odmaug.benchmark.store import classifier_folder
 from odmaug.config import Recipe
 from odmaug.data import ImageTable
-from odmaug.distributed import DistInfo, barrier
+from odmaug.distributed import Context, barrier
 from odmaug.runs import Run
 
 Results = dict[str, dict[int, dict[str, Any]]]  # arm label -> seed -> {"dir", "test", "counts"}
@@ -60,19 +60,19 @@ def _train_one(job: Job, recipe: Recipe, splits: Splits, synthetic: dict[str, Im
     from odmaug.classify.train import train_classifier
 
     table, counts = training_table(job.arm, splits, synthetic, recipe, job.seed)
-    write_dataset(table, splits, bench_run.subdir("datasets") / f"{job.file_name}.csv")
+    write_dataset(table, splits, bench_run.subdir("datasets") / f"{splits.prefix}{job.file_name}.csv")
     train = table.split("train")
     out_dir = classifier_folder(store, job.arm.file_label, recipe, (train, splits.val, splits.test), job.seed)
     say(f"classifier {job.arm.label}, seed {job.seed}: {len(train)} training images {train.counts().tolist()} "
         f"-> {out_dir.name}")
     result = train_classifier(recipe, train, splits.val, splits.test, out_dir, job.seed, device, show_progress=show_progress)
     record = {"dir": str(result.out_dir), "test": result.test, "counts": None if counts is None else counts.to_dict("list")}
-    atomic_write_json(bench_run.subdir("classifiers") / f"{job.file_name}.json", record)
+    atomic_write_json(bench_run.subdir("classifiers") / f"{splits.prefix}{job.file_name}.json", record)
     return record
 
 
 def train_classifiers(plan: Plan, recipe: Recipe, splits: Splits, synthetic: dict[str, ImageTable], bench_run: Run,
-                      device: str, show_progress: bool, dist: DistInfo) -> Results:
+                      device: str, show_progress: bool, dist: Context) -> Results:
     """Train this rank's jobs; on rank 0, return every job's result (after every rank is done)."""
     jobs = classifier_jobs(plan, recipe)
     mine: dict[int, dict[str, Any]] = {}
@@ -85,6 +85,7 @@ def train_classifiers(plan: Plan, recipe: Recipe, splits: Splits, synthetic: dic
     results: Results = {}
     if dist.is_main:
         for index, job in enumerate(jobs):
-            record = mine.get(index) or json.loads((bench_run.root / "classifiers" / f"{job.file_name}.json").read_text())
+            stored = bench_run.root / "classifiers" / f"{splits.prefix}{job.file_name}.json"
+            record = mine.get(index) or json.loads(stored.read_text())
             results.setdefault(job.arm.label, {})[job.seed] = record
     return results

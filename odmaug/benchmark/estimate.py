@@ -107,7 +107,7 @@ def _generator_step(recipe: Recipe, device: torch.device) -> tuple[float, float,
 
 def _sample_step(recipe: Recipe, model: torch.nn.Module, device: torch.device) -> tuple[float, float, int]:
     """One denoising step (guidance included) of a synthesis batch, the first call's excess, the batch size."""
-    from odmaug.augment.synthesis import aligned
+    from odmaug.augment.sampler import aligned
     from odmaug.diffusion.sampling import generate
     from odmaug.diffusion.schedule import NoiseSchedule
 
@@ -128,7 +128,7 @@ def _classifier(recipe: Recipe, device: torch.device, n_train: int) -> tuple[flo
     """One classifier training batch, its set-up, and one image in evaluation (at the evaluation batch size)."""
     from odmaug.classify.models import ClassifierMeta, create_model
     from odmaug.classify.predict import predict_logits
-    from odmaug.classify.train import Stepper
+    from odmaug.classify.step import Stepper
     from odmaug.data.images import CLASSIFIER_MEAN, CLASSIFIER_STD
 
     cfg, c = recipe.classifier, recipe.data.num_classes
@@ -199,10 +199,14 @@ def estimate_stages(plan: Plan, recipe: Recipe, splits: Splits, units: UnitTimes
     return float(sum(s.seconds or 0.0 for s in plan.stages))
 
 
-def estimate_plan(plan: Plan, recipe: Recipe, splits: Splits, device: torch.device, counts: list[int]) -> None:
-    """Probe this machine, fill the stages' ``seconds`` and say how in ``plan.note``."""
-    units = probe(recipe, device, plan.arms, len(splits.train))
-    total = estimate_stages(plan, recipe, splits, units, counts)
+def estimate_plan(plan: Plan, recipe: Recipe, passes: list[Splits], plans: list[Plan], device: torch.device) -> None:
+    """Probe this machine once, fill the stages' ``seconds`` of every pass's plan (one per
+    cross-validation fold; one for holdout) and say how in ``plan.note`` (``plan``: what is printed)."""
+    from odmaug.benchmark.synthesis import synthesis_counts
+
+    units = probe(recipe, device, plans[0].arms, len(passes[0].train))
+    total = sum(estimate_stages(p, recipe, splits, units, synthesis_counts(recipe, splits.train.counts()))
+                for p, splits in zip(plans, passes))
     threads = torch.get_num_threads()
     skipped = ", Inception features" if "inception" in recipe.benchmark.extractors else ""
     plan.note = (f"time: {format_duration(total)} in all, an estimate from a {units.probe_s:.1f} s probe on this machine "

@@ -39,11 +39,22 @@ def make_plan(recipe: Recipe, store: Path, splits: Splits) -> Plan:
         # the generators differ only in recipe changes that do not change the network (the ordinal weight)
         check_training_recipe(recipe)
     plan = Plan(arms, store, load_externals(arms, recipe.data))
-    plan_generators(plan, recipe)
+    plan_generators(plan, recipe, splits)
     plan_synthesis(plan, recipe, synthesis_counts(recipe, splits.train.counts()))
     plan_classifiers(plan, recipe)
-    plan_metrics(plan, recipe)
+    if splits.fold is None or splits.fold == 0:  # cv: generative metrics on the first fold only
+        plan_metrics(plan, recipe)
+    for stage in plan.stages:
+        stage.fold = splits.fold
     return plan
+
+
+def merge_plans(plans: list[Plan]) -> Plan:
+    """One plan to print and log for several passes (cross-validation folds): every pass's stages in order."""
+    if len(plans) == 1:
+        return plans[0]
+    first = plans[0]
+    return Plan(first.arms, first.store, first.externals, stages=[s for p in plans for s in p.stages])
 
 
 def format_duration(seconds: float) -> str:
@@ -58,18 +69,21 @@ def format_duration(seconds: float) -> str:
 
 
 def plan_table(plan: Plan):
-    """The plan as a rich table; with estimates, a ``time`` column and a total row."""
+    """The plan as a rich table; with estimates, a ``time`` column and a total row; with
+    cross-validation folds, a ``fold`` column."""
     from rich.table import Table
 
     timed = any(s.seconds is not None for s in plan.stages)
+    folds = any(s.fold is not None for s in plan.stages)
     table = Table(title=f"benchmark plan (store: {plan.store})", title_justify="left")
-    for col in ("stage", "what", "status", "work", *(["time"] if timed else []), "where"):
+    for col in (*(["fold"] if folds else []), "stage", "what", "status", "work", *(["time"] if timed else []), "where"):
         table.add_column(col)
     for s in plan.stages:
         time_cell = [format_duration(s.seconds) if s.seconds is not None else "-"] if timed else []
-        table.add_row(s.kind, s.name, s.status, s.work, *time_cell, s.path.name)
+        fold_cell = [str(s.fold) if s.fold is not None else ""] if folds else []
+        table.add_row(*fold_cell, s.kind, s.name, s.status, s.work, *time_cell, s.path.name)
     if timed:
         total = sum(s.seconds or 0.0 for s in plan.stages)
         table.add_section()
-        table.add_row("total", "", "", "", format_duration(total), "")
+        table.add_row(*([""] if folds else []), "total", "", "", "", format_duration(total), "")
     return table

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,32 +71,71 @@ def arm_results(plan: Plan, classifiers: Results, num_classes: int) -> dict[str,
     return arms
 
 
-def collect_results(recipe: Recipe, plan: Plan, splits: Splits, synthetic: dict[str, ImageTable],
-                    classifiers: Results, bench_run: Run, device: str, started: float) -> dict[str, Any]:
-    """Summaries, generative metrics, ``<run>/results.json`` and the report; returns the results."""
+@dataclass
+class Pass:
+    """One pass of the stages (the holdout's one, or one cross-validation fold) and what it made."""
+
+    plan: Plan
+    splits: Splits
+    synthetic: dict[str, ImageTable]
+    classifiers: Results
+
+
+def _test_description(recipe: Recipe, passes: list[Pass]) -> str:
+    first = passes[0].splits
+    if first.fold is None:
+        return f"{first.name} real test split, {len(first.test)} images {first.test.counts().tolist()}"
+    counts = sum(p.splits.test.counts() for p in passes)
+    cv = recipe.benchmark.cv
+    pool = "all labelled images" if cv.scope == "all" else "the train and val splits"
+    return (f"{first.name}, {len(passes)}-fold cross-validation over {pool}: the folds' test parts pooled, "
+            f"{int(counts.sum())} images {counts.tolist()}, each tested once by a fold whose generators and "
+            "classifiers never saw it")
+
+
+def _classification(recipe: Recipe, passes: list[Pass]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Per-arm figures and the bootstrap: on the test split (holdout) or pooled over folds (cv)."""
+    from odmaug.benchmark.protocol import pooled_arms
     from odmaug.benchmark.uncertainty import benchmark_bootstrap  # seeds x test images
 
+    if passes[0].splits.fold is None:
+        arms = arm_results(passes[0].plan, passes[0].classifiers, recipe.data.num_classes)
+        return arms, benchmark_bootstrap(arms, recipe.data.num_classes, recipe.seed)
+    labels = [arm.label for arm in passes[0].plan.arms]
+    return pooled_arms([(p.splits, p.classifiers) for p in passes], labels, recipe)
+
+
+def collect_results(recipe: Recipe, passes: list[Pass], bench_run: Run, device: str, started: float) -> dict[str, Any]:
+    """Summaries, generative metrics, ``<run>/results.json`` and the report; returns the results.
+
+    Generative metrics come from the first pass (under cv: fold 0's generators against fold 0's
+    real training images; every fold trains its own generators).
+    """
     num_classes = recipe.data.num_classes
-    arms = arm_results(plan, classifiers, num_classes)
+    arms, bootstrap = _classification(recipe, passes)
     paired = summarise_arms(arms, num_classes)
-    bootstrap = benchmark_bootstrap(arms, num_classes, recipe.seed)
-    domain_dir = Path(classifiers["real"][recipe.benchmark.seeds[0]]["dir"])
-    generative = measure_generators(recipe, splits, synthetic, domain_dir, device, bench_run.subdir("report") / "figures")
-    test = splits.test
+    first = passes[0]
+    domain_dir = Path(first.classifiers["real"][recipe.benchmark.seeds[0]]["dir"])
+    generative = measure_generators(recipe, first.splits, first.synthetic, domain_dir, device,
+                                    bench_run.subdir("report") / "figures")
+    notes = generative["notes"] + ([bootstrap["error"]] if "error" in bootstrap else [])
+    if first.splits.fold is not None and first.synthetic:
+        notes.append(f"generative metrics: fold 0's generators (each of the {len(passes)} folds trains its own)")
     results = {
         "name": recipe.name,
         "num_classes": num_classes,
         "seeds": recipe.benchmark.seeds,
-        "test_description": f"{splits.name} real test split, {len(test)} images {test.counts().tolist()}",
+        "protocol": recipe.benchmark.protocol,
+        "test_description": _test_description(recipe, passes),
         "arms": arms,
         "paired": paired,
         "bootstrap": bootstrap,
         "generators": generative["generators"],
-        "generator_runs": {name: str(root) for name, root in plan.generators.items()},
+        "generator_runs": {f"{p.splits.prefix}{name}": str(root) for p in passes for name, root in p.plan.generators.items()},
         "domain_classifier": str(domain_dir),
         "extractors": generative["extractors"],
         "grids": generative["grids"],
-        "notes": generative["notes"] + ([bootstrap["error"]] if "error" in bootstrap else []),
+        "notes": notes,
         "wall_time_s": round(time.perf_counter() - started, 1),
     }
     atomic_write_json(bench_run.root / "results.json", results)

@@ -1,4 +1,4 @@
-"""``odmaug benchmark`` end to end: plan, then each stage in order, on the recipe's real splits."""
+"""``odmaug benchmark`` end to end: plan, then each stage in order, once per pass (holdout: one; cv: one per fold)."""
 
 from __future__ import annotations
 
@@ -8,10 +8,11 @@ from typing import Any, Optional
 
 from odmaug.benchmark.classifiers import train_classifiers
 from odmaug.benchmark.generators import train_generators
-from odmaug.benchmark.plan import make_plan, plan_table
-from odmaug.benchmark.results import collect_results
-from odmaug.benchmark.stage import Plan, Splits
-from odmaug.benchmark.synthesis import synthesis_counts, synthesize
+from odmaug.benchmark.plan import make_plan, merge_plans, plan_table
+from odmaug.benchmark.protocol import benchmark_splits
+from odmaug.benchmark.results import Pass, collect_results
+from odmaug.benchmark.stage import Plan, Splits, say
+from odmaug.benchmark.synthesis import synthesize
 from odmaug.config import Recipe
 from odmaug.console import console
 from odmaug.data import load_table
@@ -36,43 +37,55 @@ def _benchmark_run(recipe: Recipe, base: Path, plan: Plan, dist) -> Run:
     return Run(Path(broadcast_object(str(bench_run.root) if bench_run else None, dist)))
 
 
+def _run_pass(plan: Plan, splits: Splits, recipe: Recipe, bench_run: Run, context, progress: bool) -> Pass:
+    """Every stage of one pass (the holdout's, or one fold's), in order."""
+    if splits.fold is not None:
+        say(f"fold {splits.fold}: {len(splits.train)} training, {len(splits.val)} val, {len(splits.test)} test images")
+    train_generators(plan, recipe, splits, progress, context)
+    synthetic = synthesize(plan, recipe, splits, context.device, progress)
+    classifiers = train_classifiers(plan, recipe, splits, synthetic, bench_run, context.device, progress, context)
+    return Pass(plan, splits, synthetic, classifiers)
+
+
 def run_benchmark(recipe: Recipe, runs_dir: Optional[str | Path] = None, device: str = "auto",
                   dry_run: bool = False, show_progress: bool = True, estimate: bool = True) -> tuple[Optional[Run], dict[str, Any]]:
     """Run (or plan, with ``dry_run``) the whole benchmark of ``recipe``; a dry run with ``estimate``
     also times each stage from a short probe on this machine (:mod:`odmaug.benchmark.estimate`).
+
+    ``benchmark.protocol: cv`` runs the stages once per fold (:mod:`odmaug.benchmark.protocol`)
+    and pools the folds' results.
 
     Returns:
         The benchmark's run folder (None for a dry run) and the results dict written to
         ``<run>/results.json`` (for a dry run: ``{"plan": [...]}``; on ranks other than 0: ``{}``).
 
     Raises:
-        OdmaugError: any input the plan refuses (see :func:`odmaug.benchmark.plan.make_plan`), or
-            real data without validation or test images.
+        OdmaugError: any input the plan refuses (see :func:`odmaug.benchmark.plan.make_plan`),
+            real data without validation or test images (holdout), or too few images for the folds (cv).
     """
     from odmaug.device import resolve_device
     from odmaug.distributed import init_distributed, shutdown
 
     started = time.perf_counter()
     base = default_runs_dir(runs_dir)
-    splits = Splits.of(load_table(recipe.data))
-    plan = make_plan(recipe, base / "store", splits)
+    passes = benchmark_splits(recipe, load_table(recipe.data))
+    plans = [make_plan(recipe, base / "store", splits) for splits in passes]
+    shown = merge_plans(plans)
     if dry_run:
         if estimate:
             from odmaug.benchmark.estimate import estimate_plan
 
-            estimate_plan(plan, recipe, splits, resolve_device(device), synthesis_counts(recipe, splits.train.counts()))
-        _print_plan(plan)
-        return None, {"plan": plan.records()}
+            estimate_plan(shown, recipe, passes, plans, resolve_device(device))
+        _print_plan(shown)
+        return None, {"plan": shown.records()}
 
-    dist = init_distributed(resolve_device(device))
+    context = init_distributed(resolve_device(device))
     try:
-        bench_run = _benchmark_run(recipe, base, plan, dist)
-        progress = show_progress and dist.is_main
-        train_generators(plan, recipe, progress)
-        synthetic = synthesize(plan, recipe, splits, device, progress)
-        classifiers = train_classifiers(plan, recipe, splits, synthetic, bench_run, device, progress, dist)
-        if not dist.is_main:
+        bench_run = _benchmark_run(recipe, base, shown, context)
+        progress = show_progress and context.is_main
+        done = [_run_pass(plan, splits, recipe, bench_run, context, progress) for plan, splits in zip(plans, passes)]
+        if not context.is_main:
             return bench_run, {}
-        return bench_run, collect_results(recipe, plan, splits, synthetic, classifiers, bench_run, device, started)
+        return bench_run, collect_results(recipe, done, bench_run, context.device, started)
     finally:
-        shutdown(dist)
+        shutdown(context)

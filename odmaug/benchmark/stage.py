@@ -18,16 +18,23 @@ class Splits:
 
     ``train`` is what arms fill and classifiers train on; ``val`` chooses each classifier's epoch;
     ``test`` is what the report measures. Each holds the rows of its split only; ``name`` names
-    the whole set (the training table goes by it too, as arms and classifiers record it).
+    the whole set (the training table goes by it too, as arms and classifiers record it). ``fold``
+    is the cross-validation fold these splits are (None: the holdout protocol's one pass).
     """
 
     name: str
     train: ImageTable
     val: ImageTable
     test: ImageTable
+    fold: Optional[int] = None
+
+    @property
+    def prefix(self) -> str:
+        """``fold2-`` for fold 2, empty for the holdout pass: what a fold's file and stage names start with."""
+        return "" if self.fold is None else f"fold{self.fold}-"
 
     @classmethod
-    def of(cls, table: ImageTable) -> "Splits":
+    def of(cls, table: ImageTable, fold: Optional[int] = None) -> "Splits":
         """The three splits of ``table``.
 
         Raises:
@@ -38,7 +45,7 @@ class Splits:
             if len(parts[name]) == 0:
                 raise OdmaugError(f"{table.name} has no {name} split: the benchmark needs real validation and test images")
         parts["train"].name = table.name
-        return cls(table.name, **parts)
+        return cls(table.name, **parts, fold=fold)
 
 
 @dataclass
@@ -52,6 +59,7 @@ class Stage:
     work: str
     left: int = 0  # units of work left: generator steps, images, classifier epochs (0 for metrics)
     seconds: Optional[float] = None  # estimated time (odmaug.benchmark.estimate); None: not estimated
+    fold: Optional[int] = None  # the cross-validation fold it belongs to (None: holdout)
 
 
 @dataclass

@@ -24,16 +24,21 @@ from typing import Optional
 
 from odmaug.atomic import atomic_write_json, atomic_write_text
 from odmaug.config import Recipe, dump_recipe
-from odmaug.digest import json_digest, stage_key
+from odmaug.benchmark.stage import Splits
+from odmaug.data import ImageTable
+from odmaug.digest import json_digest, rows_digest, stage_key
 from odmaug.errors import OdmaugError
 from odmaug.runs import Run, environment_record
 
 
-def generator_key(recipe: Recipe) -> str:
-    """Identity of a generator's training, without ``train.steps`` (see the module docstring)."""
+def generator_key(recipe: Recipe, train: Optional[ImageTable] = None) -> str:
+    """Identity of a generator's training, without ``train.steps`` (see the module docstring);
+    with ``train`` (a cross-validation fold's training part), its rows count too."""
     parts = {k: recipe.to_dict()[k] for k in ("data", "generator", "diffusion", "train", "seed")}
     parts["data"].pop("data_dir", None)  # where the file lies does not change the images
     parts["train"].pop("steps", None)
+    if train is not None:  # holdout keys stay as they were: stored generators are still found
+        parts["train_rows"] = rows_digest(train.frame, ["path", "label"])
     return json_digest(parts, 12)
 
 
@@ -48,10 +53,13 @@ def generator_status(root: Path, steps: int) -> tuple[str, int]:
     return ("reuse" if step >= steps else "resume"), step
 
 
-def generator_folder(store: Path, name: str, recipe: Recipe) -> Path:
+def generator_folder(store: Path, name: str, recipe: Recipe, splits: Optional[Splits] = None) -> Path:
     """The folder generator ``name`` of ``recipe`` trains in: of the folders of its setting, the one
-    furthest along without being past ``train.steps``; a new branch when all are past it."""
-    base = f"generator-{name}-{generator_key(recipe)}"
+    furthest along without being past ``train.steps``; a new branch when all are past it. A
+    cross-validation fold's generator (``splits.fold`` set) is keyed by its training part too."""
+    fold = splits is not None and splits.fold is not None
+    key = generator_key(recipe, splits.train if fold else None)
+    base = f"generator-{name}-{splits.prefix if fold else ''}{key}"
     branches = sorted((p for p in store.glob(f"{base}-b*") if p.name[len(base) + 2:].isdigit()),
                       key=lambda p: int(p.name[len(base) + 2:]))
     best: Optional[tuple[Path, int]] = None

@@ -14,7 +14,7 @@ from typing import Any, Optional
 import numpy as np
 import pandas as pd
 
-from odmaug.classify.train import PREDICTIONS_FILE
+from odmaug.classify.outputs import PREDICTIONS_FILE
 from odmaug.metrics.bootstrap import confusion_metric, paired_bootstrap
 
 
@@ -52,6 +52,14 @@ def collect_predictions(dirs: dict[str, dict[int, str]]) -> tuple[np.ndarray, di
     return reference["label"].to_numpy(np.int64), preds, seeds
 
 
+def bootstrap_metrics(num_classes: int) -> dict:
+    """The bootstrapped figures, named as the per-seed records name them: ``qwk``, ``accuracy``,
+    ``balanced_accuracy`` and ``recall_grade_<C-1>`` (top-grade recall)."""
+    metrics = {name: confusion_metric(name) for name in ("qwk", "accuracy", "balanced_accuracy")}
+    metrics[f"recall_grade_{num_classes - 1}"] = confusion_metric("top_recall")
+    return metrics
+
+
 def benchmark_bootstrap(arms: dict[str, dict[str, Any]], num_classes: int, seed: int,
                         n_boot: int = 2000) -> dict[str, Any]:
     """The ``bootstrap`` entry of results.json, from each arm's ``classifiers`` (seed -> folder).
@@ -61,8 +69,7 @@ def benchmark_bootstrap(arms: dict[str, dict[str, Any]], num_classes: int, seed:
     :func:`~odmaug.metrics.bootstrap.paired_bootstrap`'s dict; on unreadable or unpaired
     predictions returns ``{"error": why}`` (the seed-only figures still stand).
     """
-    metrics = {name: confusion_metric(name) for name in ("qwk", "accuracy", "balanced_accuracy")}
-    metrics[f"recall_grade_{num_classes - 1}"] = confusion_metric("top_recall")
+    metrics = bootstrap_metrics(num_classes)
     try:
         labels, preds, seeds = collect_predictions({arm: data["classifiers"] for arm, data in arms.items()})
     except (OSError, KeyError, ValueError, TypeError) as err:

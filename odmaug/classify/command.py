@@ -7,10 +7,14 @@ import contextlib
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 from odmaug.config import Recipe
+from odmaug.device import resolve_device
 from odmaug.errors import OdmaugError
+
+if TYPE_CHECKING:
+    import torch
 
 
 def parse_seeds(text: str) -> list[int]:
@@ -34,6 +38,8 @@ class ClassifierJob:
     """A checked classifier training, ready to :meth:`run`: its data, seeds and output folder."""
 
     cfg: Recipe
+    device: "torch.device"
+    """The command's device, resolved once from ``cfg.device``."""
     train: Any
     val: Any
     test: Any
@@ -54,8 +60,8 @@ class ClassifierJob:
         new = removed_if_it_fails_empty(self.run_folder) if self.run_folder is not None else contextlib.nullcontext()
         with new:
             if self.seeds:
-                return train_seeds(cfg, self.train, self.val, self.test, self.target, self.seeds, cfg.device, log)
-            return train_classifier(cfg, self.train, self.val, self.test, self.target, cfg.seed, cfg.device, log)
+                return train_seeds(cfg, self.train, self.val, self.test, self.target, self.seeds, self.device, log)
+            return train_classifier(cfg, self.train, self.val, self.test, self.target, cfg.seed, self.device, log)
 
 
 def classifier_job(cfg: Recipe, manifest: Optional[Path] = None, seeds: Optional[str] = None,
@@ -65,12 +71,14 @@ def classifier_job(cfg: Recipe, manifest: Optional[Path] = None, seeds: Optional
 
     Raises:
         OdmaugError: an unknown model or one that cannot run at ``cfg.image_size("classifier")``,
-            bad seeds, an unwritable ``out``, bad data.
+            bad seeds, an unwritable ``out``, bad data, an unusable device.
     """
     from odmaug.classify.models import check_classifier
+    from odmaug.atomic import check_writable
     from odmaug.classify.splits import training_splits
-    from odmaug.runs import check_writable, create_run
+    from odmaug.runs import create_run
 
+    device = resolve_device(cfg.device)  # once, here: the job passes this torch.device down
     # fail before any data is loaded or folder made: unknown model, or one that cannot run at this size
     check_classifier(cfg.classifier.model, cfg.data.num_classes, cfg.image_size("classifier"))
     seed_list = parse_seeds(seeds) if seeds else None
@@ -78,9 +86,10 @@ def classifier_job(cfg: Recipe, manifest: Optional[Path] = None, seeds: Optional
         check_writable(out, folder=True)  # before the data is loaded and the epochs run
     train, val, test = training_splits(cfg, manifest)
     if out is not None:
-        return ClassifierJob(cfg, train, val, test, out, seed_list)
+        return ClassifierJob(cfg, device, train, val, test, out, seed_list)
     run = create_run(cfg, runs_dir)
-    return ClassifierJob(cfg, train, val, test, run.root / ("classifiers" if seed_list else "classifier"), seed_list, run)
+    target = run.root / ("classifiers" if seed_list else "classifier")
+    return ClassifierJob(cfg, device, train, val, test, target, seed_list, run)
 
 
 def _slug(text: str) -> str:
@@ -107,6 +116,7 @@ def evaluate_spec(classifier: Path, data: str, recipe_for: Callable[[Optional[Pa
     meta = read_meta(folder)
     trained = folder / "config.yaml"
     cfg = recipe_for(trained if trained.is_file() else None)
+    device = resolve_device(cfg.device)  # once, before the data is read
     if cfg.data.num_classes != meta.num_classes and cfg.data.source != "synthetic":
         cfg = cfg.model_copy(update={"data": cfg.data.model_copy(update={"num_classes": meta.num_classes})})
     try:
@@ -117,5 +127,5 @@ def evaluate_spec(classifier: Path, data: str, recipe_for: Callable[[Optional[Pa
             raise OdmaugError(f"{err} (the classifier was trained for grades 0..{meta.num_classes - 1})") from None
         raise
     target = out or folder / "evaluations" / _slug(table.name)
-    result = evaluate_classifier(folder, table, target, cfg.device, cfg.classifier.precision)
+    result = evaluate_classifier(folder, table, target, device, cfg.classifier.precision)
     return {**result, "folder": folder, "meta": meta, "table_name": table.name, "target": target}

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from odmaug.atomic import atomic_path, atomic_write_json
 from odmaug.classify.models import load_classifier, resolve_classifier_dir
 from odmaug.classify.predict import load_images, predict_logits, predictions_frame
 from odmaug.precision import resolve_precision
@@ -21,7 +22,6 @@ from odmaug.data import ImageTable, write_manifest
 from odmaug.device import resolve_device
 from odmaug.errors import OdmaugError
 from odmaug.metrics.classification import classification_metrics
-from odmaug.runs import atomic_path, atomic_write_json
 
 EVALUATION_FILE = "evaluation.json"
 

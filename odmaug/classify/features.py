@@ -97,14 +97,14 @@ class ClassifierFeatures:
         return torch.cat(chunks)
 
 
-def load_classifier_features(classifier_dir: str | Path, device: str | torch.device = "cpu") -> ClassifierFeatures:
+def load_classifier_features(classifier_dir: str | Path, device: torch.device | str = "cpu") -> ClassifierFeatures:
     """A :class:`ClassifierFeatures` for a classifier folder (or a run folder with ``classifier/``)
-    on ``device`` (a torch device or a name; ``auto`` allowed).
+    on ``device`` (the command's torch.device, or a name; ``auto`` allowed).
 
     Raises:
         OdmaugError: no classifier there, or its files do not match.
     """
-    device = device if isinstance(device, torch.device) else resolve_device(device)
+    device = resolve_device(device)  # a torch.device passes through as it is
     folder = resolve_classifier_dir(classifier_dir)
     model, meta = load_classifier(folder, device)
     label = folder.parent.name if folder.name == "classifier" else folder.name
@@ -120,7 +120,7 @@ def _domain_example(folder: Path) -> tuple[str, MetricsConfig]:
 
 
 @register_extractor("domain", "penultimate features of a classifier: domain:<classifier run or folder>", _domain_example)
-def _build_domain(argument: str | None, cfg: MetricsConfig, device: str) -> ClassifierFeatures:
+def _build_domain(argument: str | None, cfg: MetricsConfig, device: torch.device) -> ClassifierFeatures:
     if not argument:
         raise OdmaugError("the domain extractor needs a classifier: use domain:<classifier run or folder>")
     folder = resolve_classifier_dir(Path(argument).expanduser().resolve())  # resolved: a relative path still names its run

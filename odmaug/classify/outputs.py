@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 import torch
 
+from odmaug.atomic import atomic_write_json, atomic_write_text
 from odmaug.classify.models import ClassifierMeta, save_classifier
 from odmaug.classify.predict import load_images, predict_logits, predictions_frame
 from odmaug.classify.state import TrainState, remove_state
@@ -20,7 +21,6 @@ from odmaug.classify.step import Stepper
 from odmaug.config import Recipe, dump_recipe
 from odmaug.data import ImageTable, write_manifest
 from odmaug.metrics.classification import classification_metrics
-from odmaug.runs import atomic_write_json, atomic_write_text
 
 PREDICTIONS_FILE = "predictions.csv"
 """Per-image validation and test predictions of a classifier (path, split, label, predicted)."""

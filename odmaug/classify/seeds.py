@@ -7,12 +7,12 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+from odmaug.atomic import atomic_write_json
 from odmaug.classify.train import LogFn, train_classifier
 from odmaug.config import Recipe
 from odmaug.data import ImageTable
 from odmaug.errors import OdmaugError
 from odmaug.metrics.classification import SUMMARY_KEYS, summarize_runs
-from odmaug.runs import atomic_write_json
 
 SUMMARY_FILE = "summary.json"
 

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from odmaug.classify.augment import AugmentSettings, augment_batch
 from odmaug.classify.models import ClassifierMeta
 from odmaug.classify.predict import bf16_hazards
+from odmaug.classify.transforms import AugmentSettings, augment_batch
 from odmaug.console import warn
 from odmaug.precision import resolve_precision
 from odmaug.train_step import TrainStep

@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 
 from odmaug.classify.models import ClassifierMeta, create_model, load_pretrained
-from odmaug.classify.outputs import PREDICTIONS_FILE, ClassifierResult, finish  # noqa: F401 (PREDICTIONS_FILE: re-export)
+from odmaug.classify.outputs import ClassifierResult, finish
 from odmaug.classify.predict import load_images, predict_logits
-from odmaug.classify.splits import check_splits, training_splits  # noqa: F401 (re-export)
+from odmaug.classify.splits import check_splits
 from odmaug.classify.state import TrainState, fingerprint, load_finished, load_state, save_state
 from odmaug.classify.step import Stepper, epoch_order, lr_factor
 from odmaug.config import Recipe
@@ -110,7 +110,7 @@ def train_classifier(
 def _prepare(recipe: Recipe, train: ImageTable, val: ImageTable, seed: int, device: torch.device) -> _Training:
     """The network from ``seed`` (and the pretrained weights), its step, and the images in memory."""
     cfg, num_classes = recipe.classifier, recipe.data.num_classes
-    size = cfg.image_size or recipe.data.image_size
+    size = recipe.image_size("classifier")
     torch.manual_seed(seed)  # timm initialises from the global generator
     model = create_model(cfg.model, num_classes, size)
     if cfg.pretrained:

@@ -7,14 +7,12 @@ become one ``error: ...`` line on stderr and exit code 2, never a traceback.
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any, List, Optional
+from typing import Any, Optional
 
 import click
 import typer
 from typer.core import TyperGroup
 
-from odmaug.config import Recipe
 from odmaug.errors import OdmaugError
 
 
@@ -106,20 +104,3 @@ def _root(
                                  help="Print the version and exit."),
 ) -> None:
     pass
-
-
-# The option constants and recipe_from_options below serve cmd_benchmark.py only, until it takes
-# @recipe_options(...) and options.load() as every other command does (odmaug.cli.options).
-RecipeOption = typer.Option(None, "--recipe", "-r", help="Recipe YAML (default: built-in defaults).")
-SetOption = typer.Option(None, "--set", "-s", help="Override a recipe value, e.g. --set train.lr=2e-4 (repeatable).")
-DataDirOption = typer.Option(None, "--data-dir", help="Folder holding retinamnist.npz (default $ODMAUG_DATA_DIR).")
-RunsDirOption = typer.Option(None, "--runs-dir", help="Where run folders go (default $ODMAUG_RUNS_DIR or ./runs).")
-DeviceOption = typer.Option(None, "--device", help="auto, cpu, cuda or mps (default: the recipe's, usually auto).")
-
-
-def recipe_from_options(recipe: Optional[Path], overrides: Optional[List[str]], data_dir: Optional[Path] = None,
-                        device: Optional[str] = None) -> Recipe:
-    """The recipe with ``--set`` overrides and the shared options (:meth:`RecipeOptions.load`)."""
-    from odmaug.cli.options import RecipeOptions
-
-    return RecipeOptions(recipe, tuple(overrides or ()), data_dir, device=device).load()

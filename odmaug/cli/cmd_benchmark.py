@@ -2,27 +2,24 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import List, Optional
+from typing import Annotated
 
 import typer
 
-from odmaug.cli.app import DataDirOption, DeviceOption, RecipeOption, RunsDirOption, SetOption, app, recipe_from_options
+from odmaug.cli.app import app
+from odmaug.cli.options import RecipeOptions, recipe_options
 
 
 @app.command("benchmark")
+@recipe_options("recipe", "overrides", "data_dir", "runs_dir", "device")
 def benchmark(
-    recipe: Optional[Path] = RecipeOption,
-    dry_run: bool = typer.Option(False, "--dry-run", help="Check every input, print the plan (stages, what is reused, work left, estimated times) and stop."),
-    overrides: Optional[List[str]] = SetOption,
-    data_dir: Optional[Path] = DataDirOption,
-    runs_dir: Optional[Path] = RunsDirOption,
-    device: Optional[str] = DeviceOption,
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bars."),
-    estimate: bool = typer.Option(
-        True, "--estimate/--no-estimate",
-        help="With --dry-run: time each stage from a short probe on this machine (a few steps of each network).",
-    ),
+    options: RecipeOptions,
+    dry_run: Annotated[bool, typer.Option(
+        "--dry-run", help="Check every input, print the plan (stages, what is reused, work left, estimated times) and stop.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    estimate: Annotated[bool, typer.Option(
+        "--estimate/--no-estimate",
+        help="With --dry-run: time each stage from a short probe on this machine (a few steps of each network).")] = True,
 ) -> None:
     """Does augmentation help? QWK/accuracy per arm (real, oversample, DM, ODM) beside FID/KID.
 
@@ -40,5 +37,5 @@ def benchmark(
     """
     from odmaug.benchmark import run_benchmark
 
-    cfg = recipe_from_options(recipe, overrides, data_dir, device)
-    run_benchmark(cfg, runs_dir, cfg.device, dry_run=dry_run, show_progress=not quiet, estimate=estimate)
+    cfg = options.load()
+    run_benchmark(cfg, options.runs_dir, cfg.device, dry_run=dry_run, show_progress=not quiet, estimate=estimate)

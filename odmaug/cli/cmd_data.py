@@ -8,12 +8,12 @@ from typing import Annotated, Optional
 import typer
 from rich.table import Table
 
+from odmaug.atomic import check_writable
 from odmaug.cli.app import data_app
 from odmaug.cli.options import RecipeOptions, recipe_options
 from odmaug.console import console
 from odmaug.data import ImageTable, load_table, table_from_spec
 from odmaug.data.sources import counts_by_split
-from odmaug.runs import check_writable
 
 
 def counts_table(table: ImageTable) -> Table:

@@ -80,6 +80,26 @@ class MetricsConfig(Section):
         return self
 
 
+class CrossValidationConfig(Section):
+    """``benchmark.cv``: the folds of ``benchmark.protocol: cv``."""
+
+    folds: int = Field(5, ge=2, le=20)
+    """k: every image of the pool is in exactly one fold's test part."""
+    scope: Literal["all", "train-val"] = "all"
+    """The pool that is folded: ``all`` labelled images, or ``train-val`` (the train and val splits;
+    an official test split then stays untouched by every fold, for a final external test)."""
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
+    """Share of each grade's non-test units (images or patients) in a fold's val part."""
+
+
+def _check_arm(spec: str) -> None:
+    """The arm registry (in the benchmark package, loaded by name: config imports nothing above it)
+    decides which arms exist, so a new arm is one registration."""
+    import importlib
+
+    importlib.import_module("odmaug.benchmark.arms").check_arm_spec(spec)
+
+
 class BenchmarkConfig(Section):
     """``odmaug benchmark``: which arms, how they are balanced, and how generators are judged."""
 
@@ -87,6 +107,11 @@ class BenchmarkConfig(Section):
     """``real``, ``oversample``, ``dm``, ``odm`` and ``external:<name>=<folder or manifest>``."""
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     """Classifier seeds, the same for every arm (paired differences use them)."""
+    protocol: Literal["holdout", "cv"] = "holdout"
+    """``holdout``: one pass on the data's train/val/test splits. ``cv``: ``cv.folds`` passes, each
+    with its own generators trained on that fold's training part only; results pool the folds'
+    test parts (every image tested once)."""
+    cv: CrossValidationConfig = Field(default_factory=CrossValidationConfig)
     strategy: Literal["match-majority", "to-count"] = "match-majority"
     """How synthetic (and oversampling) arms fill the grades."""
     to_count: Optional[int] = Field(None, ge=1)
@@ -103,10 +128,7 @@ class BenchmarkConfig(Section):
         if not arms:
             raise ValueError("benchmark.arms needs at least one arm")
         for arm in arms:
-            if arm not in ("real", "oversample", "dm", "odm") and not (
-                arm.startswith("external:") and "=" in arm and arm.split("=", 1)[0][9:] and arm.split("=", 1)[1]
-            ):
-                raise ValueError(f"unknown arm '{arm}' (use real, oversample, dm, odm or external:<name>=<path>)")
+            _check_arm(arm)
         if len(set(arms)) != len(arms):
             raise ValueError("benchmark.arms repeats an arm")
         return arms
@@ -117,4 +139,3 @@ class BenchmarkConfig(Section):
         if not seeds or len(set(seeds)) != len(seeds):
             raise ValueError("benchmark.seeds needs at least one seed and no repeats")
         return seeds
-

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 import os
 from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
 
+from odmaug.digest import file_digest
 from odmaug.download import DownloadFailed, download_checked
 from odmaug.errors import MissingDataError, OdmaugError
 
@@ -24,15 +24,6 @@ def cache_dir() -> Path:
     """The user cache for downloads: ``$XDG_CACHE_HOME/odmaug`` or ``~/.cache/odmaug``."""
     root = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(root) / "odmaug"
-
-
-def md5sum(path: Path) -> str:
-    """Hex md5 of a file: MedMNIST publishes md5 checksums, so this check stays md5."""
-    digest = hashlib.md5()
-    with open(path, "rb") as fh:
-        while block := fh.read(1 << 20):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def _download(dest: Path) -> None:
@@ -57,7 +48,7 @@ def locate(data_dir: str | Path | None = None, download: bool = True) -> Path:
     for folder in candidates:
         path = folder / FILENAME
         if path.is_file():
-            _verify_once(str(path.resolve()), path.stat().st_mtime_ns)
+            _verify(path)
             return path
     if not download or os.environ.get(OFFLINE_ENV):
         looked = ", ".join(str(c) for c in candidates)
@@ -69,9 +60,9 @@ def locate(data_dir: str | Path | None = None, download: bool = True) -> Path:
     return dest
 
 
-@lru_cache(maxsize=8)
-def _verify_once(path: str, mtime_ns: int) -> None:
-    if md5sum(Path(path)) != MD5:
+def _verify(path: Path) -> None:
+    # MedMNIST publishes md5 checksums, so this check stays md5 (file_digest reads each version once)
+    if file_digest(path, algorithm="md5") != MD5:
         raise OdmaugError(f"{path} has the wrong md5 (expected {MD5}); replace it with the official file")
 
 

@@ -5,8 +5,8 @@ Layout inside ``<run>/generator/``::
 
     checkpoint.json            pointer to the latest complete checkpoint, written LAST (atomically)
     step-00000500/
-      model.safetensors        training weights  (metadata: num_classes, image_size, step)
-      ema.safetensors          EMA weights       (same metadata)
+      model.safetensors        training weights (the grade count and image size come from the run's recipe)
+      ema.safetensors          EMA weights
       state.safetensors        optimizer tensors and RNG states of every rank
       state.json               step, optimizer hyper-parameters, precision, world size
 

@@ -52,7 +52,7 @@ class GridSummary:
 
 def _png_out(out: Path) -> None:
     """A ``.png`` path that can be written, checked before any generator is loaded."""
-    from odmaug.runs import check_writable
+    from odmaug.atomic import check_writable
 
     if out.suffix.lower() != ".png":
         raise OdmaugError(f"--out must be a .png file (got {out})")

@@ -48,14 +48,17 @@ def train_generator_run(cfg: Recipe, resume: Optional[Run] = None, runs_dir: Opt
         OdmaugError: a recipe that cannot train, a bad ``name``, an unusable device.
     """
     from odmaug import distributed as ddp
+    from odmaug.atomic import atomic_write_text
     from odmaug.config import dump_recipe
+    from odmaug.device import resolve_device
     from odmaug.diffusion.trainer import check_training_recipe, train_generator
-    from odmaug.runs import atomic_write_text, check_run_name, create_run, open_run, removed_if_it_fails_empty
+    from odmaug.runs import check_run_name, create_run, open_run, removed_if_it_fails_empty
 
-    check_training_recipe(cfg)  # before any folder is made
+    device = resolve_device(cfg.device)  # once, here: everything below takes this torch.device
+    check_training_recipe(cfg, device)  # before any folder is made
     if name is not None:
         check_run_name(name)
-    context = ddp.init_distributed(cfg.device)
+    context = ddp.init_distributed(device)
     try:
         run = resume
         if run is None:

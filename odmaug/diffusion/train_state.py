@@ -23,7 +23,6 @@ Also here: what a training call reports when it ends (:class:`TrainResult`, the 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import resource
@@ -38,14 +37,13 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
-from torch import nn
 
 from odmaug import distributed as ddp_utils
-from odmaug.atomic import atomic_write_json
+from odmaug.atomic import atomic_write_json, check_writable
 from odmaug.diffusion.checkpoint import FORMAT_VERSION, POINTER, load_weights_into, read_pointer
+from odmaug.digest import tensors_digest
 from odmaug.errors import OdmaugError
 from odmaug.precision import precision_name
-from odmaug.runs import check_writable
 from odmaug.train_state import TrainingState, load_state_folder, save_state_folder
 
 
@@ -96,15 +94,13 @@ def _pause_for_tests(point: str, step: int) -> None:
         time.sleep(1e6)
 
 
-def save_checkpoint(generator_dir: Path, state: TrainingState, num_classes: int, image_size: int,
-                    keep: int = 1) -> Path:
+def save_checkpoint(generator_dir: Path, state: TrainingState, keep: int = 1) -> Path:
     """Write ``state`` as a complete checkpoint folder, then move the pointer to it, then prune.
 
     Args:
         generator_dir: ``<run>/generator``.
         state: the step, weights, EMA, optimizer, RNG states (``data.<rank>``, ``torch.<rank>``...)
             and ``info`` (precision, world size, the fp16 scaler's state).
-        num_classes, image_size: recorded in the weight files and the pointer (what a reader checks).
         keep: how many checkpoint folders to keep (the newest ones).
 
     Returns:
@@ -116,18 +112,14 @@ def save_checkpoint(generator_dir: Path, state: TrainingState, num_classes: int,
     step = state.step
     folder = generator_dir / f"step-{step:08d}"
     fresh = not folder.exists()
-    meta = {"num_classes": str(num_classes), "image_size": str(image_size), "step": str(step), "format": str(FORMAT_VERSION)}
 
     def pause_after_weights(name: str) -> None:  # the folder half written, the pointer on the previous one
         if name == "model.safetensors":
             _pause_for_tests("checkpoint-write", step)
 
     try:
-        hashes = save_state_folder(folder, state, meta, pause_after_weights)
-        atomic_write_json(generator_dir / POINTER, {
-            "format": FORMAT_VERSION, "step": step, "folder": folder.name, "num_classes": num_classes,
-            "image_size": image_size, "sha256": hashes,
-        })
+        hashes = save_state_folder(folder, state, pause_after_weights)
+        atomic_write_json(generator_dir / POINTER, {"format": FORMAT_VERSION, "step": step, "folder": folder.name, "sha256": hashes})
     except BaseException:
         # A failed write (a full disk, Ctrl-C) leaves the pointer on the previous checkpoint. A
         # half-written folder it does not point to only takes space, and the pruning below could
@@ -163,7 +155,7 @@ class CheckpointState:
     """Checkpoint and resume for :class:`odmaug.diffusion.trainer._Trainer` (mixed into it).
 
     Uses the trainer's ``model``, ``ema``, ``unit`` (optimizer and scaler), ``generator``, ``step``,
-    ``context``, ``device``, ``dtype``, ``gen_dir``, ``cfg``, ``num_classes``, ``size`` and ``_log``.
+    ``context``, ``device``, ``dtype``, ``gen_dir``, ``cfg``, ``num_classes`` and ``_log``.
     """
 
     rng: dict[str, torch.Tensor]  # RNG states at the last step boundary
@@ -216,7 +208,7 @@ class CheckpointState:
                 info["scaler"] = self.unit.scaler.state_dict()
             state = TrainingState(self.step, self.model.state_dict(), self.unit.optimizer.state_dict(),
                                   self.ema.state_dict(), gathered, info=info)
-            folder = save_checkpoint(self.gen_dir, state, self.num_classes, self.size, keep=self.cfg.keep_checkpoints)
+            folder = save_checkpoint(self.gen_dir, state, keep=self.cfg.keep_checkpoints)
             self._log("checkpoint", step=self.step, folder=folder.name)
         self.saved_step = self.step
         ddp_utils.barrier(self.context)
@@ -230,7 +222,7 @@ class CheckpointState:
         """The call's result, logged as ``train_end`` with every rank's weight digest (equal under DDP)."""
         done = self.step - start_step
         digests = ddp_utils.gather_tensors(
-            torch.frombuffer(bytearray(weights_digest(self.model).encode()), dtype=torch.uint8), self.context
+            torch.frombuffer(bytearray(tensors_digest(self.model.state_dict(), 16).encode()), dtype=torch.uint8), self.context
         )
         result = TrainResult(
             run=self.run.root, step=self.step, steps_this_call=done, seconds=seconds,
@@ -266,15 +258,6 @@ class TrainResult:
     peak_memory_mb: float  # peak resident memory of this process (CPU) or peak CUDA allocation
     precision: str
     world_size: int
-
-
-def weights_digest(model: nn.Module) -> str:
-    """sha256[:16] of a model's parameters in order: identical weights give identical digests."""
-    digest = hashlib.sha256()
-    for name, tensor in model.state_dict().items():
-        digest.update(name.encode())
-        digest.update(tensor.detach().to("cpu").reshape(-1).view(torch.uint8).numpy().tobytes())
-    return digest.hexdigest()[:16]
 
 
 def peak_memory_mb(device: torch.device) -> float:

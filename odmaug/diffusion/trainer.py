@@ -15,24 +15,23 @@ from __future__ import annotations
 import time
 from contextlib import ExitStack
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from torch import nn
 
 from odmaug.config import Recipe, TrainConfig
 from odmaug.console import progress, warn
-from odmaug.data import load_table, load_uint8, to_model_range, to_uint8
+from odmaug.data import ImageTable, load_table, load_uint8, to_model_range
 from odmaug.device import resolve_device
 from odmaug import distributed as ddp_utils
 from odmaug.diffusion.losses import ClassPool, DiffusionLoss
 from odmaug.precision import cpu_bf16_flags, precision_name, resolve_precision
-from odmaug.diffusion.sampling import generate
+from odmaug.diffusion.grids import draw_sample_grid
 from odmaug.diffusion.schedule import NoiseSchedule
 from odmaug.diffusion.unet import build_generator, unreached_attention
 from odmaug.diffusion.train_state import CheckpointState, InterruptGuard, TrainResult, peak_memory_mb
 from odmaug.errors import OdmaugError
-from odmaug.figures import grade_grid
 from odmaug.runs import Run
 from odmaug.train_step import EMA, TrainStep
 
@@ -74,7 +73,7 @@ class _Trainer(CheckpointState):
     """The state of one training call; see :func:`train_generator` (checkpoint and resume: :mod:`.train_state`)."""
 
     def __init__(self, run: Run, recipe: Recipe, resume: bool, show_progress: bool,
-                 context: ddp_utils.Context) -> None:
+                 context: ddp_utils.Context, train: Optional[ImageTable] = None) -> None:
         self.run, self.recipe, self.cfg = run, recipe, recipe.train
         self.show_progress, self.context, self.device = show_progress, context, context.device
         self.gen_dir = run.root / "generator"
@@ -84,7 +83,7 @@ class _Trainer(CheckpointState):
         self.local_batch = self.cfg.batch_size // world
         self.num_classes, self.size = recipe.data.num_classes, recipe.data.image_size
         self.dtype = resolve_precision(self.cfg.precision, self.device)
-        self._load_data()
+        self._load_data(train)
         # Initial weights from the recipe seed (identical on every rank; DDP also broadcasts them).
         torch.manual_seed(recipe.seed)
         self.model = build_generator(recipe.generator, self.num_classes, self.size)
@@ -108,11 +107,11 @@ class _Trainer(CheckpointState):
             self.forward_model = torch.compile(self.forward_model)
 
     # ----------------------------------------------------------------- set-up
-    def _load_data(self) -> None:
-        table = load_table(self.recipe.data)
+    def _load_data(self, train: Optional[ImageTable]) -> None:
+        table = load_table(self.recipe.data) if train is None else train
         if table.num_classes != self.num_classes:
             raise OdmaugError(f"data has {table.num_classes} grades but data.num_classes is {self.num_classes}")
-        train = table.split("train")
+        train = table.split("train") if train is None else train
         if len(train) == 0:
             raise OdmaugError(f"{table.name}: no images in the train split")
         self.images = load_uint8(train, self.size, self.recipe.data.crop_box, progress=self.show_progress).to(self.device)
@@ -144,15 +143,12 @@ class _Trainer(CheckpointState):
         """EMA samples, one row per grade (seeds 0.., fixed), as ``samples/grid-<step>.png``."""
         if not self.context.is_main:
             return None
-        s, per = self.recipe.sample, self.cfg.grid_per_grade
-        labels = [g for g in range(self.num_classes) for _ in range(per)]
+        s = self.recipe.sample
         # the run's sample section as it is, but never compiling the EMA mid-training
-        images = generate(self.ema, self.schedule, labels, list(range(len(labels))), s,
-                          steps=min(s.steps, self.schedule.timesteps), compile=False, device=self.device)
-        rows = list(to_uint8(images).view(self.num_classes, per, *images.shape[1:]))
+        settings = s.model_copy(update={"steps": min(s.steps, self.schedule.timesteps), "compile": False})
         path = self.gen_dir / "samples" / f"grid-{self.step:08d}.png"
         title = f"{self.recipe.name} step {self.step} (EMA, {s.sampler} {s.steps} steps, guidance {s.guidance_scale})"
-        grade_grid(rows, path, title=title)
+        draw_sample_grid(self.ema, self.schedule, settings, self.cfg.grid_per_grade, path, title, self.device)
         self._log("sample_grid", step=self.step, path=str(path.relative_to(self.run.root)))
         return path
 
@@ -230,6 +226,7 @@ class _Trainer(CheckpointState):
 def train_generator(
     run: Run, recipe: Recipe | None = None, *, resume: bool = False, show_progress: bool = True,
     on_ready: Callable[[], None] | None = None, context: ddp_utils.Context | None = None,
+    train: Optional[ImageTable] = None,
 ) -> TrainResult:
     """Train the run's generator (ODM, or DM when ``diffusion.ordinal.gamma == 0``).
 
@@ -244,13 +241,15 @@ def train_generator(
             the checkpoint refuses changes nothing in the run.
         context: the command's device and process group (:func:`odmaug.distributed.init_distributed`);
             default: made here from ``recipe.device`` and torchrun's environment.
+        train: the images to train on (all rows are used, whatever their split), e.g. one
+            cross-validation fold's training part; default: the ``train`` split of ``recipe.data``.
 
     Returns:
         A :class:`TrainResult` (steps done, wall time, images/s, peak memory, precision).
     """
     recipe = recipe or run.recipe()
     context = context or ddp_utils.init_distributed(recipe.device)
-    trainer = _Trainer(run, recipe, resume, show_progress, context)
+    trainer = _Trainer(run, recipe, resume, show_progress, context, train)
     if on_ready is not None and trainer.context.is_main:
         on_ready()
     if trainer.step >= recipe.train.steps:

@@ -82,10 +82,17 @@ def confusion_metric(name: str) -> Callable[[np.ndarray], np.ndarray]:
     return table[name]
 
 
-def _image_counts(rng: np.random.Generator, n_boot: int, n: int) -> np.ndarray:
-    """How often each image is drawn per resample: [B, N] (each row sums to N)."""
-    idx = rng.integers(0, n, size=(n_boot, n)) + (np.arange(n_boot) * n)[:, None]
-    return np.bincount(idx.ravel(), minlength=n_boot * n).reshape(n_boot, n).astype(np.float64)
+def _image_counts(rng: np.random.Generator, n_boot: int, n: int, strata: Optional[np.ndarray] = None) -> np.ndarray:
+    """How often each image is drawn per resample: [B, N] (each row sums to N). With ``strata``
+    [N], each stratum (a cross-validation fold's test part) is resampled on its own, keeping its size."""
+    if strata is None:
+        strata = np.zeros(n, dtype=np.int64)
+    counts = np.zeros((n_boot, n))
+    for stratum in np.unique(strata):
+        members = np.flatnonzero(strata == stratum)
+        draws = members[rng.integers(0, len(members), size=(n_boot, len(members)))] + (np.arange(n_boot) * n)[:, None]
+        counts += np.bincount(draws.ravel(), minlength=n_boot * n).reshape(n_boot, n)
+    return counts
 
 
 def _per_seed(preds: dict[str, np.ndarray], labels: np.ndarray, counts: np.ndarray, num_classes: int,
@@ -130,7 +137,7 @@ def _summary(estimate: float, draws: np.ndarray, confidence: float, power: float
 def paired_bootstrap(preds: dict[str, np.ndarray], labels: np.ndarray, num_classes: int,
                      metrics: Sequence[str] | dict[str, Callable] = METRICS, refs: Sequence[str] = ("real", "oversample"),
                      n_boot: int = 2000, seed: int = 0, confidence: float = 0.95,
-                     power: float = 0.8) -> dict[str, Any]:
+                     power: float = 0.8, strata: Optional[np.ndarray] = None) -> dict[str, Any]:
     """Hierarchical paired bootstrap (seeds, then test images) of every arm and arm - reference.
 
     Args:
@@ -143,6 +150,8 @@ def paired_bootstrap(preds: dict[str, np.ndarray], labels: np.ndarray, num_class
         seed: seeds the resampling (the benchmark passes its recipe seed).
         confidence: interval coverage; also the test's 1 - alpha for the MDE.
         power: the MDE's power.
+        strata: optional group per image [N] (the fold whose test part holds it): images are then
+            resampled within their group, as cross-validation's pooled test parts were drawn.
 
     Returns:
         ``{"n_images", "n_seeds", "resamples", "seed", "confidence", "power",
@@ -158,7 +167,7 @@ def paired_bootstrap(preds: dict[str, np.ndarray], labels: np.ndarray, num_class
         raise ValueError(f"predictions must all be [S, N] with labels [N]; got {[p.shape for p in preds.values()]}, {labels.shape}")
     rng = np.random.default_rng(seed)
     seed_draws = rng.integers(0, s, size=(n_boot, s))  # [B, S] seeds drawn, shared by every arm
-    boot, point = _per_seed(preds, labels, _image_counts(rng, n_boot, n), num_classes, metrics)
+    boot, point = _per_seed(preds, labels, _image_counts(rng, n_boot, n, strata), num_classes, metrics)
     rows = np.arange(n_boot)[:, None]
     # figure of a resample: mean over its drawn seeds (NaN where a drawn seed's figure is undefined)
     means = {a: {m: v[rows, seed_draws].mean(1) for m, v in by.items()} for a, by in boot.items()}

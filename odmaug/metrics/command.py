@@ -23,10 +23,10 @@ def compare_specs(real: str, generated: str, cfg: Recipe, extractors: Optional[S
         OdmaugError: an unwritable ``out`` (checked before any feature is computed), bad specs or
             extractors, no extractor that could run.
     """
+    from odmaug.atomic import atomic_write_json, check_writable
     from odmaug.data import table_from_spec
     from odmaug.device import resolve_device
     from odmaug.metrics.generative import evaluate_generated
-    from odmaug.runs import atomic_write_json, check_writable
 
     if out is not None:
         check_writable(out)
@@ -35,7 +35,7 @@ def compare_specs(real: str, generated: str, cfg: Recipe, extractors: Optional[S
     generated_table = table_from_spec(generated, cfg.data)
     outcome = evaluate_generated(
         real_table, generated_table, list(extractors or cfg.metrics.extractors), cfg.metrics,
-        device=str(device), image_size=cfg.image_size("metrics"), crop_box=cfg.data.crop_box, seed=cfg.seed,
+        device=device, image_size=cfg.image_size("metrics"), crop_box=cfg.data.crop_box, seed=cfg.seed,
     )
     if out is not None:
         atomic_write_json(out, {"real_spec": real, "generated_spec": generated, **outcome})

@@ -106,7 +106,7 @@ def as_extractor(extractor, batch_size: int = 64) -> AdaptedExtractor:
 
 # --- registry ----------------------------------------------------------------------------------
 
-Builder = Callable[[Optional[str], MetricsConfig, str], object]
+Builder = Callable[[Optional[str], MetricsConfig, torch.device], object]
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ class ExtractorEntry:
 
     Attributes:
         name: the part before ``:`` in a spec (``inception``, ``domain``).
-        build: ``build(argument, cfg, device)`` -> a raw extractor (argument: text after ``:``).
+        build: ``build(argument, cfg, device)`` -> a raw extractor (argument: text after ``:``; device: a torch.device).
         example: ``example(folder)`` -> (spec, cfg) building a tiny working instance (contract tests).
         summary: one line for ``--help`` and error messages.
     """
@@ -181,9 +181,11 @@ def parse_spec(spec: str) -> tuple[str, Optional[str]]:
     return name, (argument.strip() or None) if sep else None
 
 
-def build_extractor(spec: str, cfg: Optional[MetricsConfig] = None, device: str = "cpu") -> AdaptedExtractor:
+def build_extractor(spec: str, cfg: Optional[MetricsConfig] = None,
+                    device: str | torch.device = "cpu") -> AdaptedExtractor:
     """A ready extractor from its name, e.g. ``inception`` or ``domain:runs/00003-clf``, on
-    ``device`` (``auto`` picks CUDA, then MPS, then the CPU).
+    ``device`` (the command's torch.device, or a name: ``auto`` picks CUDA, then MPS, then the CPU).
+    Builders receive the resolved torch.device.
 
     Raises:
         OdmaugError: unknown name or bad argument.
@@ -192,7 +194,7 @@ def build_extractor(spec: str, cfg: Optional[MetricsConfig] = None, device: str 
     """
     cfg = cfg or MetricsConfig()
     name, argument = parse_spec(spec)
-    device = str(resolve_device(str(device)))
+    device = resolve_device(device)
     return as_extractor(REGISTRY[name].build(argument, cfg, device), cfg.batch_size)
 
 
@@ -207,7 +209,7 @@ def _inception_example(folder: Path) -> tuple[str, MetricsConfig]:
 
 
 @register_extractor("inception", "standard FID Inception-V3, local weights file or download", _inception_example)
-def _build_inception(argument: Optional[str], cfg: MetricsConfig, device: str):
+def _build_inception(argument: Optional[str], cfg: MetricsConfig, device: torch.device):
     from odmaug.metrics.inception import InceptionFeatures, locate_inception_weights
 
     if argument:

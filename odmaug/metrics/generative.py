@@ -184,7 +184,7 @@ def compute_generative_metrics(
     image_size: Optional[int] = None,
     crop_box=None,
     seed: int = 0,
-    device: str = "cpu",
+    device: str | torch.device = "cpu",
 ) -> dict[str, Any]:
     """FID, KID, precision and recall of ``generated`` against ``real``, overall and per grade.
 
@@ -200,7 +200,7 @@ def compute_generative_metrics(
             with no ``cfg.image_size``: the size of the first real image.
         crop_box: crop applied to the real images before resizing (generated images are used whole).
         seed: seed of KID's subsets.
-        device: where a named extractor runs.
+        device: where a named extractor runs (the command's torch.device, or a name).
 
     Returns:
         :func:`metrics_from_features`'s dict plus ``real``/``generated`` descriptions, the
@@ -239,7 +239,7 @@ def evaluate_generated(
     extractors: list[str],
     cfg: Optional[MetricsConfig] = None,
     *,
-    device: str = "cpu",
+    device: str | torch.device = "cpu",
     image_size: Optional[int] = None,
     crop_box=None,
     seed: int = 0,

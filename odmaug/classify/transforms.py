@@ -1,4 +1,5 @@
-"""Batched train-time augmentation for fundus and endoscopy images, on the training device.
+"""Batched train-time image transforms of the classifier (flips, rotation, colour) for fundus and
+endoscopy images, on the training device (synthesis, ``odmaug augment``, is :mod:`odmaug.augment`).
 
 Images live in memory as one uint8 tensor; each batch is augmented in a handful of tensor ops
 (one ``grid_sample`` for flips and rotation together, three blends for colour), with every random
