@@ -70,3 +70,19 @@ def test_fold_stratified_bootstrap_keeps_each_fold_size():
     counts = _image_counts(np.random.default_rng(0), 200, len(strata), strata)
     for fold, size in enumerate((5, 7, 9)):
         assert np.all(counts[:, strata == fold].sum(1) == size)
+
+
+def test_gpu_verdict_script_usage_and_skip_without_cuda(tmp_path):
+    import subprocess
+    import sys
+
+    import torch
+
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_verdict.sh"
+    usage = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+    assert usage.returncode == 2 and "usage:" in usage.stderr
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: the script would run the whole benchmark")
+    skipped = subprocess.run(["bash", str(script), str(tmp_path / "out")], capture_output=True, text=True,
+                             env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable})
+    assert skipped.returncode == 0 and "no CUDA device: skipped" in skipped.stdout

@@ -39,6 +39,7 @@ COMMAND_SOURCES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
 RUN = (
     "odmaug data info --recipe recipes/quickstart.yaml --grid retinamnist.png",
     "odmaug benchmark --recipe recipes/quickstart.yaml --dry-run",
+    "odmaug benchmark --recipe recipes/smoke.yaml --set benchmark.protocol=cv --set benchmark.cv.folds=3 --dry-run --no-estimate",
 )
 PLACEHOLDER = re.compile(r"^(\.\.\.|<[^<>]+>)$")
 ENV_ASSIGNMENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*=")
