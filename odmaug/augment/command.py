@@ -31,14 +31,13 @@ def run_synthesis_with_options(run: str | Path, *, out: Optional[Path] = None, t
     translation starts mid-chain, which only single-step samplers can).
     """
     from odmaug.augment.filter import GradeFilter
-    from odmaug.diffusion.translate import TRANSLATE_SAMPLERS
+    from odmaug.augment.from_real import translation_sample
     from odmaug.runs import open_run
 
     recipe = merge_options(open_run(run).recipe(), device=device)
-    sample = dict(sample or {})
-    if from_real and sample.get("sampler") is None and recipe.sample.sampler not in TRANSLATE_SAMPLERS:
-        sample["sampler"] = "ddim"
-    recipe = merge_options(recipe, "sample", **sample)
+    if from_real and (sample or {}).get("sampler") is None:
+        recipe.sample = translation_sample(recipe.sample)  # the one rule, shared with the benchmark's translate arms
+    recipe = merge_options(recipe, "sample", **(sample or {}))
     recipe = merge_options(recipe, "augment", target_classes=target_classes, seed_start=seed_start,
                            filter_with=filter_with, max_grade_error=max_grade_error)
     aug = recipe.augment

@@ -1,15 +1,16 @@
 """Grade filter: keep synthetic images that a classifier trained on real data grades close to their grade.
 
 ECC-DM-style filtering: an image generated for grade ``g`` is kept when the classifier predicts a
-grade within ``max_grade_error`` of ``g``. Predictions are cached in ``<out>/grading.csv`` (per
-classifier weights hash), so a re-run only grades the new images.
+grade within ``max_grade_error`` of ``g``. Predictions of a synthesis folder's images are cached in
+``<out>/grading.csv`` (per classifier weights hash), so a re-run only grades the new images; a
+table of finished images (:func:`filter_table`, e.g. a benchmark's ``external:`` arm) is graded whole.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -48,22 +49,66 @@ class GradeFilter:
 
 
 @torch.no_grad()
-def predict_grades(model: torch.nn.Module, meta: Any, paths: list[Path], device: torch.device,
-                   batch_size: int = 256) -> np.ndarray:
-    """Predicted grade (argmax of the classifier's logits) of each PNG, [N] int64."""
+def predict_images(model: torch.nn.Module, meta: Any, read: Callable[[int], np.ndarray], n: int,
+                   device: torch.device, batch_size: int = 256) -> np.ndarray:
+    """Predicted grade (argmax of the classifier's logits) of images ``read(0) .. read(n - 1)``
+    (uint8 RGB [H, W, 3], one size per batch), [n] int64."""
     from odmaug.classify.features import prepare_batch
 
-    out = np.empty(len(paths), dtype=np.int64)
-    for start in range(0, len(paths), batch_size):
-        chunk = paths[start : start + batch_size]
-        arrays = []
-        for p in chunk:
-            with Image.open(p) as img:
-                arrays.append(np.asarray(img.convert("RGB")))
-        images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2)  # uint8 [B, 3, H, W]
+    out = np.empty(n, dtype=np.int64)
+    for start in range(0, n, batch_size):
+        chunk = range(start, min(n, start + batch_size))
+        images = torch.from_numpy(np.stack([read(i) for i in chunk])).permute(0, 3, 1, 2)  # uint8 [B, 3, H, W]
         logits = model(prepare_batch(images, meta, device))  # [B, C]
         out[start : start + len(chunk)] = logits.argmax(dim=1).cpu().numpy()
     return out
+
+
+def _read_rgb(path: Path) -> np.ndarray:
+    with Image.open(path) as img:
+        return np.asarray(img.convert("RGB"))
+
+
+def predict_grades(model: torch.nn.Module, meta: Any, paths: list[Path], device: torch.device,
+                   batch_size: int = 256) -> np.ndarray:
+    """Predicted grade (argmax of the classifier's logits) of each PNG, [N] int64."""
+    return predict_images(model, meta, lambda i: _read_rgb(paths[i]), len(paths), device, batch_size)
+
+
+def _load_filter(grade_filter: GradeFilter, num_classes: int, device: torch.device):
+    """The filter's classifier (model, meta, folder), checked against the images' ``num_classes``."""
+    from odmaug.classify import load_classifier
+    from odmaug.classify.models import resolve_classifier_dir
+
+    classifier_dir = resolve_classifier_dir(grade_filter.classifier)
+    model, meta = load_classifier(classifier_dir, device)
+    if meta.num_classes != num_classes:
+        raise OdmaugError(
+            f"the classifier {classifier_dir} predicts {meta.num_classes} grades but the generator makes {num_classes}"
+        )
+    return model, meta, classifier_dir
+
+
+def filter_table(grade_filter: GradeFilter, table, device: torch.device):
+    """The rows of ``table`` (an :class:`~odmaug.data.ImageTable` of finished images) the classifier
+    grades within ``max_grade_error`` of their grade, with a ``predicted_grade`` column; and the
+    number rejected per grade. Images are brought to the classifier's size first.
+
+    Raises:
+        OdmaugError: a classifier of another number of grades, or an image that cannot be read.
+    """
+    from odmaug.data import ImageTable
+    from odmaug.data.images import prepare
+
+    model, meta, _ = _load_filter(grade_filter, table.num_classes, device)
+    size = meta.image_size
+    predicted = predict_images(model, meta, lambda i: prepare(table.read(i), size, None), len(table), device,
+                               grade_filter.batch_size)
+    keep = np.abs(predicted - table.labels) <= grade_filter.max_grade_error
+    grades, counts = np.unique(table.labels[~keep], return_counts=True)
+    frame = table.frame[keep].assign(predicted_grade=predicted[keep])
+    kept = ImageTable(frame, table.num_classes, table.name, table.data_dir, table.crop, table.cache_dir)
+    return kept, {int(g): int(n) for g, n in zip(grades, counts)}
 
 
 def apply_filter(
@@ -74,15 +119,9 @@ def apply_filter(
     Returns:
         (kept items, predicted grade of each kept item, number rejected per grade).
     """
-    from odmaug.classify import load_classifier
-    from odmaug.classify.models import WEIGHTS_FILE, resolve_classifier_dir
+    from odmaug.classify.models import WEIGHTS_FILE
 
-    classifier_dir = resolve_classifier_dir(grade_filter.classifier)
-    model, meta = load_classifier(classifier_dir, device)
-    if meta.num_classes != folder.num_classes:
-        raise OdmaugError(
-            f"the classifier {classifier_dir} predicts {meta.num_classes} grades but the generator makes {folder.num_classes}"
-        )
+    model, meta, classifier_dir = _load_filter(grade_filter, folder.num_classes, device)
     classifier_id = file_digest(classifier_dir / WEIGHTS_FILE, 12)
 
     cache_path = folder.root / GRADING_FILE

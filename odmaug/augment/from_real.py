@@ -1,14 +1,15 @@
 """``augment --from-real``: which real training image each synthetic image starts from (SDEdit).
 
-Sources come from the generator run's TRAINING split only (validation and test images must never
-leak into training data through a translated copy). The image of (grade g, seed s) starts from
+Sources come from a TRAINING split only (validation and test images must never leak into training
+data through a translated copy): the generator run's, or the one the caller passes
+(:attr:`FromReal.train`, e.g. a benchmark pass's training part). The image of (grade g, seed s) starts from
 row ``pool[g][k]`` with ``k`` drawn by ``numpy.random.default_rng([s, SOURCE_STREAM])``: fixed by the
 seed, independent of batches and ranks, and recorded in the manifest (``source_path``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Optional, Sequence
 
 import numpy as np
@@ -57,10 +58,25 @@ def parse_source_grades(spec: str, targets: Sequence[int], counts: np.ndarray) -
 
 @dataclass(frozen=True)
 class FromReal:
-    """``--from-real`` settings: SDEdit strength (t0 / T) and the source grades (``auto`` or ``"2,3"``)."""
+    """``--from-real`` settings: SDEdit strength (t0 / T), the source grades (``auto`` or ``"2,3"``)
+    and, optionally, the training images to draw from.
+
+    ``train``: the real training rows to translate (its ``train`` split rows are used; any other
+    row is dropped), e.g. a cross-validation fold's training part. None: the ``train`` split of the
+    generator run's recipe's data, loaded afresh.
+    """
 
     strength: float = 0.6
     source_grades: str = "auto"
+    train: Optional[ImageTable] = field(default=None, compare=False, repr=False)
+
+
+def translation_sample(settings):
+    """``settings`` (a ``sample`` section) with a sampler translation can run: a multistep solver
+    gives way to ddim (a translation starts mid-chain, which only single-step samplers can)."""
+    if settings.sampler in TRANSLATE_SAMPLERS:
+        return settings
+    return settings.model_copy(update={"sampler": "ddim"})
 
 
 @dataclass
@@ -105,7 +121,8 @@ class SourcePools:
 
 def source_pools(recipe, data_dir: Optional[str], targets: Sequence[int], from_real: FromReal, settings,
                  size: int) -> SourcePools:
-    """The pools of the run's training split for ``targets`` (see :func:`parse_source_grades`).
+    """The pools of the training split (``from_real.train``, else the run's) for ``targets`` (see
+    :func:`parse_source_grades`).
 
     Raises:
         OdmaugError: strength outside (0, 1], a sampler that cannot start mid-chain, bad source grades.
@@ -115,7 +132,8 @@ def source_pools(recipe, data_dir: Optional[str], targets: Sequence[int], from_r
         raise OdmaugError(f"--from-real needs --sampler {' or '.join(TRANSLATE_SAMPLERS)} (got {settings.sampler!r})")
     strength, spec = from_real.strength, from_real.source_grades
     cfg = recipe.data if data_dir is None else recipe.data.model_copy(update={"data_dir": str(data_dir)})
-    train = load_table(cfg).split("train")  # rows renumbered 0..N-1
+    given = from_real.train
+    train = (load_table(cfg) if given is None else given).split("train")  # rows renumbered 0..N-1
     grades = parse_source_grades(spec, targets, train.counts())
     labels = train.labels
     pools = {g: np.flatnonzero(np.isin(labels, src)).astype(np.int64) for g, src in grades.items()}

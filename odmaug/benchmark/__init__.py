@@ -5,8 +5,9 @@ the real splits it is given (:class:`~odmaug.benchmark.stage.Splits`), so any of
 alone and a protocol can run them over several splits:
 
 1. :mod:`~odmaug.benchmark.generators`: the generators the arms need (DM = ODM with gamma 0);
-2. :mod:`~odmaug.benchmark.synthesis`: per generator, the images balancing needs, plus
-   ``metrics_per_grade`` per grade;
+2. :mod:`~odmaug.benchmark.synthesis`: per set of synthetic images (from noise, or translated from
+   real training images, the strength chosen on validation by :mod:`~odmaug.benchmark.selection`),
+   the images balancing needs, plus ``metrics_per_grade`` per grade;
 3. :mod:`~odmaug.benchmark.datasets`: one training table per arm and seed (validation and test
    stay real);
 4. :mod:`~odmaug.benchmark.classifiers`: the same classifier configuration per arm and seed;

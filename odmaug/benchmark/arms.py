@@ -7,14 +7,19 @@ An arm is a way to build the classifier's training table. Its entry (:class:`Arm
   be (for ``--dry-run`` estimates);
 * ``generator``: the generator the benchmark trains for it, as a change to the recipe (DM is ODM
   with the ordinal weight at zero), or None;
-* ``images``: where ready synthetic images come from instead (``external:<name>=<path>``), or None.
+* ``images``: where ready synthetic images come from instead (``external:<name>=<path>``), or None;
+* ``synthesis``: how its generator makes images: :data:`FROM_NOISE` (sampling from pure noise) or
+  :data:`BY_TRANSLATION` (real training images of other grades translated to the scarce grades,
+  SDEdit; :mod:`odmaug.augment.from_real`, with ``benchmark.translate``'s strengths and sources).
+  Arms of one generator share its training and store folder whatever their synthesis mode.
 
 Registered kinds::
 
-    real                     the real training images alone
-    oversample               real images of scarce grades repeated up to the target count
-    dm, odm                  filled with images of the benchmark's own DM / ODM generator
-    external:<name>=<path>   filled with images from a folder or manifest (e.g. another generator)
+    real                          the real training images alone
+    oversample                    real images of scarce grades repeated up to the target count
+    dm, odm                       filled with images of the benchmark's own DM / ODM generator
+    dm-translate, odm-translate   the same generators, filled with translated real training images
+    external:<name>=<path>        filled with images from a folder or manifest (e.g. another generator)
 
 A new arm is one :func:`register_arm` call; ``benchmark.arms`` names arms as
 ``<kind>`` or ``<kind>:<argument>`` (:func:`parse_arm`).
@@ -88,6 +93,12 @@ OVERSAMPLED = TableRule(_oversampled, _oversampled_size)
 WITH_SYNTHETIC = TableRule(_with_synthetic, _with_synthetic_size)
 
 
+FROM_NOISE = "noise"
+"""Synthesis mode: the generator samples its images from pure noise (``augment``)."""
+BY_TRANSLATION = "translation"
+"""Synthesis mode: the generator translates real training images of other grades (``augment --from-real``)."""
+
+
 @dataclass(frozen=True)
 class GeneratorRecipe:
     """A generator the benchmark trains: its name (the store folder's prefix) and its recipe change.
@@ -122,15 +133,29 @@ class ArmKind:
     table: TableRule
     generator: Optional[GeneratorRecipe] = None
     images: Optional[ImagesLoader] = None
+    synthesis: str = FROM_NOISE
+
+    @property
+    def generated_name(self) -> Optional[str]:
+        """The name its generator's images go by: ``odm``, ``odm-translate``; None without a generator."""
+        if self.generator is None:
+            return None
+        return self.generator.name + ("" if self.synthesis == FROM_NOISE else "-translate")
 
 
 ARMS: dict[str, ArmKind] = {}
 
 
 def register_arm(name: str, summary: str, table: TableRule, generator: Optional[GeneratorRecipe] = None,
-                 images: Optional[ImagesLoader] = None) -> ArmKind:
-    """Add a kind of arm to :data:`ARMS` (see the module docstring); returns its entry."""
-    ARMS[name] = ArmKind(name, summary, table, generator, images)
+                 images: Optional[ImagesLoader] = None, synthesis: str = FROM_NOISE) -> ArmKind:
+    """Add a kind of arm to :data:`ARMS` (see the module docstring); returns its entry.
+
+    Raises:
+        ValueError: a synthesis mode other than :data:`FROM_NOISE` and :data:`BY_TRANSLATION`.
+    """
+    if synthesis not in (FROM_NOISE, BY_TRANSLATION):
+        raise ValueError(f"unknown synthesis mode {synthesis!r}")
+    ARMS[name] = ArmKind(name, summary, table, generator, images, synthesis)
     return ARMS[name]
 
 
@@ -157,7 +182,7 @@ class Arm:
         """The name its synthetic images go by (``dm``, ``sg``); None for an arm without any."""
         if self.kind.images is not None:
             return self.argument.split("=", 1)[0]
-        return self.kind.generator.name if self.kind.generator is not None else None
+        return self.kind.generated_name
 
 
 def parse_arm(spec: str) -> Arm:
@@ -227,6 +252,10 @@ register_arm("dm", "filled with images of a DM generator (ordinal weight 0)", WI
 register_arm("odm", "filled with images of an ODM generator", WITH_SYNTHETIC, generator=ODM)
 register_arm("external", "filled with images of a folder or manifest: external:<name>=<path>", WITH_SYNTHETIC,
              images=_external_images)
+register_arm("dm-translate", "filled with real training images translated by the DM generator", WITH_SYNTHETIC,
+             generator=DM, synthesis=BY_TRANSLATION)
+register_arm("odm-translate", "filled with real training images translated by the ODM generator", WITH_SYNTHETIC,
+             generator=ODM, synthesis=BY_TRANSLATION)
 
 
 def load_externals(arms: list[Arm], data: DataConfig) -> dict[str, ImageTable]:
@@ -236,7 +265,7 @@ def load_externals(arms: list[Arm], data: DataConfig) -> dict[str, ImageTable]:
         OdmaugError: a name that is taken (by a generator or another such arm), or images that
             cannot be used (see :func:`_external_images`); the message names the arm.
     """
-    generators = {k.generator.name for k in ARMS.values() if k.generator is not None}
+    generators = {k.generated_name for k in ARMS.values() if k.generator is not None}
     tables: dict[str, ImageTable] = {}
     for arm in (a for a in arms if a.kind.images is not None):
         name = arm.synthetic_name

@@ -2,9 +2,12 @@
 
 Under torchrun the jobs are spread over the ranks (job ``i`` on rank ``i mod K``). Each job
 writes its result beside the benchmark (``classifiers/<arm>-seed<S>.json``: folder, test metrics,
-training counts); after the barrier rank 0 reads the other ranks' jobs from there, so nothing is
-walked twice. The ``real`` arm always runs (its first seed's classifier is the domain feature
-extractor), with one seed when ``benchmark.arms`` does not name it.
+training counts, the synthetic-row levers that acted on its table); after the barrier rank 0
+reads the other ranks' jobs from there, so nothing is walked twice. The ``real`` arm always runs
+(its first seed's classifier is the domain feature extractor), with one seed when
+``benchmark.arms`` does not name it. ``classifier.synthetic_batch_share`` and
+``synthetic_label_smoothing`` apply to every arm alike: they act on the synthetic rows of a
+table and are inactive for an arm without any (:mod:`odmaug.classify.levers`).
 """
 
 from __future__ import annotations
@@ -57,6 +60,7 @@ def plan_classifiers(plan: Plan, recipe: Recipe) -> None:
 
 def _train_one(job: Job, recipe: Recipe, splits: Splits, synthetic: dict[str, ImageTable], bench_run: Run,
                store: Path, device: str, show_progress: bool) -> dict[str, Any]:
+    from odmaug.classify.levers import SyntheticLevers
     from odmaug.classify.train import train_classifier
 
     table, counts = training_table(job.arm, splits, synthetic, recipe, job.seed)
@@ -66,7 +70,8 @@ def _train_one(job: Job, recipe: Recipe, splits: Splits, synthetic: dict[str, Im
     say(f"classifier {job.arm.label}, seed {job.seed}: {len(train)} training images {train.counts().tolist()} "
         f"-> {out_dir.name}")
     result = train_classifier(recipe, train, splits.val, splits.test, out_dir, job.seed, device, show_progress=show_progress)
-    record = {"dir": str(result.out_dir), "test": result.test, "counts": None if counts is None else counts.to_dict("list")}
+    record = {"dir": str(result.out_dir), "test": result.test, "counts": None if counts is None else counts.to_dict("list"),
+              "synthetic_levers": SyntheticLevers.active(recipe.classifier, train).record()}
     atomic_write_json(bench_run.subdir("classifiers") / f"{splits.prefix}{job.file_name}.json", record)
     return record
 

@@ -19,8 +19,8 @@ from odmaug.data import ImageTable
 
 
 def plan_metrics(plan: Plan, recipe: Recipe) -> None:
-    """One ``planned`` stage per set of synthetic images."""
-    for name in [*plan.generators, *plan.externals]:
+    """One ``planned`` stage per set of synthetic images an arm trains with."""
+    for name in dict.fromkeys(a.synthetic_name for a in plan.arms if a.synthetic_name is not None):
         plan.stages.append(Stage("metrics", name, plan.store, "planned", ", ".join(recipe.benchmark.extractors) + " features"))
 
 
@@ -28,11 +28,12 @@ def composition_matched(generated: ImageTable, real_counts: np.ndarray, seed: in
     """A subset of ``generated`` with the real training set's grade mix, as large as possible.
 
     Overall FID/KID compare two distributions; a generated set with another grade mix than the
-    real one would be penalised for the mix, not for its images.
+    real one would be penalised for the mix, not for its images. A grade without generated images
+    (all rejected by ``benchmark.filter``) is left out of the mix rather than emptying the subset.
     """
     available = generated.counts()
-    usable = real_counts > 0
-    scale = float(np.min(available[usable] / real_counts[usable]))
+    usable = (real_counts > 0) & (available > 0)
+    scale = float(np.min(available[usable] / real_counts[usable])) if usable.any() else 0.0
     take = np.floor(real_counts * min(scale, 1.0e9)).astype(int)
     rng = np.random.default_rng(seed)
     rows = []

@@ -17,8 +17,9 @@ from odmaug.benchmark.arms import load_externals, parse_arm
 from odmaug.benchmark.classifiers import plan_classifiers
 from odmaug.benchmark.generative import plan_metrics
 from odmaug.benchmark.generators import plan_generators
+from odmaug.benchmark.selection import plan_filter, plan_selection
 from odmaug.benchmark.stage import Plan, Splits
-from odmaug.benchmark.synthesis import plan_synthesis, synthesis_counts
+from odmaug.benchmark.synthesis import plan_synthesis
 from odmaug.config import Recipe
 
 
@@ -28,7 +29,8 @@ def make_plan(recipe: Recipe, store: Path, splits: Splits) -> Plan:
     Raises:
         OdmaugError: the classifier or (with generator arms) the generator cannot run at the
             recipe's image size, another generator setting cannot train, or an external arm's
-            images cannot be used; checked before anything is written.
+            images cannot be used, or translation source grades without training images;
+            checked before anything is written.
     """
     from odmaug.classify.models import check_classifier
     from odmaug.diffusion.trainer import check_training_recipe
@@ -40,7 +42,9 @@ def make_plan(recipe: Recipe, store: Path, splits: Splits) -> Plan:
         check_training_recipe(recipe)
     plan = Plan(arms, store, load_externals(arms, recipe.data))
     plan_generators(plan, recipe, splits)
-    plan_synthesis(plan, recipe, synthesis_counts(recipe, splits.train.counts()))
+    plan_filter(plan, recipe)  # benchmark.filter: the real arm's first classifier, before synthesis
+    plan_synthesis(plan, recipe, splits)
+    plan_selection(plan, recipe)  # translation arms: one classifier per candidate strength
     plan_classifiers(plan, recipe)
     if splits.fold is None or splits.fold == 0:  # cv: generative metrics on the first fold only
         plan_metrics(plan, recipe)

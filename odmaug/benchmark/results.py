@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +79,7 @@ class Pass:
     splits: Splits
     synthetic: dict[str, ImageTable]
     classifiers: Results
+    strengths: dict[str, Any] = field(default_factory=dict)  # translation arm -> its strength choice on val
 
 
 def _test_description(recipe: Recipe, passes: list[Pass]) -> str:
@@ -132,6 +133,8 @@ def collect_results(recipe: Recipe, passes: list[Pass], bench_run: Run, device: 
         "bootstrap": bootstrap,
         "generators": generative["generators"],
         "generator_runs": {f"{p.splits.prefix}{name}": str(root) for p in passes for name, root in p.plan.generators.items()},
+        # per pass ("holdout", "fold0"...): each translation arm's candidates, val QWKs and choice
+        "translation": {p.splits.prefix.rstrip("-") or "holdout": p.strengths for p in passes if p.strengths},
         "domain_classifier": str(domain_dir),
         "extractors": generative["extractors"],
         "grids": generative["grids"],

@@ -11,6 +11,7 @@ from odmaug.benchmark.generators import train_generators
 from odmaug.benchmark.plan import make_plan, merge_plans, plan_table
 from odmaug.benchmark.protocol import benchmark_splits
 from odmaug.benchmark.results import Pass, collect_results
+from odmaug.benchmark.selection import filter_classifier
 from odmaug.benchmark.stage import Plan, Splits, say
 from odmaug.benchmark.synthesis import synthesize
 from odmaug.config import Recipe
@@ -42,9 +43,11 @@ def _run_pass(plan: Plan, splits: Splits, recipe: Recipe, bench_run: Run, contex
     if splits.fold is not None:
         say(f"fold {splits.fold}: {len(splits.train)} training, {len(splits.val)} val, {len(splits.test)} test images")
     train_generators(plan, recipe, splits, progress, context)
-    synthetic = synthesize(plan, recipe, splits, context.device, progress)
+    # benchmark.filter: the real arm's first classifier grades the synthetic images, so it trains first
+    grade_filter = filter_classifier(plan, recipe, splits, context, progress)
+    synthetic, strengths = synthesize(plan, recipe, splits, context, progress, grade_filter)
     classifiers = train_classifiers(plan, recipe, splits, synthetic, bench_run, context.device, progress, context)
-    return Pass(plan, splits, synthetic, classifiers)
+    return Pass(plan, splits, synthetic, classifiers, strengths)
 
 
 def run_benchmark(recipe: Recipe, runs_dir: Optional[str | Path] = None, device: str = "auto",
@@ -53,7 +56,9 @@ def run_benchmark(recipe: Recipe, runs_dir: Optional[str | Path] = None, device:
     also times each stage from a short probe on this machine (:mod:`odmaug.benchmark.estimate`).
 
     ``benchmark.protocol: cv`` runs the stages once per fold (:mod:`odmaug.benchmark.protocol`)
-    and pools the folds' results.
+    and pools the folds' results. Translation arms choose their strength on each pass's
+    validation split, and ``benchmark.filter`` trains the real arm's first classifier before
+    synthesis (:mod:`odmaug.benchmark.selection`).
 
     Returns:
         The benchmark's run folder (None for a dry run) and the results dict written to

@@ -70,7 +70,7 @@ class Plan:
     store: Path
     externals: dict[str, ImageTable]  # synthetic name -> its ready images (loaded and checked)
     generators: dict[str, Path] = field(default_factory=dict)  # generator name -> its run folder
-    synthesis: dict[str, Path] = field(default_factory=dict)  # generator name -> its synthesis folder
+    synthesis: dict[str, Path] = field(default_factory=dict)  # image set (odm, odm-translate@0.5) -> its folder
     stages: list[Stage] = field(default_factory=list)
     note: str = ""  # how the times were estimated (empty: no estimate)
 

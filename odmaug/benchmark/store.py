@@ -14,13 +14,16 @@ resumes there. Every key is an :mod:`odmaug.digest` digest:
 * ``<generator folder>/synthetic-step<N>-<key>``: images of the generator at step ``N`` with one
   ``sample`` section, so a continued generator or changed sampler never meets the images of
   another (synthesis would refuse that folder).
+* ``<generator folder>/translated-step<N>-<key>``: beside them, real training images translated by
+  that generator; the key adds the translation settings (strength, source grades) to the sample
+  section (with the sampler translation runs with, :func:`odmaug.augment.from_real.translation_sample`).
 * ``classifier-<arm>-seed<S>-<key>``: the classifier settings, the three tables and the seed.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from odmaug.atomic import atomic_write_json, atomic_write_text
 from odmaug.config import Recipe, dump_recipe
@@ -29,6 +32,9 @@ from odmaug.data import ImageTable
 from odmaug.digest import json_digest, rows_digest, stage_key
 from odmaug.errors import OdmaugError
 from odmaug.runs import Run, environment_record
+
+if TYPE_CHECKING:
+    from odmaug.augment.from_real import FromReal
 
 
 def generator_key(recipe: Recipe, train: Optional[ImageTable] = None) -> str:
@@ -78,16 +84,26 @@ def generator_folder(store: Path, name: str, recipe: Recipe, splits: Optional[Sp
     return store / f"{base}-b{n}"
 
 
-def synthesis_folder(generator_root: Path, recipe: Recipe) -> Path:
-    """Where the benchmark's images of a generator at ``train.steps`` with ``recipe.sample`` go."""
-    key = json_digest(recipe.sample.model_dump(mode="json"), 8)
-    return generator_root / f"synthetic-step{recipe.train.steps}-{key}"
+def synthesis_folder(generator_root: Path, recipe: Recipe, from_real: Optional[FromReal] = None) -> Path:
+    """Where the benchmark's images of a generator at ``train.steps`` with ``recipe.sample`` go:
+    from noise, or (``from_real``) translated with that strength and those source grades."""
+    from odmaug.augment.from_real import translation_sample
+
+    if from_real is None:
+        key = json_digest(recipe.sample.model_dump(mode="json"), 8)
+        return generator_root / f"synthetic-step{recipe.train.steps}-{key}"
+    settings = {"sample": translation_sample(recipe.sample).model_dump(mode="json"),
+                "strength": from_real.strength, "source_grades": from_real.source_grades}
+    return generator_root / f"translated-step{recipe.train.steps}-{json_digest(settings, 8)}"
 
 
 def classifier_folder(store: Path, file_label: str, recipe: Recipe, tables: tuple, seed: int) -> Path:
     """Where the classifier of one arm and seed trains: keyed by its settings, its
     (train, val, test) tables and its seed."""
-    settings = {"classifier": recipe.classifier.model_dump(mode="json"), "image_size": recipe.data.image_size,
+    from odmaug.classify.levers import keyed_settings
+
+    # the synthetic-image levers count only where they act (not for the real arm's table)
+    settings = {"classifier": keyed_settings(recipe.classifier, tables[0]), "image_size": recipe.data.image_size,
                 "crop_box": recipe.data.crop_box}
     return store / f"classifier-{file_label}-seed{seed}-{stage_key(settings, tables, seed)}"
 

@@ -14,6 +14,7 @@ from typing import Any, Optional
 import torch
 
 from odmaug.atomic import atomic_write_json, atomic_write_text
+from odmaug.classify.levers import SyntheticLevers
 from odmaug.classify.models import ClassifierMeta, save_classifier
 from odmaug.classify.predict import load_images, predict_logits, predictions_frame
 from odmaug.classify.state import TrainState, remove_state
@@ -89,14 +90,15 @@ def finish(recipe: Recipe, stepper: Stepper, state: TrainState, train: ImageTabl
         "images_per_second": images_seen / max(train_seconds, 1e-9),
     }
     result = ClassifierResult(out_dir, state.best, test_metrics, state.best_epoch, state.history, seed, timing, resumed_from)
-    _write_metrics(result, state, meta, train, device)
+    _write_metrics(result, state, meta, train, device, SyntheticLevers.active(cfg, train))
     remove_state(out_dir)
     return result
 
 
 def _write_metrics(result: ClassifierResult, state: TrainState, meta: ClassifierMeta, train: ImageTable,
-                   device: torch.device) -> None:
-    """``metrics.json``: the run's key, results, timing and history (written last)."""
+                   device: torch.device, levers: SyntheticLevers) -> None:
+    """``metrics.json``: the run's key, results, timing and history (written last); ``train``
+    records the synthetic-row levers that acted on the table (``synthetic_levers``, {} for none)."""
     atomic_write_json(result.metrics_path, {
         "key": state.key,
         "model": meta.model,
@@ -104,7 +106,7 @@ def _write_metrics(result: ClassifierResult, state: TrainState, meta: Classifier
         "device": str(device),
         "precision": meta.extra["precision"],
         "train": {"name": train.name, "n": len(train), "counts": train.counts().tolist(),
-                  "sources": train.frame["source"].value_counts().to_dict()},
+                  "sources": train.frame["source"].value_counts().to_dict(), "synthetic_levers": levers.record()},
         "val": result.val,
         "test": result.test,
         "best_epoch": result.best_epoch,

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from odmaug.config import Recipe
+from odmaug.classify.levers import keyed_settings
 from odmaug.data import ImageTable
 from odmaug.digest import stage_key
 from odmaug.train_state import TrainingState, load_state_file, save_state_file
@@ -39,10 +40,11 @@ class TrainState:
 
 
 def fingerprint(recipe: Recipe, train: ImageTable, val: ImageTable, test: Optional[ImageTable], seed: int) -> str:
-    """The stage key of everything that changes the trained model or its reported metrics."""
+    """The stage key of everything that changes the trained model or its reported metrics (the
+    synthetic-row levers only where they act on ``train``)."""
     settings = {
         "version": KEY_VERSION,
-        "classifier": recipe.classifier.model_dump(mode="json", exclude={"num_workers"}),
+        "classifier": keyed_settings(recipe.classifier, train, exclude=frozenset({"num_workers"})),
         "num_classes": recipe.data.num_classes,
         "image_size": recipe.data.image_size,
         "crop_box": recipe.data.crop_box,

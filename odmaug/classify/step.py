@@ -103,8 +103,23 @@ class Stepper:
     def amp_dtype(self) -> Optional[torch.dtype]:
         return self.unit.amp_dtype
 
-    def step(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
-        """images uint8 [B, 3, S, S] and labels [B] on the device -> the batch loss (scalar tensor)."""
+    def step(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator,
+             smoothing: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """images uint8 [B, 3, S, S] and labels [B] on the device -> the batch loss (scalar tensor).
+        ``smoothing``: float [B] label smoothing per image (None: ``label_smoothing`` for all)."""
         x = augment_batch(images, self.augment, generator) if self.augment else images.float().div(255.0)
         x = normalize(x, self.meta).contiguous(memory_format=torch.channels_last)
+        if smoothing is not None:
+            return self.unit(lambda: smoothed_cross_entropy(self.model(x).float(), labels, smoothing))
         return self.unit(lambda: F.cross_entropy(self.model(x).float(), labels, label_smoothing=self.label_smoothing))
+
+
+def smoothed_cross_entropy(logits: torch.Tensor, labels: torch.Tensor, smoothing: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy with label smoothing per sample: logits [B, C], labels int64 [B],
+    smoothing float [B] in [0, 1). Sample i's target puts ``1 - e_i`` on its grade and ``e_i / C``
+    on every grade, so with one ``e`` for all this is ``F.cross_entropy(label_smoothing=e)``."""
+    log_p = F.log_softmax(logits, dim=1)
+    nll = -log_p.gather(1, labels[:, None]).squeeze(1)  # [B]
+    uniform = -log_p.mean(dim=1)  # [B]: cross-entropy against the uniform target
+    smoothing = smoothing.to(log_p.dtype)
+    return ((1.0 - smoothing) * nll + smoothing * uniform).mean()

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from odmaug.classify.levers import SyntheticLevers, mixed_epoch_order, row_smoothing, synthetic_rows
 from odmaug.classify.models import ClassifierMeta, create_model, load_pretrained
 from odmaug.classify.outputs import ClassifierResult, finish
 from odmaug.classify.predict import load_images, predict_logits
@@ -46,6 +47,9 @@ class _Training:
     generator: torch.Generator  # batch order and augmentation
     train_images: torch.Tensor  # uint8 [N, 3, S, S] on the device
     train_labels: torch.Tensor  # [N] on the CPU
+    synthetic: torch.Tensor  # bool [N] on the CPU: the rows with source "synthetic"
+    levers: SyntheticLevers  # the synthetic-row levers that act on this table
+    smoothing: Optional[torch.Tensor]  # float [N] label smoothing per row on the device, or None
     val: ImageTable
     val_images: torch.Tensor  # uint8 [M, 3, S, S] on the CPU
     batch_size: int
@@ -71,7 +75,9 @@ def train_classifier(
 
     Args:
         recipe: the recipe (``classifier`` section; ``data.num_classes``, ``image_size``, ``crop_box``).
-        train: training images (real, or a balanced real + synthetic table).
+        train: training images (real, or a balanced real + synthetic table; its ``source`` column
+            says which rows ``classifier.synthetic_batch_share`` and ``synthetic_label_smoothing``
+            act on, see :mod:`odmaug.classify.levers`).
         val: validation images for model selection.
         test: held-out test images, or None.
         out_dir: the classifier folder to write.
@@ -122,10 +128,13 @@ def _prepare(recipe: Recipe, train: ImageTable, val: ImageTable, seed: int, devi
     stepper = Stepper.build(model, meta, cfg, device)
     crop = recipe.data.crop_box
     batch_size = min(cfg.batch_size, len(train))
+    synthetic, levers = synthetic_rows(train), SyntheticLevers.active(cfg, train)
+    smoothing = row_smoothing(cfg, levers, synthetic)
     return _Training(
         recipe, stepper, torch.Generator().manual_seed(seed),
         train_images=load_images(train, size, crop, cfg.num_workers).to(device),
-        train_labels=torch.from_numpy(train.labels.copy()),
+        train_labels=torch.from_numpy(train.labels.copy()), synthetic=torch.from_numpy(synthetic), levers=levers,
+        smoothing=None if smoothing is None else smoothing.to(device),
         val=val, val_images=load_images(val, size, crop, cfg.num_workers), batch_size=batch_size,
         steps_per_epoch=len(train) // batch_size,  # drop the ragged last batch (BatchNorm needs > 1)
     )
@@ -169,16 +178,27 @@ def _train_epoch(run: _Training, epoch: int, bar: "_Bar") -> tuple[torch.Tensor,
     """One epoch of steps: (summed batch losses, a device scalar; wall seconds)."""
     cfg, stepper, device = run.recipe.classifier, run.stepper, run.stepper.unit.device
     stepper.model.train()
-    order = epoch_order(run.train_labels, cfg.balanced_sampling, run.generator)
+    order = _epoch_order(run)
     warmup_steps = round(cfg.warmup_epochs * run.steps_per_epoch)
     started, loss_sum = time.perf_counter(), torch.zeros((), device=device)
     for i in range(run.steps_per_epoch):
         stepper.unit.set_lr(cfg.lr * lr_factor(epoch * run.steps_per_epoch + i, run.total_steps, warmup_steps))
         idx = order[i * run.batch_size : (i + 1) * run.batch_size]
-        loss = stepper.step(run.train_images[idx.to(device)], run.train_labels[idx].to(device), run.generator)
+        smoothing = None if run.smoothing is None else run.smoothing[idx.to(device)]
+        loss = stepper.step(run.train_images[idx.to(device)], run.train_labels[idx].to(device), run.generator, smoothing)
         loss_sum += loss.detach()
         bar.advance(run.batch_size)
     return loss_sum, time.perf_counter() - started
+
+
+def _epoch_order(run: _Training) -> torch.Tensor:
+    """Row indices of the next epoch: with an active synthetic batch share, batches of that
+    composition; else today's shuffle (or class-balanced draws) of all rows."""
+    cfg = run.recipe.classifier
+    if run.levers.batch_share is None:
+        return epoch_order(run.train_labels, cfg.balanced_sampling, run.generator)
+    return mixed_epoch_order(run.train_labels, run.synthetic, run.levers.batch_share, run.batch_size,
+                             run.steps_per_epoch, cfg.balanced_sampling, run.generator)
 
 
 class _Bar:

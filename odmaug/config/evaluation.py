@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from odmaug.config.section import Section
 
@@ -41,6 +41,23 @@ class ClassifierConfig(Section):
     """auto: bf16 autocast where the device runs it fast (CUDA with bf16, CPUs with bf16 units), else fp32."""
     num_workers: int = Field(0, ge=0)
     """Worker processes that decode images into memory before training (0: decode in-process)."""
+    synthetic_batch_share: Optional[float] = Field(None, gt=0.0, lt=1.0)
+    """Share of every training batch drawn from the synthetic rows, the rest from the other rows
+    (real and oversampled). None: one uniform shuffle of all rows. Acts only on a training table
+    with both kinds of rows; for the ``real`` and ``oversample`` arms it is inactive."""
+    synthetic_label_smoothing: Optional[float] = Field(None, ge=0.0, lt=1.0)
+    """Label smoothing of the synthetic rows' targets (the other rows keep ``label_smoothing``).
+    None: every row takes ``label_smoothing``. Inactive for a table without synthetic rows."""
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_levers(self, handler):
+        # Unset synthetic levers are left out of every dump, so the stage keys hashed over this
+        # section before the levers existed stay the same and stored classifiers are found again.
+        data = handler(self)
+        for name in ("synthetic_batch_share", "synthetic_label_smoothing"):
+            if name in data and data[name] is None:
+                del data[name]
+        return data
 
 
 class MetricsConfig(Section):
@@ -92,6 +109,39 @@ class CrossValidationConfig(Section):
     """Share of each grade's non-test units (images or patients) in a fold's val part."""
 
 
+class TranslateConfig(Section):
+    """``benchmark.translate``: the translation arms (``odm-translate``, ``dm-translate``)."""
+
+    strengths: list[float] = Field(default_factory=lambda: [0.5, 0.7])
+    """Candidate SDEdit strengths (t0 / T, each in (0, 1]). With several, each pass tries every one
+    (one synthesis and one first-seed classifier per candidate and arm) and keeps the one with the
+    best validation QWK (ties: the larger strength); with one, it is used as is."""
+    source_grades: str = "auto"
+    """The grades translated from, as ``augment --source-grades``: ``auto`` (the neighbouring grades
+    of each target) or a list such as ``"2,3"``."""
+
+    @field_validator("source_grades", mode="before")
+    @classmethod
+    def _grades_as_text(cls, value):
+        return ",".join(str(v) for v in value) if isinstance(value, list) else str(value)
+
+    @field_validator("strengths")
+    @classmethod
+    def _check_strengths(cls, strengths: list[float]) -> list[float]:
+        if not strengths or len(set(strengths)) != len(strengths):
+            raise ValueError("benchmark.translate.strengths needs at least one strength and no repeats")
+        if any(not 0.0 < s <= 1.0 for s in strengths):
+            raise ValueError("benchmark.translate.strengths must each be in (0, 1]")
+        return strengths
+
+
+class FilterConfig(Section):
+    """``benchmark.filter``: keep the synthetic images a real-data classifier grades near their grade."""
+
+    max_grade_error: int = Field(1, ge=0)
+    """Largest accepted |predicted - intended| grade (0: the exact grade), as ``augment --max-grade-error``."""
+
+
 def _check_arm(spec: str) -> None:
     """The arm registry (in the benchmark package, loaded by name: config imports nothing above it)
     decides which arms exist, so a new arm is one registration."""
@@ -104,7 +154,8 @@ class BenchmarkConfig(Section):
     """``odmaug benchmark``: which arms, how they are balanced, and how generators are judged."""
 
     arms: list[str] = Field(default_factory=lambda: ["real", "oversample", "dm", "odm"])
-    """``real``, ``oversample``, ``dm``, ``odm`` and ``external:<name>=<folder or manifest>``."""
+    """``real``, ``oversample``, ``dm``, ``odm``, ``dm-translate``, ``odm-translate`` and
+    ``external:<name>=<folder or manifest>``."""
     seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
     """Classifier seeds, the same for every arm (paired differences use them)."""
     protocol: Literal["holdout", "cv"] = "holdout"
@@ -121,6 +172,13 @@ class BenchmarkConfig(Section):
     per-grade FID/KID/precision/recall; the overall figures use a subset with the real grade mix."""
     extractors: list[str] = Field(default_factory=lambda: ["domain", "inception"])
     """``domain`` (the real arm's first-seed classifier) and ``inception`` (skipped without weights)."""
+    translate: TranslateConfig = Field(default_factory=TranslateConfig)
+    filter: Optional[FilterConfig] = None
+    """None: every synthetic image is used. Set (e.g. ``--set benchmark.filter.max_grade_error=1``):
+    every synthetic arm keeps only the images the pass's real arm's first-seed classifier grades
+    within ``max_grade_error`` of their grade (ECC-DM-style); that classifier is trained before
+    synthesis. A generated arm's rejected images are replaced by further seeds (a few rounds at
+    most); an ``external:`` arm keeps what passes."""
 
     @field_validator("arms")
     @classmethod

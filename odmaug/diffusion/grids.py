@@ -119,6 +119,41 @@ def source_image(ref: str, recipe, size: int) -> torch.Tensor:
     return torch.from_numpy(np.array(prepare(image, size, recipe.data.crop_box))).permute(2, 0, 1)  # writable copy
 
 
+def translation_generator(run: str | Path, device: Optional[str] = None, sample: Optional[Mapping[str, Any]] = None):
+    """The run's generator and the ``sample`` settings grade translation uses: the recipe's, with
+    DDIM at eta 0 unless ``sample`` names another sampler or eta (SDEdit starts mid-chain, which
+    needs a single-step sampler), then the given (not None) values of ``sample``.
+
+    Returns:
+        (:class:`~odmaug.diffusion.checkpoint.LoadedGenerator`, :class:`SampleConfig`).
+    """
+    given = {k: v for k, v in (sample or {}).items() if v is not None}
+    return _load(run, device, {"sampler": "ddim", "eta": 0.0, **given})
+
+
+def translate_to_grades(loaded, settings: SampleConfig, source: torch.Tensor, grades: Sequence[int], seed: int,
+                        strength: float, invert: bool = False) -> torch.Tensor:
+    """One source, uint8 [3, H, W] at the generator's size, translated to each of ``grades`` in one
+    batch with the same forward-noise seed (the columns differ only by the grade): uint8 [G, 3, H, W]."""
+    from odmaug.data import to_model_range, to_uint8
+    from odmaug.diffusion.translate import translate
+
+    x0 = to_model_range(source).unsqueeze(0).expand(len(grades), -1, -1, -1)  # [G, 3, H, W]
+    made = translate(loaded.model, loaded.schedule, x0, list(grades), [seed] * len(grades), strength, settings,
+                     device=next(loaded.model.parameters()).device, invert=invert)
+    return to_uint8(made)
+
+
+def draw_strips(rows: Sequence[torch.Tensor], row_labels: Sequence[str], grades: Sequence[int], strength: float,
+                noise: str, out: Path) -> None:
+    """Strips as one PNG (atomically): each row uint8 [1 + G, 3, H, W], the source then ``grades``;
+    ``noise`` says where the forward noise came from (the title's last words)."""
+    from odmaug.figures import grade_grid
+
+    title = f"source, then grades {' '.join(map(str, grades))} (strength {strength:g}, {noise})"
+    grade_grid(list(rows), out, row_labels=list(row_labels), title=title)
+
+
 @dataclass(frozen=True)
 class StripSummary:
     """What :func:`translation_strips` drew: one strip per image, the source then each of ``grades``."""
@@ -140,25 +175,19 @@ def translation_strips(run: str | Path, images: Sequence[str], out: Path, grades
         OdmaugError: a strength outside (0, 1], a negative seed, ``out`` not a writable ``.png``,
             unknown grades or image files, bad settings.
     """
-    from odmaug.data import to_model_range, to_uint8
-    from odmaug.diffusion.translate import check_strength, translate
-    from odmaug.figures import grade_grid
+    from odmaug.diffusion.translate import check_strength
 
     check_strength(strength)
     if seed < 0:
         raise OdmaugError(f"--seed must be 0 or more (got {seed})")
     _png_out(out)  # before the generator is loaded
-    given = {k: v for k, v in (sample or {}).items() if v is not None}
-    loaded, settings = _load(run, device, {"sampler": "ddim", "eta": 0.0, **given})
+    loaded, settings = translation_generator(run, device, sample)
     chosen = parse_grades(grades, loaded.num_classes)
     rows = []
     for ref in images:
         src = source_image(ref, loaded.recipe, loaded.image_size)
-        x0 = to_model_range(src).unsqueeze(0).expand(len(chosen), -1, -1, -1)  # [G, 3, H, W]
-        made = translate(loaded.model, loaded.schedule, x0, chosen, [seed] * len(chosen), strength, settings,
-                         device=next(loaded.model.parameters()).device, invert=invert)
-        rows.append(np.concatenate([src.unsqueeze(0).numpy(), to_uint8(made).numpy()]))  # [1 + G, 3, H, W]
-    noise = "DDIM inversion" if invert else f"seed {seed}"
-    title = f"source, then grades {' '.join(map(str, chosen))} (strength {strength:g}, {noise})"
-    grade_grid(rows, out, row_labels=[Path(ref).name for ref in images], title=title)
+        made = translate_to_grades(loaded, settings, src, chosen, seed, strength, invert)
+        rows.append(torch.cat([src.unsqueeze(0), made]))  # [1 + G, 3, H, W]
+    draw_strips(rows, [Path(ref).name for ref in images], chosen, strength,
+                "DDIM inversion" if invert else f"seed {seed}", out)
     return StripSummary(out, len(images), chosen, settings.steps)

@@ -42,8 +42,10 @@ def grade_path(predicted: np.ndarray, target_grades: np.ndarray) -> dict[str, An
 
     Returns:
         ``sources`` (S), ``rho`` (list of S; NaN where a strip's prediction never changes),
-        ``rho_mean`` and ``rho_median`` over defined values (NaN if none), ``monotone`` (count of
-        strips whose prediction never falls) and ``monotone_share``.
+        ``rho_mean`` and ``rho_median`` over the ``rho_n`` defined values (NaN if none), ``monotone``
+        (count of strips whose prediction never falls) and ``monotone_share``, and ``flat`` (count of
+        strips whose prediction never changes: monotone, but without moving at all; a classifier
+        that always answers one grade makes every strip flat, so read the share beside it).
 
     Raises:
         OdmaugError: shapes disagree, fewer than 2 targets, or targets not increasing.
@@ -61,10 +63,12 @@ def grade_path(predicted: np.ndarray, target_grades: np.ndarray) -> dict[str, An
     return {
         "sources": len(predicted),
         "rho": rhos.tolist(),
+        "rho_n": len(defined),
         "rho_mean": float(defined.mean()) if len(defined) else float("nan"),
         "rho_median": float(np.median(defined)) if len(defined) else float("nan"),
         "monotone": monotone,
         "monotone_share": monotone / len(predicted) if len(predicted) else float("nan"),
+        "flat": int((np.ptp(predicted, axis=1) == 0).sum()) if predicted.size else 0,
     }
 
 
