@@ -137,3 +137,11 @@ def test_grade_path_counts_flat_strips_and_defined_rhos():
 
     out = grade_path(np.array([[0, 1, 2], [3, 3, 3], [2, 1, 0]]), np.arange(3))
     assert out["monotone"] == 2 and out["flat"] == 1 and out["rho_n"] == 2  # the flat strip has no rho
+
+
+def test_an_earlier_check_is_kept_unless_forced(checked, smoke_generator_step2, judge):
+    out, _ = checked
+    before = (out / CHECK_FILE).read_bytes()
+    with pytest.raises(OdmaugError, match="already holds a translation check"):
+        translation_check(smoke_generator_step2, judge, out, SOURCES, [0.5], seed=3)
+    assert (out / CHECK_FILE).read_bytes() == before

@@ -111,9 +111,11 @@ def _finite(value: Any) -> Any:
     return value
 
 
-def _check_inputs(out: Path, sources: int, seed: int, strengths) -> list[float]:
+def _check_inputs(out: Path, sources: int, seed: int, strengths, force: bool) -> list[float]:
     from odmaug.atomic import check_writable
 
+    if not force and any((out / name).exists() for name in (CHECK_FILE, STRIPS_FILE)):
+        raise OdmaugError(f"{out} already holds a translation check: give another --out, or --force to replace it")
     if sources < 1:
         raise OdmaugError(f"--sources must be 1 or more (got {sources})")
     if seed < 0:
@@ -197,7 +199,8 @@ def _source_rows(train, rows: np.ndarray, judge: _Judge, images: torch.Tensor, s
 
 def translation_check(run: str | Path, classifier: str | Path, out: str | Path, sources: int = 20,
                       strengths: str | Sequence[float] = (0.4, 0.6, 0.8), grades: str = "all", seed: int = 0,
-                      device: Optional[str] = None, sample: Optional[Mapping[str, Any]] = None) -> CheckSummary:
+                      device: Optional[str] = None, sample: Optional[Mapping[str, Any]] = None,
+                      force: bool = False) -> CheckSummary:
     """Translate ``sources`` training images to every grade of ``grades`` at each strength and judge
     the outputs with ``classifier``; writes ``<out>/translation_check.json`` and ``<out>/strips.png``.
 
@@ -208,14 +211,14 @@ def translation_check(run: str | Path, classifier: str | Path, out: str | Path, 
     Raises:
         OdmaugError: strengths outside (0, 1], fewer than 2 grades, a missing run or classifier,
             a classifier of another grade count, more sources than training images, a data set
-            without a test split, an unwritable ``out``.
+            without a test split, an unwritable ``out``, or one holding an earlier check (unless ``force``).
     """
     from odmaug.data import load_uint8
     from odmaug.data.images import prepared
     from odmaug.diffusion.grids import parse_grades, translate_to_grades, translation_generator
 
     out = Path(out)
-    chosen_strengths = _check_inputs(out, sources, seed, strengths)
+    chosen_strengths = _check_inputs(out, sources, seed, strengths, force)
     loaded, settings = translation_generator(run, device, sample)
     judge, about = _load_judge(classifier, loaded)
     chosen = sorted(parse_grades(grades, loaded.num_classes))

@@ -185,7 +185,9 @@ def estimate_stages(plan: Plan, recipe: Recipe, splits: Splits, units: UnitTimes
             share = stage.left / max(1, sum(counts))
             batches = sum(math.ceil(n * share / units.sample_batch) for n in counts)
             setup = units.sample_setup if stage.left else 0.0
-            stage.seconds = batches * sample.steps * units.sample_step + setup
+            # a translation runs only the steps at or below t0 = strength x T ("<set> strength <s>")
+            strength = float(stage.name.rsplit(" strength ", 1)[1]) if " strength " in stage.name else 1.0
+            stage.seconds = batches * math.ceil(strength * sample.steps) * units.sample_step + setup
         elif stage.kind == "classifier":
             arm = parse_arm(stage.name.rsplit(" seed ", 1)[0])  # the stage names the arm's label
             n_train = arm.kind.table.size(real_counts, recipe.benchmark)

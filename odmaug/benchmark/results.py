@@ -18,7 +18,7 @@ from odmaug.benchmark.classifiers import Results
 from odmaug.benchmark.generative import measure_generators
 from odmaug.benchmark.stage import Plan, Splits
 from odmaug.config import Recipe
-from odmaug.console import console
+from odmaug.console import console, warn
 from odmaug.data import ImageTable
 from odmaug.runs import Run
 
@@ -89,7 +89,11 @@ def _test_description(recipe: Recipe, passes: list[Pass]) -> str:
     counts = sum(p.splits.test.counts() for p in passes)
     cv = recipe.benchmark.cv
     pool = "all labelled images" if cv.scope == "all" else "the train and val splits"
-    return (f"{first.name}, {len(passes)}-fold cross-validation over {pool}: the folds' test parts pooled, "
+    frames = [p.splits.test.frame for p in passes]
+    grouped = all("group" in f.columns and f["group"].notna().all() for f in frames)
+    patients = len(set().union(*(set(f["group"].astype(str)) for f in frames))) if grouped else 0
+    how = f"stratified and grouped by patient ({patients} groups)" if grouped else "stratified by grade"
+    return (f"{first.name}, {len(passes)}-fold cross-validation over {pool}, {how}: the folds' test parts pooled, "
             f"{int(counts.sum())} images {counts.tolist()}, each tested once by a fold whose generators and "
             "classifiers never saw it")
 
@@ -106,6 +110,24 @@ def _classification(recipe: Recipe, passes: list[Pass]) -> tuple[dict[str, Any],
     return pooled_arms([(p.splits, p.classifiers) for p in passes], labels, recipe)
 
 
+def _shortfall_notes(recipe: Recipe, passes: list[Pass]) -> list[str]:
+    """One note per arm (and fold) whose balancing got fewer images than it asked for, per grade;
+    and, under the filter, that the same classifier filtered and judges the images."""
+    notes = []
+    for p in passes:
+        where = "" if p.splits.fold is None else f" (fold {p.splits.fold})"
+        for arm, runs in p.classifiers.items():
+            counts = next(iter(runs.values()))["counts"]
+            short = (counts or {}).get("shortfall") or []
+            if any(short):
+                notes.append(f"{arm}{where}: not balanced, per grade {short} fewer images than balancing asked for "
+                             f"(totals {counts['total']}){' after the filter' if recipe.benchmark.filter else ''}")
+    if recipe.benchmark.filter is not None:
+        notes.append("filter: the generators' metrics and grade fidelity measure the kept images, judged by the same "
+                     "real-arm classifier that filtered them (fidelity is therefore optimistic)")
+    return notes
+
+
 def collect_results(recipe: Recipe, passes: list[Pass], bench_run: Run, device: str, started: float) -> dict[str, Any]:
     """Summaries, generative metrics, ``<run>/results.json`` and the report; returns the results.
 
@@ -120,6 +142,9 @@ def collect_results(recipe: Recipe, passes: list[Pass], bench_run: Run, device: 
     generative = measure_generators(recipe, first.splits, first.synthetic, domain_dir, device,
                                     bench_run.subdir("report") / "figures")
     notes = generative["notes"] + ([bootstrap["error"]] if "error" in bootstrap else [])
+    notes += _shortfall_notes(recipe, passes)
+    for note in notes[len(generative["notes"]):]:
+        warn(note)
     if first.splits.fold is not None and first.synthetic:
         notes.append(f"generative metrics: fold 0's generators (each of the {len(passes)} folds trains its own)")
     results = {

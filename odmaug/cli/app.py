@@ -15,6 +15,10 @@ from typer.core import TyperGroup
 
 from odmaug.errors import OdmaugError
 
+# Typer >= 0.20 parses with its own copy of click (typer._click), older typer with click itself:
+# its usage-error class is found from the one it exports, so both raise into the same handler.
+USAGE_ERRORS = (click.UsageError, next(c for c in typer.BadParameter.__mro__ if c.__name__ == "UsageError"))
+
 
 class OdmaugGroup(TyperGroup):
     """A command group that turns user errors into one line and an exit code."""
@@ -34,6 +38,9 @@ class OdmaugGroup(TyperGroup):
         except OdmaugError as err:
             typer.echo(f"error: {err}", err=True)
             raise typer.Exit(code=err.exit_code) from None
+        except USAGE_ERRORS as err:  # a command's options: unknown, missing or a bad value
+            typer.echo(f"error: {' '.join(err.format_message().split())} (see --help)", err=True)
+            raise typer.Exit(code=OdmaugError.exit_code) from None
         except KeyboardInterrupt:
             typer.echo("interrupted: files written so far are complete; re-run to resume", err=True)
             raise typer.Exit(code=130) from None

@@ -83,6 +83,7 @@ def translate_check_command(
     grades: Annotated[str, typer.Option("--grades", help="Target grades: all, 0-4 or 0,2,4.")] = "all",
     seed: Annotated[int, typer.Option("--seed", help="Seed of the source draw; source i has noise seed seed + i.")] = 0,
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for translation_check.json and strips.png.")] = Path("check"),
+    force: Annotated[bool, typer.Option("--force", help="Replace an earlier check in --out.")] = False,
 ) -> None:
     """Check grade translation: translate real training images to every grade at each strength and
     let a real-data classifier judge them: does the grade rise with the target grade (Spearman's
@@ -91,7 +92,7 @@ def translate_check_command(
     odmaug translate: the run's recipe values, with DDIM at eta 0 unless --sampler or --eta say otherwise."""
     from odmaug.augment.translation_check import CHECK_FILE, STRIPS_FILE, translation_check
 
-    done = translation_check(run, classifier, out, sources, strengths, grades, seed, options.device, sample)
+    done = translation_check(run, classifier, out, sources, strengths, grades, seed, options.device, sample, force)
     console.print(check_table(done.report))
     near = done.report["near_copies"]
     console.print(f"near copies overall: {near['near_copies']}/{near['outputs']} outputs closer to a test image than "

@@ -105,8 +105,9 @@ class CrossValidationConfig(Section):
     scope: Literal["all", "train-val"] = "all"
     """The pool that is folded: ``all`` labelled images, or ``train-val`` (the train and val splits;
     an official test split then stays untouched by every fold, for a final external test)."""
-    val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
-    """Share of each grade's non-test units (images or patients) in a fold's val part."""
+    val_fraction: float = Field(0.1, gt=0.0, lt=1.0)
+    """Share of each grade's non-test units (images or patients) in a fold's val part (above 0:
+    every fold chooses its classifiers' epochs, and translation strengths, on its val part)."""
 
 
 class TranslateConfig(Section):

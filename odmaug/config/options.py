@@ -67,6 +67,8 @@ def _option_line(err: ValidationError, given: dict[str, Any]) -> str:
     elif first["type"] == "literal_error":  # a name: say it is unknown, then the known ones
         known = ", ".join(re.findall(r"'([^']*)'", str(ctx.get("expected", ""))))
         return f"unknown {name.replace('_', ' ')} {given[name]!r}: --{name.replace('_', '-')} must be one of {known}"
+    elif first["type"] == "finite_number":
+        reason = "must be a finite number"
     else:
         reason = first["msg"].removeprefix("Value error, ")
     return f"--{name.replace('_', '-')} {reason} (got {given[name]!r})"

@@ -6,9 +6,10 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 
 class Section(BaseModel):
-    """Base of every recipe section: unknown keys are errors, assignments are validated."""
+    """Base of every recipe section: unknown keys are errors, assignments are validated, and no
+    number may be infinite or NaN (``--guidance-scale inf`` once wrote all-black images)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
 
 
 def validation_line(err: ValidationError, origin: str) -> str:

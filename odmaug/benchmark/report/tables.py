@@ -135,7 +135,9 @@ def arm_table(results: dict[str, Any]) -> Table:
     """The terminal's closing table."""
     seeds = results.get("seeds", [])
     size = boot_size(results)
-    title = f"Severity classifier per arm (test split, {len(seeds)} seed(s)" + ("" if size == "–" else f"; bootstrap {size}") + ")"
+    folds = results.get("bootstrap", {}).get("folds")
+    tested = f"{folds}-fold cross-validation, test parts pooled" if folds else "test split"
+    title = f"Severity classifier per arm ({tested}, {len(seeds)} seed(s)" + ("" if size == "–" else f"; bootstrap {size}") + ")"
     caption = "MDE: smallest Δ QWK detectable with 80% power (two-sided 5%) on this many seeds and test images"
     if len(seeds) < 3:  # resampling 1-2 seeds cannot show their spread: the interval is too narrow
         caption += (f"\nwith {len(seeds)} seed(s) the seeds × images interval counts the test images only "
@@ -226,7 +228,8 @@ GENERATOR_HEADER = ["generator", "features", "FID", KID_HEADER, "precision", "re
 
 def generator_table(results: dict[str, Any]) -> Table:
     """The terminal's generator table, KID footnotes as its caption."""
-    table = Table(title="Generators (* FID on a small set is biased upward: compare KID)", title_justify="left",
+    which = " of fold 0 (each fold trains its own)" if results.get("protocol") == "cv" else ""
+    table = Table(title=f"Generators{which} (* FID on a small set is biased upward: compare KID)", title_justify="left",
                   caption="\n".join(generator_footnotes(results)) or None, caption_justify="left")
     for i, name in enumerate(GENERATOR_HEADER):
         table.add_column(name, justify="left" if i < 2 else "right")
