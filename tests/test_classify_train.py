@@ -23,6 +23,7 @@ from odmaug.config import recipe_from_dict
 from odmaug.data import ImageTable, load_table, table_from_spec
 from odmaug.errors import OdmaugError
 from odmaug.metrics import classification_metrics, summarize_runs
+from helpers import classifier_cut_after_one_epoch
 
 SIZE = 16
 CLASSIFIER = {"model": "test_resnet", "epochs": 8, "batch_size": 20, "lr": 3e-3, "warmup_epochs": 0.5,
@@ -128,14 +129,7 @@ def test_same_seed_same_weights_other_seed_differs(squares, tmp_path):
 def test_interrupted_training_resumes_to_the_same_result(squares, tmp_path):
     recipe = make_recipe(squares, epochs=2)
     train, val, test = training_splits(recipe)
-    full = train_classifier(recipe, train, val, test, tmp_path / "full", seed=3, device="cpu", show_progress=False)
-
-    def crash_after_first_epoch(event, **fields):
-        if fields["epoch"] == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train_classifier(recipe, train, val, test, tmp_path / "cut", 3, "cpu", crash_after_first_epoch, False)
+    full = classifier_cut_after_one_epoch(recipe, (train, val, test), tmp_path)
     assert (tmp_path / "cut" / "train_state.safetensors").is_file()
     assert not (tmp_path / "cut" / "metrics.json").exists()
     resumed = train_classifier(recipe, train, val, test, tmp_path / "cut", 3, "cpu", show_progress=False)

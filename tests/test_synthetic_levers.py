@@ -25,6 +25,7 @@ from odmaug.cli import app
 from odmaug.config import dump_recipe, load_recipe, recipe_from_dict
 from odmaug.data import ImageTable
 from odmaug.errors import OdmaugError
+from helpers import classifier_cut_after_one_epoch
 from test_classify_train import make_recipe, write_squares
 
 LEVERS = {"synthetic_batch_share": 0.4, "synthetic_label_smoothing": 0.3}
@@ -126,14 +127,7 @@ def test_unset_levers_leave_dumps_and_keys_as_before(mixed):
 def test_training_with_levers_resumes_exactly(mixed, tmp_path):
     recipe = make_recipe(mixed, epochs=2, **LEVERS)
     train, val, test = training_splits(recipe)
-    full = train_classifier(recipe, train, val, test, tmp_path / "full", seed=3, device="cpu", show_progress=False)
-
-    def crash_after_first_epoch(event, **fields):
-        if fields["epoch"] == 1:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        train_classifier(recipe, train, val, test, tmp_path / "cut", 3, "cpu", crash_after_first_epoch, False)
+    full = classifier_cut_after_one_epoch(recipe, (train, val, test), tmp_path)
     resumed = train_classifier(recipe, train, val, test, tmp_path / "cut", 3, "cpu", show_progress=False)
     assert resumed.resumed_from == 1
     a, b = load_file(str(full.model_path)), load_file(str(resumed.model_path))
