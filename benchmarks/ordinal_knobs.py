@@ -2,7 +2,7 @@
 
 Usage (the committed JSON; about 40 minutes of one CPU core, W = 450 s)::
 
-    OMP_NUM_THREADS=1 ODMAUG_DATA_DIR=/work/shared/data ODMAUG_OFFLINE=1 \\
+    OMP_NUM_THREADS=1 ODMAUG_DATA_DIR=<folder holding retinamnist.npz> ODMAUG_OFFLINE=1 \\
         python benchmarks/ordinal_knobs.py --work /tmp/ordinal_knobs --budget-s 450 --n 64 \\
         --classifier /tmp/sampler_quality/classifier
 

@@ -2,7 +2,7 @@
 
 Usage (the committed JSON; about an hour of one CPU core)::
 
-    OMP_NUM_THREADS=1 ODMAUG_DATA_DIR=/work/shared/data ODMAUG_OFFLINE=1 \\
+    OMP_NUM_THREADS=1 ODMAUG_DATA_DIR=<folder holding retinamnist.npz> ODMAUG_OFFLINE=1 \\
         python benchmarks/sampler_quality.py --work /tmp/sampler_quality
 
 Smoke test (minutes): ``--gen-steps 5 --epochs 1 --n 24 --kid-subset-size 12 --resamples 20
