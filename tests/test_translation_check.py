@@ -107,15 +107,15 @@ def test_stratified_seeded_source_draw():
     assert not np.array_equal(draw_sources(labels, 10, seed=3), draw_sources(labels, 10, seed=4))
     with pytest.raises(OdmaugError, match="1..14"):
         draw_sources(labels, 15, seed=0)
-    assert parse_strengths("0.8, 0.4,0.4") == [0.4, 0.8]
-    for bad in ("0", "1.5", "x", "0.4,-1"):
+    assert parse_strengths("0.8, 0.4") == [0.4, 0.8]
+    for bad in ("0", "1.5", "x", "0.4,-1", "0.4,0.4"):
         with pytest.raises(OdmaugError, match="strength"):
             parse_strengths(bad)
 
 
 @pytest.mark.parametrize("case,extra,expected", [
     ("missing run", ["--run", "{tmp}/nope"], "run folder not found"),
-    ("strength", ["--strengths", "0.5,1.2"], "--strength must be in (0, 1]"),
+    ("strength", ["--strengths", "0.5,1.2"], "--strengths must each be in (0, 1] (got 1.2)"),
     ("too many sources", ["--sources", "5000"], "--sources must be in 1.."),
     ("grade count", ["--classifier", "{three}"], "predicts 3 grades but the generator makes 5"),
     ("one grade", ["--grades", "2"], "at least 2 grades"),

@@ -35,23 +35,25 @@ SOURCE_STREAM = 0x7C4EC
 
 
 def parse_strengths(spec: str | Sequence[float]) -> list[float]:
-    """``"0.4,0.6,0.8"`` (or numbers) -> sorted distinct strengths, each in (0, 1].
+    """``"0.4,0.6,0.8"`` (or numbers) -> sorted strengths, each in (0, 1], none repeated (as
+    ``benchmark.translate.strengths`` refuses repeats too).
 
     Raises:
-        OdmaugError: a value that is not a number, or outside (0, 1].
+        OdmaugError: a value that is not a number, outside (0, 1], or given twice.
     """
-    from odmaug.diffusion.translate import check_strength
-
     parts = [p.strip() for p in spec.split(",")] if isinstance(spec, str) else list(spec)
     try:
-        values = sorted({float(p) for p in parts})
+        values = [float(p) for p in parts]
     except ValueError:
         raise OdmaugError(f"--strengths: '{spec}' is not a list of numbers (use e.g. 0.4,0.6,0.8)") from None
     if not values:
         raise OdmaugError("--strengths: give at least one strength")
-    for value in values:
-        check_strength(value)
-    return values
+    bad = [v for v in values if not 0.0 < v <= 1.0]
+    if bad:
+        raise OdmaugError(f"--strengths must each be in (0, 1] (got {bad[0]:g})")
+    if len(set(values)) != len(values):
+        raise OdmaugError(f"--strengths repeats a strength (got {spec})")
+    return sorted(values)
 
 
 def draw_sources(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
