@@ -44,7 +44,7 @@ import pandas as pd
 import torch
 
 from _common import ROOT, RESULTS_DIR, machine_record
-from sampler_quality import evaluate, feature_sets, lscpu_flags, odmaug_cli, request
+from sampler_quality import evaluate, feature_sets, odmaug_cli, request
 
 RECIPE = ROOT / "recipes" / "quickstart.yaml"
 SETTINGS = {
@@ -211,7 +211,7 @@ def main() -> None:
         results[s] |= judge(s, recipe, args, extractor, (real_x, real_y), cfg)
     clf = json.loads((args.classifier / "metrics.json").read_text())
     record = {"benchmark": "ordinal_knobs", "command": " ".join(["python", *sys.argv]),
-              "host": {**machine_record(), "lscpu_bf16_flags": lscpu_flags(), "torch": torch.__version__},
+              "host": machine_record(),
               "budget_s": args.budget_s, "recipe": str(RECIPE.relative_to(ROOT)), "sample_settings": recipe.sample.model_dump(),
               "classifier": {"folder": str(args.classifier), "test_qwk": clf["test"]["qwk"],
                              "test_accuracy": clf["test"]["accuracy"], "feature_dim": extractor.dim},
