@@ -216,7 +216,6 @@ def translation_check(run: str | Path, classifier: str | Path, out: str | Path, 
             without a test split, an unwritable ``out``, or one holding an earlier check (unless ``force``).
     """
     from odmaug.data import load_uint8
-    from odmaug.data.images import prepared
     from odmaug.diffusion.grids import parse_grades, translate_to_grades, translation_generator
 
     out = Path(out)
@@ -229,12 +228,11 @@ def translation_check(run: str | Path, classifier: str | Path, out: str | Path, 
     train, test = _splits(loaded)
     rows = draw_sources(train.labels, sources, seed)
     size, crop_box = loaded.image_size, loaded.recipe.data.crop_box
-    pixels = np.stack([prepared(train, int(r), size, crop_box) for r in rows])  # [S, H, W, 3]
-    images = torch.from_numpy(pixels).permute(0, 3, 1, 2).contiguous()  # uint8 [S, 3, H, W]
+    train_images = load_uint8(train, size, crop_box)  # uint8 [N, 3, H, W]: the sources and the near-copy reference
+    images = train_images[torch.from_numpy(rows)].contiguous()  # uint8 [S, 3, H, W]
     outputs = {k: torch.stack([translate_to_grades(loaded, settings, src, chosen, seed + i, k)
                                for i, src in enumerate(images)]) for k in chosen_strengths}
-    figures = _measure(judge, images, outputs, chosen, load_uint8(train, size, crop_box),
-                       load_uint8(test, size, crop_box))
+    figures = _measure(judge, images, outputs, chosen, train_images, load_uint8(test, size, crop_box))
     middle = chosen_strengths[len(chosen_strengths) // 2]
     report = _finite({
         "generator": {"run": str(Path(run)), "step": loaded.step, "checkpoint_id": loaded.checkpoint_id},

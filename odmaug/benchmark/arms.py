@@ -64,10 +64,15 @@ def _real_only(real_train, synthetic, bench, seed):
     return real_train, None
 
 
+def _oversample_count(bench: BenchmarkConfig) -> Optional[int]:
+    """The count oversampling fills to: ``to_count`` under ``to-count``, else None (the largest grade)."""
+    return bench.to_count if bench.strategy == "to-count" else None
+
+
 def _oversampled(real_train, synthetic, bench, seed):
     from odmaug.data.balance import balance
 
-    return balance(real_train, [], "oversample", bench.to_count if bench.strategy == "to-count" else None, 1.0, seed)
+    return balance(real_train, [], "oversample", _oversample_count(bench), 1.0, seed)
 
 
 def _with_synthetic(real_train, synthetic, bench, seed):
@@ -77,15 +82,22 @@ def _with_synthetic(real_train, synthetic, bench, seed):
 
 
 def _oversampled_size(counts: np.ndarray, bench: BenchmarkConfig) -> int:
-    target = bench.to_count if bench.strategy == "to-count" and bench.to_count else int(counts.max())
+    from odmaug.data.balance import target_count
+
+    target = target_count("oversample", counts, _oversample_count(bench))
     return int(sum(max(n, target) for n in counts.tolist()))
 
 
-def _with_synthetic_size(counts: np.ndarray, bench: BenchmarkConfig) -> int:
+def balancing_need(counts: np.ndarray, bench: BenchmarkConfig) -> list[int]:
+    """Synthetic images balancing adds per grade (real ``counts`` [C]): up to the target, within the share cap."""
     from odmaug.data.balance import share_cap, target_count
 
     target = target_count(bench.strategy, counts, bench.to_count)
-    return int(sum(n + min(max(0, target - n), share_cap(n, bench.max_synthetic_share)) for n in counts.tolist()))
+    return [int(min(max(0, target - n), share_cap(n, bench.max_synthetic_share))) for n in counts.tolist()]
+
+
+def _with_synthetic_size(counts: np.ndarray, bench: BenchmarkConfig) -> int:
+    return int(counts.sum()) + sum(balancing_need(counts, bench))
 
 
 REAL_ONLY = TableRule(_real_only, lambda counts, bench: int(counts.sum()))

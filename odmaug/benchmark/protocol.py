@@ -60,12 +60,12 @@ def _pooled(by_fold: list[tuple[Splits, Results]], arm: str, seeds: list[int]) -
     the true grades [N] in the same order."""
     from odmaug.benchmark.uncertainty import read_test_predictions
 
-    rows = []
+    rows, labels = [], None
     for seed in seeds:
         parts = [read_test_predictions(results[arm][seed]["dir"]) for _, results in by_fold]
         rows.append(np.concatenate([p["predicted"].to_numpy(np.int64) for p in parts]))
-    labels = np.concatenate([read_test_predictions(results[arm][seeds[0]]["dir"])["label"].to_numpy(np.int64)
-                             for _, results in by_fold])
+        if labels is None:  # the first seed's files give the true grades too: not read twice
+            labels = np.concatenate([p["label"].to_numpy(np.int64) for p in parts])
     return np.stack(rows), labels
 
 

@@ -40,7 +40,8 @@ if TYPE_CHECKING:
 def generator_key(recipe: Recipe, train: Optional[ImageTable] = None) -> str:
     """Identity of a generator's training, without ``train.steps`` (see the module docstring);
     with ``train`` (a cross-validation fold's training part), its rows count too."""
-    parts = {k: recipe.to_dict()[k] for k in ("data", "generator", "diffusion", "train", "seed")}
+    settings = recipe.to_dict()
+    parts = {k: settings[k] for k in ("data", "generator", "diffusion", "train", "seed")}
     parts["data"].pop("data_dir", None)  # where the file lies does not change the images
     parts["train"].pop("steps", None)
     if train is not None:  # holdout keys stay as they were: stored generators are still found

@@ -27,7 +27,7 @@ from typing import Any, Optional
 import numpy as np
 
 from odmaug.augment.from_real import FromReal, parse_source_grades, translation_sample
-from odmaug.benchmark.arms import FROM_NOISE
+from odmaug.benchmark.arms import FROM_NOISE, balancing_need
 from odmaug.benchmark.stage import Plan, Splits, Stage, say
 from odmaug.benchmark.store import synthesis_folder
 from odmaug.config import Recipe
@@ -73,15 +73,8 @@ def synthetic_sets(plan: Plan, recipe: Recipe) -> list[SyntheticSet]:
 
 def synthesis_counts(recipe: Recipe, real_counts: np.ndarray) -> list[int]:
     """Images to synthesize per grade: what balancing needs, and at least ``metrics_per_grade``."""
-    from odmaug.data.balance import share_cap, target_count
-
     bench = recipe.benchmark
-    target = target_count(bench.strategy, real_counts, bench.to_count)
-    out = []
-    for n_real in real_counts.tolist():
-        need = min(max(0, target - n_real), share_cap(n_real, bench.max_synthetic_share))
-        out.append(int(max(need, bench.metrics_per_grade)))
-    return out
+    return [max(need, bench.metrics_per_grade) for need in balancing_need(real_counts, bench)]
 
 
 def _check_sources(spec: str, counts: list[int], real_counts: np.ndarray) -> None:

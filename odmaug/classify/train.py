@@ -184,8 +184,9 @@ def _train_epoch(run: _Training, epoch: int, bar: "_Bar") -> tuple[torch.Tensor,
     for i in range(run.steps_per_epoch):
         stepper.unit.set_lr(cfg.lr * lr_factor(epoch * run.steps_per_epoch + i, run.total_steps, warmup_steps))
         idx = order[i * run.batch_size : (i + 1) * run.batch_size]
-        smoothing = None if run.smoothing is None else run.smoothing[idx.to(device)]
-        loss = stepper.step(run.train_images[idx.to(device)], run.train_labels[idx].to(device), run.generator, smoothing)
+        on_device = idx.to(device)  # one host-to-device copy of the batch's indices per step
+        smoothing = None if run.smoothing is None else run.smoothing[on_device]
+        loss = stepper.step(run.train_images[on_device], run.train_labels[idx].to(device), run.generator, smoothing)
         loss_sum += loss.detach()
         bar.advance(run.batch_size)
     return loss_sum, time.perf_counter() - started

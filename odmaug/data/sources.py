@@ -9,9 +9,9 @@ import pandas as pd
 
 from odmaug.config import DataConfig
 from odmaug.data import retinamnist
-from odmaug.console import warn
+from odmaug.console import warn, warn_once
 from odmaug.data.cache import resolve_cache_dir
-from odmaug.data.checks import groups_from_pattern, warn_aspect, warn_no_groups, warn_once, warn_small_splits
+from odmaug.data.checks import groups_from_pattern, warn_aspect, warn_no_groups, warn_small_splits
 from odmaug.data.splits import assign_splits, split_warnings
 from odmaug.data.synthetic import synthetic_labels
 from odmaug.data.table import (
