@@ -86,3 +86,21 @@ def test_gpu_verdict_script_usage_and_skip_without_cuda(tmp_path):
     skipped = subprocess.run(["bash", str(script), str(tmp_path / "out")], capture_output=True, text=True,
                              env={"PATH": "/usr/bin:/bin", "PYTHON": sys.executable})
     assert skipped.returncode == 0 and "no CUDA device: skipped" in skipped.stdout
+
+
+@pytest.mark.parametrize("overrides, warned", [
+    (["benchmark.cv.folds=3"], True),
+    (["benchmark.cv.folds=3", "benchmark.protocol=cv"], False),
+    ([], False),
+])
+def test_cv_settings_without_the_cv_protocol_are_named_not_silently_ignored(smoke_recipe_path, monkeypatch,
+                                                                            overrides, warned):
+    from odmaug.benchmark import protocol
+    from odmaug.config import load_recipe
+    from odmaug.data import load_table
+
+    said = []
+    monkeypatch.setattr(protocol, "warn", said.append)
+    recipe = load_recipe(smoke_recipe_path, overrides)
+    protocol.benchmark_splits(recipe, load_table(recipe.data))
+    assert any("benchmark.protocol is holdout" in line for line in said) == warned

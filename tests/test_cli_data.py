@@ -29,7 +29,7 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, smoke_recipe_path):
     grid = tmp_path / "grid.png"
     result = runner.invoke(app, ["data", "info", "--recipe", str(smoke_recipe_path), "--set", "data.bogus=1", "--grid", str(grid)])
     assert result.exit_code == 2
-    assert result.output.strip().splitlines() == [f"error: {smoke_recipe_path}: unknown key 'bogus' in section 'data'"]
+    assert result.output.strip().splitlines() == ["error: --set data.bogus=1: unknown key 'bogus' in section 'data'"]
     assert not grid.exists()
     result = runner.invoke(app, ["data", "info", "--source", str(tmp_path / "missing")])
     assert result.exit_code == 2 and "image folder not found" in result.output

@@ -1,3 +1,4 @@
+import re
 from pathlib import Path
 
 import pytest
@@ -71,13 +72,20 @@ def test_missing_recipe(tmp_path):
         load_recipe(tmp_path / "nope.yaml")
 
 
-def test_overrides_are_typed_and_validated(smoke_recipe_path):
+def test_overrides_are_typed_and_validated(smoke_recipe_path, tmp_path):
     recipe = load_recipe(smoke_recipe_path, ["train.lr=2e-4", "diffusion.ordinal.gamma=0", "data.crop_box=[0,0,10,10]"])
     assert recipe.train.lr == pytest.approx(2e-4)
     assert recipe.diffusion.ordinal.gamma == 0.0
     assert recipe.data.crop_box == (0, 0, 10, 10)
-    with pytest.raises(OdmaugError, match="unknown key 'lrr'"):
+    with pytest.raises(OdmaugError, match="^--set train.lrr=1: unknown key 'lrr'"):
         load_recipe(smoke_recipe_path, ["train.lrr=1"])
+    # the error names what the user typed when an override is at fault, else the file
+    with pytest.raises(OdmaugError, match=r"^--set train.lr=-1: train.lr: .*greater than 0"):
+        load_recipe(smoke_recipe_path, ["train.lr=2e-4", "train.lr=-1"])
+    bad_file = tmp_path / "bad.yaml"
+    bad_file.write_text("train:\n  lr: -1\n")
+    with pytest.raises(OdmaugError, match=f"^{re.escape(str(bad_file))}: train.lr"):
+        load_recipe(bad_file, ["train.steps=3"])
     with pytest.raises(OdmaugError, match="section.key=value"):
         load_recipe(smoke_recipe_path, ["train.lr"])
 

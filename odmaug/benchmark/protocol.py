@@ -34,6 +34,9 @@ def benchmark_splits(recipe: Recipe, table: ImageTable) -> list[Splits]:
     """
     bench = recipe.benchmark
     if bench.protocol == "holdout":
+        if "cv" in bench.model_fields_set:  # a user who set the folds expects them to be used
+            warn("benchmark.cv is set but benchmark.protocol is holdout, so the cv settings are ignored "
+                 "(add --set benchmark.protocol=cv to use them)")
         return [Splits.of(table)]
     frame = table.frame
     if bench.cv.scope == "train-val":

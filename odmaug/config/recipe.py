@@ -17,7 +17,7 @@ from pydantic import Field, ValidationError, field_validator
 from odmaug.config.data import DataConfig
 from odmaug.config.evaluation import BenchmarkConfig, ClassifierConfig, MetricsConfig
 from odmaug.config.generator import DiffusionConfig, GeneratorConfig, TrainConfig
-from odmaug.config.options import apply_overrides
+from odmaug.config.options import apply_overrides, parse_override
 from odmaug.config.sampling import AugmentConfig, SampleConfig
 from odmaug.config.section import Section, validation_line
 from odmaug.errors import OdmaugError
@@ -76,7 +76,18 @@ def recipe_from_dict(raw: dict[str, Any], origin: str = "recipe", overrides: lis
     try:
         return Recipe.model_validate(raw)
     except ValidationError as err:
-        raise OdmaugError(validation_line(err, origin)) from None
+        raise OdmaugError(validation_line(err, _blamed(err, origin, overrides or []))) from None
+
+
+def _blamed(err: ValidationError, origin: str, overrides: list[str]) -> str:
+    """``--set <override>`` when the failing key is one an override wrote (the last such, as it
+    won; the key or one inside its value), else ``origin``: the user is sent to what they typed, not to a file that is right."""
+    loc = [str(p) for p in err.errors()[0]["loc"]]
+    for text in reversed(overrides):
+        path = [str(p) for p in parse_override(text)[0]]
+        if loc[:len(path)] == path:
+            return f"--set {text}"
+    return origin
 
 
 def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> Recipe:
