@@ -134,19 +134,13 @@ def synthesize(run: Path, recipe, n: int, folder: Path) -> torch.Tensor:
 
 
 def bootstrap_ci(true: np.ndarray, pred: np.ndarray, classes: int, resamples: int) -> dict:
-    """95% percentile intervals of QWK and accuracy over images resampled within intended grades."""
-    from odmaug.metrics.bootstrap import qwk_from_confusion
+    """95% percentile intervals of QWK and accuracy over images resampled within intended grades
+    (odmaug's paired bootstrap with the grades as strata and one "seed")."""
+    from odmaug.metrics.bootstrap import paired_bootstrap
 
-    rng = np.random.default_rng(0)
-    groups = [np.flatnonzero(true == g) for g in np.unique(true)]
-    qwk, acc = [], []
-    for _ in range(resamples):
-        ix = np.concatenate([rng.choice(g, len(g)) for g in groups])
-        conf = np.zeros((classes, classes))
-        np.add.at(conf, (true[ix], pred[ix]), 1)
-        qwk.append(float(qwk_from_confusion(conf)))
-        acc.append(float((true[ix] == pred[ix]).mean()))
-    return {"qwk_ci95": np.percentile(qwk, [2.5, 97.5]).tolist(), "accuracy_ci95": np.percentile(acc, [2.5, 97.5]).tolist()}
+    boot = paired_bootstrap({"generated": pred[None]}, true, classes, metrics=("qwk", "accuracy"), refs=(),
+                            n_boot=resamples, seed=0, strata=true)["arms"]["generated"]
+    return {f"{m}_ci95": [boot[m]["ci_low"], boot[m]["ci_high"]] for m in ("qwk", "accuracy")}
 
 
 def grade_fidelity(classifier: Path, folder: Path, classes: int, resamples: int) -> dict:

@@ -55,6 +55,11 @@ def file_digest(path: str | Path, length: Optional[int] = None, algorithm: str =
         raise OdmaugError(f"cannot read {path}: {err.strerror}") from None
 
 
+def bytes_digest(data: bytes, length: Optional[int] = None) -> str:
+    """sha256 of bytes already in memory (hex), equal to :func:`file_digest` of a file holding them."""
+    return _short(hashlib.sha256(data).hexdigest(), length)
+
+
 def files_digest(paths: Iterable[str | Path], length: Optional[int] = None) -> str:
     """sha256 over several files, each as (name, content digest): a renamed or changed file changes it."""
     digest = hashlib.sha256()

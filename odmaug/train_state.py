@@ -27,10 +27,11 @@ from typing import Any, Callable, Optional
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import load as load_tensors
+from safetensors.torch import save_file
 
 from odmaug.atomic import atomic_path, atomic_write_json
-from odmaug.digest import file_digest
+from odmaug.digest import bytes_digest, file_digest
 from odmaug.errors import OdmaugError
 
 WEIGHT_FILES = {"model": "model.safetensors", "ema": "ema.safetensors"}
@@ -194,10 +195,11 @@ def load_checked(path: Path, expected: Optional[str]) -> dict[str, torch.Tensor]
     """
     if not path.is_file():
         raise OdmaugError(f"checkpoint file missing: {path}")
-    if expected is not None and file_digest(path) != expected:
+    data = path.read_bytes()  # read once: the digest and the tensors come from the same bytes
+    if expected is not None and bytes_digest(data) != expected:
         raise OdmaugError(f"{path}: corrupt checkpoint file (sha256 does not match its pointer)")
     try:
-        return load_file(str(path))
+        return load_tensors(data)
     except (SafetensorError, OSError, ValueError) as err:
         raise OdmaugError(f"{path}: corrupt checkpoint file ({str(err).splitlines()[0]})") from None
 

@@ -13,15 +13,9 @@ from odmaug.cli import app
 from odmaug.config import load_recipe, recipe_from_dict
 from odmaug.data import ImageTable
 from odmaug.data.synthetic import draw_fundus
-from odmaug.digest import json_digest
 from odmaug.errors import OdmaugError
 
 runner = CliRunner()
-
-
-def test_content_hash_is_stable_and_sensitive():  # stage identities are odmaug.digest digests
-    assert json_digest({"a": 1, "b": [1, 2]}, 12) == json_digest({"b": [1, 2], "a": 1}, 12)
-    assert json_digest({"a": 1}, 12) != json_digest({"a": 2}, 12)
 
 
 def test_synthesis_counts_cover_balancing_and_metrics(smoke_recipe_path):

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 import torch
 
-from odmaug.digest import file_digest, files_digest, json_digest, rows_digest, stage_key, tensors_digest
+from odmaug.digest import bytes_digest, file_digest, files_digest, json_digest, rows_digest, stage_key, tensors_digest
 from odmaug.errors import OdmaugError
 
 
@@ -24,6 +24,7 @@ def test_file_digest_matches_hashlib_and_sees_changes(tmp_path):
     path.write_bytes(b"changed")
     os.utime(path, ns=(1, 1))  # a new mtime and size: the memo must not answer
     assert file_digest(path) == hashlib.sha256(b"changed").hexdigest()
+    assert bytes_digest(b"changed") == file_digest(path) and bytes_digest(b"changed", 12) == file_digest(path, 12)
 
 
 def test_file_digest_checks_a_publishers_md5(tmp_path):
