@@ -207,3 +207,12 @@ def test_two_process_gloo_ddp_keeps_ranks_identical(tmp_path):
     state = generator_state(runs[0])
     assert "state/rng.data.0" in state and "state/rng.data.1" in state
     assert not torch.equal(state["state/rng.data.0"], state["state/rng.data.1"])  # independent streams
+
+
+def test_the_global_batch_must_split_evenly_over_the_processes():
+    from odmaug.diffusion.trainer import local_batch_size
+    from odmaug.errors import OdmaugError
+
+    assert local_batch_size(32, 2) == 16 and local_batch_size(32, 1) == 32
+    with pytest.raises(OdmaugError, match="train.batch_size=33 must be divisible by the 2 processes"):
+        local_batch_size(33, 2)

@@ -47,6 +47,17 @@ def generator_train_step(model: nn.Module, cfg: TrainConfig, device: torch.devic
                      ema=EMA(model, cfg.ema_decay, cfg.ema_warmup))
 
 
+def local_batch_size(batch_size: int, world: int) -> int:
+    """Each of ``world`` processes' share of the global ``train.batch_size``.
+
+    Raises:
+        OdmaugError: the batch does not split evenly over the processes.
+    """
+    if batch_size % world:
+        raise OdmaugError(f"train.batch_size={batch_size} must be divisible by the {world} processes")
+    return batch_size // world
+
+
 def check_training_recipe(recipe: Recipe, device: torch.device | None = None) -> None:
     """Fail fast (before a run folder is made) on settings that cannot train: device, precision,
     a network that does not fit the image size, a batch that does not split over the processes.
@@ -61,9 +72,7 @@ def check_training_recipe(recipe: Recipe, device: torch.device | None = None) ->
         build_generator(recipe.generator, recipe.data.num_classes, recipe.data.image_size)
     if note := unreached_attention(recipe.generator, recipe.data.image_size):
         warn(note)
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if recipe.train.batch_size % world:
-        raise OdmaugError(f"train.batch_size={recipe.train.batch_size} must be divisible by the {world} processes")
+    local_batch_size(recipe.train.batch_size, int(os.environ.get("WORLD_SIZE", "1")))
     if recipe.sample.steps > recipe.diffusion.timesteps:
         raise OdmaugError(f"sample.steps={recipe.sample.steps} exceeds diffusion.timesteps={recipe.diffusion.timesteps}")
     NoiseSchedule.from_config(recipe.diffusion).check_reaches_noise()
@@ -77,10 +86,7 @@ class _Trainer(CheckpointState):
         self.run, self.recipe, self.cfg = run, recipe, recipe.train
         self.show_progress, self.context, self.device = show_progress, context, context.device
         self.gen_dir = run.root / "generator"
-        world = context.world_size
-        if self.cfg.batch_size % world:
-            raise OdmaugError(f"train.batch_size={self.cfg.batch_size} must be divisible by the {world} processes")
-        self.local_batch = self.cfg.batch_size // world
+        self.local_batch = local_batch_size(self.cfg.batch_size, context.world_size)
         self.num_classes, self.size = recipe.data.num_classes, recipe.data.image_size
         self.dtype = resolve_precision(self.cfg.precision, self.device)
         self._load_data(train)
