@@ -105,6 +105,12 @@ def test_per_grade_rows_split_by_label_and_flag_small_sets():
     assert out["overall"]["n_real"] == 125 and out["overall"]["fid_small_set"] is False
     assert rows[0]["fid_small_set"] is True  # 50 < small_set
     assert all(r["extractor"] == "toy" for r in [out["overall"], *out["per_grade"]])
+    # overall_rows: the overall row from a subset, every per-grade row unchanged
+    rows_used = np.arange(0, len(gen_y), 3)
+    subset = metrics_from_features(real, real_y, gen, gen_y, 4, cfg, extractor="toy", overall_rows=rows_used)
+    assert subset["per_grade"] == out["per_grade"]
+    assert subset["overall"]["n_generated"] == len(rows_used)
+    assert subset["overall"]["fid"] == pytest.approx(fid_from_features(real, gen[rows_used]))
 
 
 class MeanColour:

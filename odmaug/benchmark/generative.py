@@ -24,23 +24,30 @@ def plan_metrics(plan: Plan, recipe: Recipe) -> None:
         plan.stages.append(Stage("metrics", name, plan.store, "planned", ", ".join(recipe.benchmark.extractors) + " features"))
 
 
-def composition_matched(generated: ImageTable, real_counts: np.ndarray, seed: int) -> ImageTable:
-    """A subset of ``generated`` with the real training set's grade mix, as large as possible.
+def composition_matched_rows(labels: np.ndarray, real_counts: np.ndarray, seed: int) -> np.ndarray:
+    """Sorted row indices of a subset of generated images (grades ``labels`` [M]) with the real
+    training set's grade mix (``real_counts`` [C]), as large as possible.
 
     Overall FID/KID compare two distributions; a generated set with another grade mix than the
     real one would be penalised for the mix, not for its images. A grade without generated images
     (all rejected by ``benchmark.filter``) is left out of the mix rather than emptying the subset.
     """
-    available = generated.counts()
+    available = np.bincount(labels, minlength=len(real_counts))
     usable = (real_counts > 0) & (available > 0)
     scale = float(np.min(available[usable] / real_counts[usable])) if usable.any() else 0.0
     take = np.floor(real_counts * min(scale, 1.0e9)).astype(int)
     rng = np.random.default_rng(seed)
     rows = []
     for grade, n in enumerate(take):
-        idx = np.flatnonzero(generated.labels == grade)
+        idx = np.flatnonzero(labels == grade)
         rows.extend(np.sort(rng.choice(idx, size=min(n, len(idx)), replace=False)).tolist())
-    return ImageTable(generated.frame.iloc[sorted(rows)], generated.num_classes, f"{generated.name} (real grade mix)", generated.data_dir)
+    return np.array(sorted(rows), dtype=np.int64)
+
+
+def composition_matched(generated: ImageTable, real_counts: np.ndarray, seed: int) -> ImageTable:
+    """The subset of ``generated`` that :func:`composition_matched_rows` chooses, as a table."""
+    rows = composition_matched_rows(generated.labels, real_counts, seed)
+    return ImageTable(generated.frame.iloc[rows], generated.num_classes, f"{generated.name} (real grade mix)", generated.data_dir)
 
 
 def build_extractors(recipe: Recipe, domain_dir: Path, device: str) -> tuple[dict[str, Any], list[dict[str, str]]]:
@@ -65,13 +72,12 @@ def generator_metrics(generated: ImageTable, real_train: ImageTable, recipe: Rec
     from odmaug.classify.evaluate import evaluate_classifier
     from odmaug.metrics.generative import compute_generative_metrics
 
-    matched = composition_matched(generated, real_train.counts(), recipe.seed)
+    matched = composition_matched_rows(generated.labels, real_train.counts(), recipe.seed)
     out: dict[str, Any] = {"n_generated": len(generated), "metrics": {}}
     for spec, extractor in extractors.items():
-        kwargs = dict(image_size=recipe.data.image_size, crop_box=recipe.data.crop_box, seed=recipe.seed)
-        per_grade = compute_generative_metrics(real_train, generated, extractor, recipe.metrics, **kwargs)
-        overall = compute_generative_metrics(real_train, matched, extractor, recipe.metrics, **kwargs)
-        out["metrics"][spec] = {"overall": overall["overall"], "per_grade": per_grade["per_grade"], "extractor": extractor.name}
+        found = compute_generative_metrics(real_train, generated, extractor, recipe.metrics, image_size=recipe.data.image_size,
+                                           crop_box=recipe.data.crop_box, seed=recipe.seed, overall_rows=matched)
+        out["metrics"][spec] = {"overall": found["overall"], "per_grade": found["per_grade"], "extractor": extractor.name}
     fidelity = evaluate_classifier(domain_dir, generated, device=device)["overall"]
     out["fidelity"] = {"qwk": fidelity["qwk"], "accuracy": fidelity["accuracy"],
                        "recall_per_grade": [r["recall"] for r in fidelity["per_grade"]], "confusion": fidelity["confusion"]}

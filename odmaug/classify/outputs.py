@@ -64,9 +64,10 @@ class ClassifierResult:
 
 def finish(recipe: Recipe, stepper: Stepper, state: TrainState, train: ImageTable, val: ImageTable,
            test: Optional[ImageTable], *, val_images: torch.Tensor, out_dir: Path, seed: int,
-           resumed_from: int) -> ClassifierResult:
+           resumed_from: int, levers: SyntheticLevers) -> ClassifierResult:
     """Write the selected model (already in ``stepper.model``), its config, predictions and
-    metrics (metrics.json last: the marker of a finished run); drop the resumable state."""
+    metrics (metrics.json last: the marker of a finished run; ``levers``: those that acted on
+    ``train``, recorded there); drop the resumable state."""
     import pandas as pd
 
     cfg, meta, model = recipe.classifier, stepper.meta, stepper.model
@@ -90,7 +91,7 @@ def finish(recipe: Recipe, stepper: Stepper, state: TrainState, train: ImageTabl
         "images_per_second": images_seen / max(train_seconds, 1e-9),
     }
     result = ClassifierResult(out_dir, state.best, test_metrics, state.best_epoch, state.history, seed, timing, resumed_from)
-    _write_metrics(result, state, meta, train, device, SyntheticLevers.active(cfg, train))
+    _write_metrics(result, state, meta, train, device, levers)
     remove_state(out_dir)
     return result
 

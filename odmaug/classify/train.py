@@ -110,7 +110,7 @@ def train_classifier(
         raise OdmaugError(f"classifier weights became non-finite ({bad[0]}); set classifier.precision=fp32")
     run.stepper.model.load_state_dict(best_state)
     return finish(recipe, run.stepper, state, train, val, test, val_images=run.val_images, out_dir=out_dir,
-                  seed=seed, resumed_from=resumed_from)
+                  seed=seed, resumed_from=resumed_from, levers=run.levers)
 
 
 def _prepare(recipe: Recipe, train: ImageTable, val: ImageTable, seed: int, device: torch.device) -> _Training:

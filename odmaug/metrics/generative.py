@@ -122,6 +122,7 @@ def metrics_from_features(
     cfg: Optional[MetricsConfig] = None,
     seed: int = 0,
     extractor: str = "features",
+    overall_rows: Optional[np.ndarray] = None,
 ) -> dict[str, Any]:
     """FID, KID and precision/recall overall and per grade, from features alone.
 
@@ -132,6 +133,8 @@ def metrics_from_features(
         cfg: thresholds and KID/PR settings (defaults: :class:`MetricsConfig`).
         seed: seed of KID's subset draws (same seed, same figures).
         extractor: name written beside every figure.
+        overall_rows: indices into ``generated`` that the overall row uses (default: all), e.g. a
+            subset with the real set's grade mix, so that the mix is not what overall FID judges.
 
     Returns:
         ``{"extractor", "overall": row, "per_grade": [row for each grade]}``; a row holds
@@ -147,7 +150,8 @@ def metrics_from_features(
     if real_labels.shape != (len(real),) or generated_labels.shape != (len(generated),):
         raise OdmaugError("one grade per feature row is needed for the real and the generated set")
     minimum = max(cfg.min_per_grade, cfg.nearest_k + 1, 2)  # below this a k-NN ball or a covariance is meaningless
-    overall = {"grade": "all", **_figures(real, generated, cfg, seed, minimum), "extractor": extractor}
+    pooled = generated if overall_rows is None else generated[np.asarray(overall_rows, dtype=np.int64)]
+    overall = {"grade": "all", **_figures(real, pooled, cfg, seed, minimum), "extractor": extractor}
     per_grade = []
     for grade in range(num_classes):
         rows = _figures(real[real_labels == grade], generated[generated_labels == grade], cfg, seed + 1 + grade, minimum)
@@ -185,6 +189,7 @@ def compute_generative_metrics(
     crop_box=None,
     seed: int = 0,
     device: str | torch.device = "cpu",
+    overall_rows: Optional[np.ndarray] = None,
 ) -> dict[str, Any]:
     """FID, KID, precision and recall of ``generated`` against ``real``, overall and per grade.
 
@@ -201,6 +206,8 @@ def compute_generative_metrics(
         crop_box: crop applied to the real images before resizing (generated images are used whole).
         seed: seed of KID's subsets.
         device: where a named extractor runs (the command's torch.device, or a name).
+        overall_rows: rows of ``generated`` behind the overall figures (default all), as
+            :func:`metrics_from_features`; every image is still featurised once.
 
     Returns:
         :func:`metrics_from_features`'s dict plus ``real``/``generated`` descriptions, the
@@ -226,7 +233,8 @@ def compute_generative_metrics(
     real_x, real_y, cache_info = cached_features(real, size, crop_box, identity, real_features,
                                                  cache_dir or cfg.cache_dir)
     gen_x, gen_y = extract_table_features(generated, extractor, size, None, cfg.batch_size, f"generated {generated.name}")
-    result = metrics_from_features(real_x, real_y, gen_x, gen_y, real.num_classes, cfg, seed, extractor.name)
+    result = metrics_from_features(real_x, real_y, gen_x, gen_y, real.num_classes, cfg, seed, extractor.name,
+                                   overall_rows)
     settings = {k: getattr(cfg, k) for k in ("small_set", "min_per_grade", "kid_subsets", "kid_subset_size", "nearest_k")}
     return {**result, "extractor_identity": extractor.identity, "real": {"name": real.name, "n": len(real)},
             "generated": {"name": generated.name, "n": len(generated)}, "image_size": size,
