@@ -143,7 +143,8 @@ def test_dry_run_shows_a_time_per_stage_and_a_total_from_a_probe(tmp_path, smoke
 
 
 def test_stage_times_are_units_left_times_unit_times(tmp_path, smoke_recipe_path):
-    recipe = load_recipe(smoke_recipe_path, ["benchmark.arms=[real, dm]", "train.steps=10", "classifier.epochs=2"])
+    recipe = load_recipe(smoke_recipe_path, ["benchmark.arms=[real, dm, dm-translate]", "train.steps=10",
+                                             "classifier.epochs=2", "benchmark.translate.strengths=[0.5]"])
     real = load_table(recipe.data)
     counts = synthesis_counts(recipe, real.split("train").counts())
     store = tmp_path / "store"
@@ -153,12 +154,15 @@ def test_stage_times_are_units_left_times_unit_times(tmp_path, smoke_recipe_path
     units = UnitTimes(generator_step={"dm": 1.0}, generator_setup=0.0, sample_step=1.0, sample_setup=0.0,
                       sample_batch=16, classifier_batch=0.0, classifier_setup=0.0, classifier_image=0.0)
     total = estimate_stages(plan, recipe, Splits.of(real), units, counts)
-    by_kind = {s.kind: s.seconds for s in plan.stages}
+    by_name = {(s.kind, s.name): s.seconds for s in plan.stages}
     t = recipe.train
     grids = t.steps // t.sample_every - 4 // t.sample_every  # grids still due, each a 5 x 2-image batch
-    assert by_kind["generator"] == pytest.approx(6 * 1.0 + grids * 10 * recipe.sample.steps / 16)
-    assert by_kind["synthesis"] == pytest.approx(sum(math.ceil(n / 16) for n in counts) * recipe.sample.steps)
-    assert total == pytest.approx(by_kind["generator"] + by_kind["synthesis"])
+    assert by_name["generator", "dm"] == pytest.approx(6 * 1.0 + grids * 10 * recipe.sample.steps / 16)
+    batches = sum(math.ceil(n / 16) for n in counts)
+    assert by_name["synthesis", "dm"] == pytest.approx(batches * recipe.sample.steps)
+    # a translation at strength 0.5 runs the steps at or below t0 = T / 2 only
+    assert by_name["synthesis", "dm-translate strength 0.5"] == pytest.approx(batches * math.ceil(0.5 * recipe.sample.steps))
+    assert total == pytest.approx(sum(v for (kind, _), v in by_name.items() if kind in ("generator", "synthesis")))
 
 
 # ------------------------------------------------------------------------ one line per event

@@ -55,7 +55,7 @@ def plan_classifiers(plan: Plan, recipe: Recipe) -> None:
     n_epochs = recipe.classifier.epochs
     for job in classifier_jobs(plan, recipe):
         plan.stages.append(Stage("classifier", f"{job.arm.label} seed {job.seed}", plan.store, "planned",
-                                 f"{n_epochs} epochs", n_epochs))
+                                 f"{n_epochs} epochs", n_epochs, arm=job.arm.label))
 
 
 def _train_one(job: Job, recipe: Recipe, splits: Splits, synthetic: dict[str, ImageTable], bench_run: Run,

@@ -26,7 +26,7 @@ from typing import Callable
 
 import torch
 
-from odmaug.benchmark.arms import Arm, parse_arm
+from odmaug.benchmark.arms import Arm
 from odmaug.benchmark.plan import format_duration
 from odmaug.benchmark.stage import Plan, Splits
 from odmaug.config import Recipe
@@ -172,6 +172,7 @@ def estimate_stages(plan: Plan, recipe: Recipe, splits: Splits, units: UnitTimes
     real_counts = splits.train.counts()
     n_val, n_test = len(splits.val), len(splits.test)
     image_step = units.sample_step / units.sample_batch  # one image, one denoising step
+    arms = {a.label: a for a in plan.arms}
     for stage in plan.stages:
         if stage.kind == "generator":
             done = t.steps - stage.left
@@ -186,11 +187,11 @@ def estimate_stages(plan: Plan, recipe: Recipe, splits: Splits, units: UnitTimes
             share = stage.left / max(1, sum(counts))
             batches = sum(math.ceil(n * share / units.sample_batch) for n in counts)
             setup = units.sample_setup if stage.left else 0.0
-            # a translation runs only the steps at or below t0 = strength x T ("<set> strength <s>")
-            strength = float(stage.name.rsplit(" strength ", 1)[1]) if " strength " in stage.name else 1.0
+            # a translation runs only the steps at or below t0 = strength x T
+            strength = 1.0 if stage.strength is None else stage.strength
             stage.seconds = batches * math.ceil(strength * sample.steps) * units.sample_step + setup
         elif stage.kind == "classifier":
-            arm = parse_arm(stage.name.rsplit(" seed ", 1)[0])  # the stage names the arm's label
+            arm = arms[stage.arm]
             n_train = arm.kind.table.size(real_counts, recipe.benchmark)
             batch = max(2, min(recipe.classifier.batch_size, n_train))
             per_epoch = (n_train // batch) * units.classifier_batch + n_val * units.classifier_image

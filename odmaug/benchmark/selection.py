@@ -108,7 +108,7 @@ def plan_filter(plan: Plan, recipe: Recipe) -> None:
     epochs, seed = recipe.classifier.epochs, recipe.benchmark.seeds[0]
     if recipe.benchmark.filter is not None and any(a.synthetic_name is not None for a in plan.arms):
         plan.stages.append(Stage("classifier", f"real seed {seed} (filter)", plan.store, "planned",
-                                 f"{epochs} epochs, before synthesis (reused as real seed {seed})", epochs))
+                                 f"{epochs} epochs, before synthesis (reused as real seed {seed})", epochs, arm="real"))
 
 
 def plan_selection(plan: Plan, recipe: Recipe) -> None:
@@ -121,7 +121,8 @@ def plan_selection(plan: Plan, recipe: Recipe) -> None:
     for arm in translation_arms(plan):
         for strength in sorted(t.strengths):
             plan.stages.append(Stage("classifier", f"{arm.label} seed {seed} strength {strength:g}", plan.store,
-                                     "planned", f"{epochs} epochs: val QWK picks the strength (winner reused)", epochs))
+                                     "planned", f"{epochs} epochs: val QWK picks the strength (winner reused)", epochs,
+                                     arm=arm.label, strength=strength))
 
 
 def translation_arms(plan: Plan) -> list[Arm]:

@@ -60,6 +60,8 @@ class Stage:
     left: int = 0  # units of work left: generator steps, images, classifier epochs (0 for metrics)
     seconds: Optional[float] = None  # estimated time (odmaug.benchmark.estimate); None: not estimated
     fold: Optional[int] = None  # the cross-validation fold it belongs to (None: holdout)
+    arm: Optional[str] = None  # classifier stages: the label of the arm it trains
+    strength: Optional[float] = None  # translation stages: the SDEdit strength t0 / T (None: from noise)
 
 
 @dataclass

@@ -113,7 +113,8 @@ def plan_synthesis(plan: Plan, recipe: Recipe, splits: Splits) -> None:
                    f"{item.from_real.source_grades}, {translation_sample(s).sampler} {s.steps} steps")
         name = item.name if item.from_real is None else f"{item.name} strength {item.from_real.strength:g}"
         plan.stages.append(Stage("synthesis", name, synth, "reuse" if have >= total else ("resume" if have else "new"),
-                                 f"{left} of {total} images ({how}{filtered})", left))
+                                 f"{left} of {total} images ({how}{filtered})", left,
+                                 strength=None if item.from_real is None else item.from_real.strength))
 
 
 def top_up(need: dict[int, int], request: dict[int, int], kept: np.ndarray) -> Optional[dict[int, int]]:
