@@ -206,8 +206,7 @@ def compute_generative_metrics(
         crop_box: crop applied to the real images before resizing (generated images are used whole).
         seed: seed of KID's subsets.
         device: where a named extractor runs (the command's torch.device, or a name).
-        overall_rows: rows of ``generated`` behind the overall figures (default all), as
-            :func:`metrics_from_features`; every image is still featurised once.
+        overall_rows: rows of ``generated`` behind the overall figures (default all); see :func:`metrics_from_features`.
 
     Returns:
         :func:`metrics_from_features`'s dict plus ``real``/``generated`` descriptions, the
