@@ -185,14 +185,16 @@ def add_speed(results: dict) -> None:
 
 def summarize(results: dict, reference: str, key: str) -> dict:
     """Per sampler (ddim: per eta) the smallest step count matching ``reference`` on every grade
-    (``entry[key + "_every_grade"]``); the fastest configuration (CPU time) matching on every grade,
+    (``entry[key + "_every_grade"]``) with its speed-up over ``reference``; the fastest configuration (CPU time) matching on every grade,
     and the fastest matching on every grade and overall."""
     best: dict[str, dict] = {}
     for config, entry in sorted(results.items(), key=lambda kv: int(kv[0].split(":")[1])):
         family = config.split(":")[0] + "".join(f":eta{e}" for e in config.split(":")[2:])
         if config != reference and entry[f"{key}_every_grade"] and family not in best:
+            # speed-ups over THIS summary's reference (entry["speedup_*"] are over REFERENCE)
             best[family] = {"config": config, "steps": entry["steps"], "also_overall": entry[f"{key}_overall"],
-                            "speedup_cpu": entry["speedup_cpu"], "speedup_wall": entry["speedup_wall"]}
+                            **{f"speedup_{c}": entry[f"speedup_{c}"] / results[reference][f"speedup_{c}"]
+                               for c in ("cpu", "wall")}}
     fastest = lambda *keys: max((c for c, e in results.items() if c != reference and all(e[k] for k in keys)),  # noqa: E731
                                 key=lambda c: results[c]["speedup_cpu"], default=None)
     return {"reference": reference, "smallest_matching_every_grade": best,
