@@ -49,7 +49,7 @@ def test_translation_arms_share_the_generator_and_key_their_folders(tmp_path, sm
     assert arm.synthetic_name == "odm-translate" and parse_arm("dm-translate").synthetic_name == "dm-translate"
     with pytest.raises(OdmaugError, match="unknown arm 'odm-translate:x'"):
         load_recipe(smoke_recipe_path, ["benchmark.arms=[real, 'odm-translate:x']"])
-    with pytest.raises(OdmaugError, match=r"strengths must each be in \(0, 1\]"):
+    with pytest.raises(OdmaugError, match=r"strengths: must each be in \(0, 1\]"):
         load_recipe(smoke_recipe_path, ["benchmark.translate.strengths=[0.5, 1.5]"])
 
     recipe = load_recipe(smoke_recipe_path, ["benchmark.arms=[real, odm, odm-translate]",

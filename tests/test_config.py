@@ -103,3 +103,26 @@ def test_name_defaults_to_file_stem_and_round_trips(tmp_path):
 def test_name_must_be_a_folder_name():
     with pytest.raises(OdmaugError, match="name"):
         recipe_from_dict({"name": "../escape"})
+
+
+@pytest.mark.parametrize("override, expected", [
+    # the override itself is at fault
+    ("data.synthetic.counts=[40, -1, 20, 16, 12]", "--set data.synthetic.counts=[40, -1, 20, 16, 12]: data.synthetic.counts.1"),
+    ("generator.channel_mult=[1, 0]", "--set generator.channel_mult=[1, 0]: generator.channel_mult.1"),
+    ("generator.channel_mult=[]", "--set generator.channel_mult=[]: generator.channel_mult: List should have at least 1"),
+    ("generator.attention_resolutions=[-8]", "--set generator.attention_resolutions=[-8]: generator.attention_resolutions.0"),
+    ("train.betas=[0.9, 2]", "--set train.betas=[0.9, 2]: train.betas.1: Input should be less than 1"),
+    ("seed=-1", "--set seed=-1: seed: Input should be greater than or equal to 0"),
+    ("benchmark.seeds=[0, -1]", "--set benchmark.seeds=[0, -1]: benchmark.seeds.1"),
+    ("data.split_seed=-3", "--set data.split_seed=-3: data.split_seed"),
+    ("nosection.x=1", "--set nosection.x=1: unknown key 'nosection' in section 'top level'"),
+    ("train.foo.bar=1", "--set train.foo.bar=1: unknown key 'foo' in section 'train'"),
+    ("train. lr=-1", "--set train. lr=-1: train.lr: Input should be greater than 0"),
+    # a check over the whole section: the file and the override are both named
+    ("data.val_fraction=0.9", "{recipe} with --set data.val_fraction=0.9: data: data.val_fraction + data.test_fraction"),
+])
+def test_bad_overrides_are_refused_and_blamed(smoke_recipe_path, override, expected):
+    expected = expected.format(recipe=smoke_recipe_path)
+    with pytest.raises(OdmaugError) as caught:
+        load_recipe(smoke_recipe_path, [override])
+    assert str(caught.value).startswith(expected), str(caught.value)

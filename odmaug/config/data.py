@@ -6,17 +6,17 @@ from typing import Literal, Optional
 
 from pydantic import Field, model_validator
 
-from odmaug.config.section import Section
+from odmaug.config.section import Count, Section, Seed
 
 
 class SyntheticDataConfig(Section):
     """The built-in synthetic ordinal dataset (fundus-like discs, lesions grow with grade)."""
 
-    counts: list[int] = Field(default_factory=lambda: [60, 30, 24, 16, 10])
+    counts: list[Count] = Field(default_factory=lambda: [60, 30, 24, 16, 10])
     """Images per grade, before splitting into train/val/test."""
     native_size: int = Field(64, ge=16, le=512)
     """Resolution at which the images are drawn (then resized to ``data.image_size``)."""
-    seed: int = 0
+    seed: Seed = 0
     """Seed of the drawings: the same seed gives the same images."""
 
 
@@ -34,7 +34,7 @@ class DataConfig(Section):
     """(left, top, right, bottom) in source pixels, applied before resizing (LIMUC: centre 128x128)."""
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0)
     test_fraction: float = Field(0.2, ge=0.0, lt=1.0)
-    split_seed: int = 0
+    split_seed: Seed = 0
     """Seed of the stratified (and grouped) split for sources that have no split column."""
     group_pattern: Optional[str] = None
     """Regular expression with one capture group, searched in each file name for its patient (group)

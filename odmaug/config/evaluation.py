@@ -6,7 +6,7 @@ from typing import Literal, Optional
 
 from pydantic import Field, field_validator, model_serializer, model_validator
 
-from odmaug.config.section import Section
+from odmaug.config.section import Section, Seed
 
 
 class ClassifierConfig(Section):
@@ -130,9 +130,9 @@ class TranslateConfig(Section):
     @classmethod
     def _check_strengths(cls, strengths: list[float]) -> list[float]:
         if not strengths or len(set(strengths)) != len(strengths):
-            raise ValueError("benchmark.translate.strengths needs at least one strength and no repeats")
+            raise ValueError("needs at least one strength and no repeats")
         if any(not 0.0 < s <= 1.0 for s in strengths):
-            raise ValueError("benchmark.translate.strengths must each be in (0, 1]")
+            raise ValueError("must each be in (0, 1]")
         return strengths
 
 
@@ -157,7 +157,7 @@ class BenchmarkConfig(Section):
     arms: list[str] = Field(default_factory=lambda: ["real", "oversample", "dm", "odm"])
     """``real``, ``oversample``, ``dm``, ``odm``, ``dm-translate``, ``odm-translate`` and
     ``external:<name>=<folder or manifest>``."""
-    seeds: list[int] = Field(default_factory=lambda: [0, 1, 2])
+    seeds: list[Seed] = Field(default_factory=lambda: [0, 1, 2])
     """Classifier seeds, the same for every arm (paired differences use them)."""
     protocol: Literal["holdout", "cv"] = "holdout"
     """``holdout``: one pass on the data's train/val/test splits. ``cv``: ``cv.folds`` passes, each
@@ -185,16 +185,16 @@ class BenchmarkConfig(Section):
     @classmethod
     def _known_arms(cls, arms: list[str]) -> list[str]:
         if not arms:
-            raise ValueError("benchmark.arms needs at least one arm")
+            raise ValueError("needs at least one arm")
         for arm in arms:
             _check_arm(arm)
         if len(set(arms)) != len(arms):
-            raise ValueError("benchmark.arms repeats an arm")
+            raise ValueError("repeats an arm")
         return arms
 
     @field_validator("seeds")
     @classmethod
     def _distinct_seeds(cls, seeds: list[int]) -> list[int]:
         if not seeds or len(set(seeds)) != len(seeds):
-            raise ValueError("benchmark.seeds needs at least one seed and no repeats")
+            raise ValueError("needs at least one seed and no repeats")
         return seeds

@@ -7,7 +7,7 @@ from typing import Literal, Optional
 
 from pydantic import Field
 
-from odmaug.config.section import Section
+from odmaug.config.section import Count, Fraction, Section
 
 
 class GeneratorConfig(Section):
@@ -17,11 +17,11 @@ class GeneratorConfig(Section):
     """Registered generator network (``odmaug.diffusion.unet.GENERATORS``)."""
     base_channels: int = Field(64, ge=8, le=1024)
     """Channels of the first level; the time/class embedding has 4x this width."""
-    channel_mult: list[int] = Field(default_factory=lambda: [1, 2, 2, 2])
+    channel_mult: list[Count] = Field(default_factory=lambda: [1, 2, 2, 2], min_length=1)
     """Channel multiplier per resolution level (one level per entry; each level but the last halves H, W)."""
     num_res_blocks: int = Field(2, ge=1, le=8)
     """Residual blocks per level on the way down (one more on the way up)."""
-    attention_resolutions: list[int] = Field(default_factory=lambda: [16])
+    attention_resolutions: list[Count] = Field(default_factory=lambda: [16])
     """Feature-map sizes (pixels) that get a self-attention block (Ho et al.: 16)."""
     num_heads: int = Field(1, ge=1, le=64)
     """Attention heads (must divide the channels at the attention levels)."""
@@ -78,7 +78,8 @@ class TrainConfig(Section):
     """Adam learning rate."""
     lr_warmup: int = Field(0, ge=0)
     """Linear learning-rate warm-up over this many steps (0: constant lr from the start)."""
-    betas: tuple[float, float] = (0.9, 0.999)
+    betas: tuple[Fraction, Fraction] = (0.9, 0.999)
+    """Adam's (beta1, beta2), each in [0, 1)."""
     weight_decay: float = Field(0.0, ge=0.0)
     grad_clip: Optional[float] = Field(1.0, gt=0.0)
     """Clip the global gradient norm to this value (None: no clipping)."""

@@ -79,7 +79,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     if "=" not in text:
         raise OdmaugError(f"--set expects section.key=value, got '{text}'")
     key, raw = text.split("=", 1)
-    path = [p for p in key.strip().split(".") if p]
+    path = [p.strip() for p in key.split(".") if p.strip()]
     if not path:
         raise OdmaugError(f"--set expects section.key=value, got '{text}'")
     try:

@@ -19,7 +19,7 @@ from odmaug.config.evaluation import BenchmarkConfig, ClassifierConfig, MetricsC
 from odmaug.config.generator import DiffusionConfig, GeneratorConfig, TrainConfig
 from odmaug.config.options import apply_overrides, parse_override
 from odmaug.config.sampling import AugmentConfig, SampleConfig
-from odmaug.config.section import Section, validation_line
+from odmaug.config.section import Section, Seed, validation_line
 from odmaug.errors import OdmaugError
 from odmaug.yaml_strict import strict_safe_load
 
@@ -31,7 +31,7 @@ class Recipe(Section):
     """A whole recipe: every section with its defaults, plus a name, a seed and a device."""
 
     name: str = "run"
-    seed: int = 0
+    seed: Seed = 0
     device: Literal["auto", "cpu", "cuda", "mps"] = "auto"
     data: DataConfig = Field(default_factory=DataConfig)
     generator: GeneratorConfig = Field(default_factory=GeneratorConfig)
@@ -47,7 +47,7 @@ class Recipe(Section):
     @classmethod
     def _name_is_path_safe(cls, value: str) -> str:
         if not value or any(ch in value for ch in "/\\\0") or value.startswith("."):
-            raise ValueError("name must be a plain folder name (no slashes, not starting with '.')")
+            raise ValueError("must be a plain folder name (no slashes, not starting with '.')")
         return value
 
     def to_dict(self) -> dict[str, Any]:
@@ -80,13 +80,19 @@ def recipe_from_dict(raw: dict[str, Any], origin: str = "recipe", overrides: lis
 
 
 def _blamed(err: ValidationError, origin: str, overrides: list[str]) -> str:
-    """``--set <override>`` when the failing key is one an override wrote (the last such, as it
-    won; the key or one inside its value), else ``origin``: the user is sent to what they typed, not to a file that is right."""
-    loc = [str(p) for p in err.errors()[0]["loc"]]
-    for text in reversed(overrides):
-        path = [str(p) for p in parse_override(text)[0]]
-        if loc[:len(path)] == path:
+    """Where the user should look: ``--set <override>`` when the failing key is one an override
+    wrote (the last such, as it won), or an unknown key an override introduced; ``<origin> with
+    --set <override>`` when a check over a whole section fails and an override wrote into it
+    (either may be at fault); else ``origin`` (the recipe file, or ``defaults``)."""
+    first = err.errors()[0]
+    loc = [str(p) for p in first["loc"]]
+    paths = [(text, [str(p) for p in parse_override(text)[0]]) for text in reversed(overrides)]
+    for text, path in paths:
+        if loc[:len(path)] == path or (first["type"] == "extra_forbidden" and path[:len(loc)] == loc):
             return f"--set {text}"
+    for text, path in paths:
+        if loc and path[:len(loc)] == loc:
+            return f"{origin} with --set {text}"
     return origin
 
 

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+Count = Annotated[int, Field(ge=1)]
+"""A count or size that must be at least 1 (images per grade, a channel multiplier, a map size)."""
+Seed = Annotated[int, Field(ge=0, lt=2**63)]
+"""A seed: numpy's generators refuse negative ones and torch's take at most 64 bits."""
+Fraction = Annotated[float, Field(ge=0.0, lt=1.0)]
+"""A number in [0, 1)."""
 
 
 class Section(BaseModel):
