@@ -55,6 +55,21 @@ def straight(tmp_path_factory) -> dict[str, torch.Tensor]:
     return generator_state(run.root)
 
 
+@pytest.fixture(autouse=True)
+def ctrl_c_raises():
+    """SIGINT raises KeyboardInterrupt in these tests even where the suite itself runs with SIGINT
+    ignored (a background job of a non-interactive shell inherits SIG_IGN, and Python keeps it)."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
+
+
+def _sigint_as_default() -> None:
+    """In a child process before exec: SIGINT back to its default, so the child's Python turns it
+    into KeyboardInterrupt whatever this process inherited."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def sigint_on_call(monkeypatch, owner, name: str, call: int, after: bool = False) -> None:
     """Send this process SIGINT (what Ctrl-C sends) on the ``call``-th call of ``owner.name``."""
     original, calls = getattr(owner, name), []
@@ -104,7 +119,8 @@ def test_sigint_to_the_cli_then_resume_is_bitwise_exact(tmp_path):
     sets = [a for s in SETTINGS for a in ("--set", s)]
     cmd = [sys.executable, "-m", "odmaug", "train-generator", "--recipe", str(SMOKE), *sets,
            "--set", "train.steps=100000", "--set", "train.checkpoint_every=100000", "--set", "train.sample_every=100000"]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path)
+    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=tmp_path,
+                            preexec_fn=_sigint_as_default)
     try:
         deadline = time.monotonic() + 120
         log = None
