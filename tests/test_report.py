@@ -89,3 +89,13 @@ def test_summaries_from_older_results_json_are_judged_by_n_and_std(values, reaso
         if summary["n"] > 1:
             summary.update(std=0.0, ci_low=summary["mean"], ci_high=summary["mean"])
     assert {r[0]: r for r in arm_rows(res)}["odm"][1] == f"0.500 ± – ({reason})"
+
+
+def test_report_shows_each_translation_strength_choice(tmp_path):
+    res = results({"real": [0.5, 0.6], "odm-translate": [0.6, 0.7]})
+    res["translation"] = {"holdout": {"odm-translate": {
+        "candidates": [0.5, 0.7], "seed": 0, "val_qwk": {"0.5": 0.41, "0.7": 0.45}, "chosen": 0.7,
+        "rule": "best validation QWK of the first seed's classifier; ties: the larger strength"}}}
+    doc = write_report(res, tmp_path, "name: t\n", {"python": "3.11"})["markdown"].read_text()
+    assert "## Translation strength (chosen on validation, never on test)" in doc
+    assert "| holdout | odm-translate | 0.5: 0.410, 0.7: 0.450 | 0.7 |" in doc

@@ -13,12 +13,14 @@ from odmaug.benchmark.report.tables import (
     GENERATOR_HEADER,
     PAIRED_HEADER,
     PER_GRADE_HEADER,
+    TRANSLATION_HEADER,
     arm_rows,
     detail_rows,
     generator_footnotes,
     generator_rows,
     paired_rows,
     per_grade_generator_rows,
+    translation_rows,
 )
 
 
@@ -59,6 +61,9 @@ def report_blocks(results: dict[str, Any]) -> list[tuple]:
                    ("table", GENERATOR_HEADER, generator_rows(results)),
                    *[("p", line.strip()) for line in generator_footnotes(results)],
                    ("h", 3, "Per grade"), ("table", PER_GRADE_HEADER, per_grade_generator_rows(results))]
+    if translation_rows(results):
+        blocks += [("h", 2, "Translation strength (chosen on validation, never on test)"),
+                   ("table", TRANSLATION_HEADER, translation_rows(results))]
     if results.get("notes"):
         blocks += [("h", 2, "Notes"), ("list", results["notes"])]
     return blocks

@@ -242,3 +242,16 @@ def detail_rows(results: dict[str, Any]) -> list[list[str]]:
     """Rows: arm | QWK | accuracy | macro-F1 | balanced acc. | recall per grade, each mean ± std over seeds."""
     keys = ["qwk", "accuracy", "macro_f1", "balanced_accuracy"] + [f"recall_grade_{g}" for g in range(results["num_classes"])]
     return [[arm] + [_pm(data["summary"].get(k)) for k in keys] for arm, data in results["arms"].items()]
+
+
+TRANSLATION_HEADER = ["pass", "arm", "val QWK per strength (first seed)", "chosen strength", "rule"]
+
+
+def translation_rows(results: dict[str, Any]) -> list[list[str]]:
+    """Per pass and translation arm: each candidate strength's validation QWK and the choice."""
+    rows = []
+    for name, arms in (results.get("translation") or {}).items():
+        for arm, record in arms.items():
+            scores = ", ".join(f"{s}: {_fmt(q)}" for s, q in record.get("val_qwk", {}).items()) or "–"
+            rows.append([name, arm, scores, f"{record['chosen']:g}", record.get("rule", "")])
+    return rows
