@@ -61,9 +61,10 @@ def report_blocks(results: dict[str, Any]) -> list[tuple]:
                    ("table", GENERATOR_HEADER, generator_rows(results)),
                    *[("p", line.strip()) for line in generator_footnotes(results)],
                    ("h", 3, "Per grade"), ("table", PER_GRADE_HEADER, per_grade_generator_rows(results))]
-    if translation_rows(results):
+    strengths = translation_rows(results)
+    if strengths:
         blocks += [("h", 2, "Translation strength (chosen on validation, never on test)"),
-                   ("table", TRANSLATION_HEADER, translation_rows(results))]
+                   ("table", TRANSLATION_HEADER, strengths)]
     if results.get("notes"):
         blocks += [("h", 2, "Notes"), ("list", results["notes"])]
     return blocks
