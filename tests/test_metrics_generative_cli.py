@@ -6,11 +6,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import PIL
 import pytest
 from PIL import Image
 from typer.testing import CliRunner
 
 from odmaug.cli import app
+from odmaug.data import cache as data_cache, crops
 from odmaug.data.sources import folder_table
 from odmaug.data.synthetic import draw_fundus
 from odmaug.data.table import ImageTable
@@ -65,12 +67,43 @@ def test_cache_reuse_and_invalidation(tmp_path):
     relabelled = ImageTable(table.frame.assign(label=np.roll(table.labels, 1)), 3, "real")
     assert run(t=relabelled)[2]["cache"] == "miss"
     assert run(t=ImageTable(table.frame.iloc[1:], 3, "real"))[2]["cache"] == "miss"
+    # Marking one row generated changes it: data.crop skips generated rows, so its pixels change.
+    assert run(t=ImageTable(table.frame, 3, "real", crop="fundus"))[2]["cache"] == "miss"
+    generated = table.frame.assign(source=["synthetic"] + ["real"] * (len(table) - 1))
+    assert run(t=ImageTable(generated, 3, "real", crop="fundus"))[2]["cache"] == "miss"
     # A damaged entry is recomputed (with a warning), not trusted and not fatal.
     path = Path(run()[2]["path"])
     path.write_bytes(b"garbage")
     assert run()[2]["cache"] == "miss" and run()[2]["cache"] == "hit"
     # No identity (an extractor without one): never cached.
     assert run(ident=None)[2]["cache"] == "off"
+
+
+@pytest.mark.parametrize("change", ["prep_version", "pillow", "crop_code"])
+def test_cache_misses_when_image_preparation_changes(tmp_path, monkeypatch, change):
+    # What re-decodes the images (the decode cache's key) must recompute their features too.
+    root = write_folder(tmp_path / "real", per_grade=2, seed=0)
+    table = ImageTable(folder_table(root, 3).assign(split="train"), 3, "real", crop="fundus")
+    counter = Counter(table)
+
+    def run() -> str:
+        return cached_features(table, 16, None, "ext-a", counter, tmp_path / "cache")[2]["cache"]
+
+    def decode_entry() -> Path:
+        return data_cache.entry_path(tmp_path / "images", table.paths[0], "fundus", None, 16)
+
+    assert run() == "miss" and run() == "hit"
+    before = decode_entry()
+    if change == "prep_version":
+        monkeypatch.setattr(data_cache, "PREP_VERSION", data_cache.PREP_VERSION + 1)
+    elif change == "pillow":
+        monkeypatch.setattr(PIL, "__version__", PIL.__version__ + ".post1")
+    else:  # an edited threshold in the crop code, without a PREP_VERSION bump
+        edited = tmp_path / "crops.py"
+        edited.write_text(Path(crops.__file__).read_text().replace("FUNDUS_FLOOR = 12", "FUNDUS_FLOOR = 13"))
+        monkeypatch.setattr(crops, "__file__", str(edited))
+    assert decode_entry() != before
+    assert run() == "miss" and run() == "hit" and counter.calls == 2
 
 
 @pytest.fixture(scope="module")

@@ -5,8 +5,9 @@ Preparing a 3872 x 2592 JPEG takes ~0.3 s on one core (decode 0.1-0.2 s, fundus 
 [size, size, 3] under ``<cache_dir>/<key[:2]>/<key>.npy``; later passes load it instead.
 
 The key is a sha256 over the file's content digest (:func:`odmaug.digest.file_digest`, so a changed
-file misses even at the same path), the crop (``data.crop`` and ``data.crop_box``), the size, :data:`PREP_VERSION` and the
-Pillow version (its resampling defines the pixels). Entries are written atomically (temporary file
+file misses even at the same path), the crop (``data.crop`` and ``data.crop_box``), the size and
+:func:`prep_identity` (the code and library versions that turn a file into pixels; every cache of
+something derived from prepared images keys on it too). Entries are written atomically (temporary file
 and rename), so concurrent stages or DataLoader workers never read half a file; an unreadable or
 mis-shaped entry is a miss and is rewritten. Nothing is pickled (``np.load(allow_pickle=False)``).
 """
@@ -21,10 +22,28 @@ import PIL
 
 from odmaug.atomic import atomic_path
 from odmaug.console import warn
+from odmaug.data import crops
 from odmaug.digest import file_digest, json_digest
 
-PREP_VERSION = 1
-"""Bump when decoding, cropping or resizing changes the pixels, so old entries stop matching."""
+PREP_VERSION = 2
+"""Bump when decoding, cropping or resizing changes the pixels, so old entries stop matching.
+
+2: EXIF orientation is applied when decoding (:func:`odmaug.data.table.decode_image_file`)."""
+
+
+def prep_identity() -> dict:
+    """What shapes prepared pixels besides the file, crop settings and size: the one home of that
+    identity, for the decode cache and every cache derived from prepared images.
+
+    Returns:
+        ``{"prep": PREP_VERSION, "pillow": Pillow's version (decoding and resampling), "crop_code":
+        sha256 of odmaug/data/crops.py (its thresholds decide the fundus box, and edits there are
+        easy to make without a bump)}``.
+
+    Raises:
+        OdmaugError: crops.py cannot be read (an installation without its sources).
+    """
+    return {"prep": PREP_VERSION, "pillow": PIL.__version__, "crop_code": file_digest(crops.__file__)}
 
 
 def default_image_cache_dir() -> Path:
@@ -44,8 +63,7 @@ def resolve_cache_dir(enabled: bool, folder: Optional[str]) -> Optional[str]:
 def entry_path(cache_dir: str | Path, path: str, crop: str, crop_box, size: int) -> Path:
     """Where the prepared image of file ``path`` (crop mode, crop box, size in pixels) is cached."""
     material = {
-        "version": PREP_VERSION,
-        "pillow": PIL.__version__,
+        "prep": prep_identity(),
         "file": file_digest(path),
         "crop": crop,
         "crop_box": [int(v) for v in crop_box] if crop_box is not None else None,

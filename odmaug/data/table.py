@@ -21,7 +21,7 @@ from typing import Iterable
 
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 
 from odmaug.atomic import atomic_path
 from odmaug.data import retinamnist
@@ -48,7 +48,13 @@ def read_image(ref: str, data_dir: str | Path | None = None, num_classes: int = 
 
 
 def decode_image_file(path: str | Path) -> np.ndarray:
-    """One image file as uint8 RGB [H, W, 3], 16-bit greyscale scaled by its real range.
+    """One image file as uint8 RGB [H, W, 3] as displayed, 16-bit greyscale scaled by its real range.
+
+    "As displayed": an EXIF Orientation tag (2-8: mirrored and/or rotated by 90, 180 or 270
+    degrees) is applied, as viewers do, so a phone or camera photograph stored sideways decodes
+    upright and a mirrored one does not swap left and right eyes (Pillow leaves the tag to the
+    caller, python-pillow/Pillow issue 1188). Changing this changes the pixels: bump
+    :data:`odmaug.data.cache.PREP_VERSION` with it.
 
     Raises:
         OdmaugError: the file is missing, or corrupt, unreadable or a decompression bomb (more
@@ -57,6 +63,7 @@ def decode_image_file(path: str | Path) -> np.ndarray:
     try:
         with Image.open(path) as img:
             img.load()
+            ImageOps.exif_transpose(img, in_place=True)  # in place: no 30 MB copy of an upright photo
             return _to_rgb_uint8(img)
     except FileNotFoundError:
         raise OdmaugError(f"image not found: {path}") from None

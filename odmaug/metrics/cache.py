@@ -1,12 +1,16 @@
 """Reference-set feature cache: real images' features reused until anything that shapes them changes.
 
 The key is a sha256 (:mod:`odmaug.digest`) over (format, dataset identity, resolution, crop,
-extractor identity):
+preparation identity, extractor identity):
 
-- dataset identity: every row's reference, grade and split, plus the content of every file
-  (``retinamnist://`` rows: the verified md5 of ``retinamnist.npz``; ``synthetic://`` rows: the
-  source of the drawing code), so editing, adding or relabelling one image changes the key;
+- dataset identity: every row's reference, grade, split and source (generated rows are not
+  cropped), plus the content of every file (``retinamnist://`` rows: the verified md5 of
+  ``retinamnist.npz``; ``synthetic://`` rows: the source of the drawing code), so editing,
+  adding or relabelling one image changes the key;
 - resolution, crop mode and crop box the images are prepared with;
+- preparation identity (:func:`odmaug.data.cache.prep_identity`: decode-cache version, Pillow,
+  crop code), the same one the decode cache keys on, so a change that re-decodes the images
+  also recomputes their features;
 - extractor identity (network, layer and weights hash).
 
 Entries are ``.npz`` files (``features`` float32 [N, D], ``labels`` int64 [N], ``key``) read with
@@ -26,11 +30,14 @@ import pandas as pd
 from odmaug.atomic import atomic_path
 from odmaug.console import warn
 from odmaug.data import retinamnist
+from odmaug.data.cache import prep_identity
 from odmaug.data.table import RETINAMNIST_SCHEME, SYNTHETIC_SCHEME, ImageTable
 from odmaug.digest import file_digest, json_digest, rows_digest
 
-CACHE_FORMAT = 2
-"""Bump when the key or the entry layout changes, so old entries miss instead of being misread."""
+CACHE_FORMAT = 3
+"""Bump when the key or the entry layout changes, so old entries miss instead of being misread.
+
+3: the key holds the preparation identity and each row's source."""
 
 
 def default_feature_cache_dir() -> Path:
@@ -54,12 +61,13 @@ def _content_digest(ref: str) -> str:
 
 
 def reference_set_digest(table: ImageTable) -> str:
-    """sha256 over every row's (reference, grade, split, file content) and the number of grades."""
+    """sha256 over every row's (reference, grade, split, source, file content) and the number of grades."""
     frame = table.frame
     rows = pd.DataFrame({
         "path": frame["path"].astype(str).to_numpy(),
         "label": frame["label"].astype(int).to_numpy(),
         "split": frame["split"].to_numpy(),
+        "source": frame["source"].astype(str).to_numpy(),  # decides whether data.crop applies to the row
         "content": [_content_digest(str(ref)) for ref in frame["path"]],
     })
     return json_digest({"grades": table.num_classes, "rows": rows_digest(rows, rows.columns)})
@@ -73,6 +81,7 @@ def feature_cache_key(table: ImageTable, size: int, crop_box, extractor_identity
         "size": int(size),
         "crop_box": list(crop_box) if crop_box else None,
         "crop": getattr(table, "crop", "none"),  # data.crop (centre, fundus) changes the pixels too
+        "prep": prep_identity(),  # what turns the files into pixels, as the decode cache keys it
         "extractor": extractor_identity,
     })
 
