@@ -34,6 +34,29 @@ def one_thread():
     torch.set_num_threads(before)
 
 
+WIDE_CONSOLE = 10_000
+"""Columns of odmaug's consoles during the tests: wider than any path (PATH_MAX is 4096) plus its message."""
+
+
+@pytest.fixture(autouse=True, scope="session")
+def wide_console():
+    """Give odmaug's stdout and stderr consoles :data:`WIDE_CONSOLE` columns for the whole session.
+
+    Outside a terminal they wrap at 150 columns (on one, at its width), so a message holding a
+    temporary path was split across lines wherever pytest's folder (TMPDIR) put the break, and a
+    test looking for a phrase in ``result.output`` passed or failed by the path's length; here no
+    line wraps, whatever the width of the terminal or the path. Session scope: module fixtures that
+    run the CLI come after it. Subprocesses build their own consoles (150 columns):
+    tests of their output look for short text without paths.
+    """
+    from odmaug import console as odm_console
+
+    with pytest.MonkeyPatch.context() as patch:
+        for shared in (odm_console.console, odm_console.err_console):
+            patch.setattr(shared, "width", WIDE_CONSOLE)
+        yield
+
+
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):
     """Each test gets its own user cache, so nothing leaks between tests or into ~/.cache."""

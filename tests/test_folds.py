@@ -2,7 +2,8 @@
 
 import numpy as np
 import pytest
-from sklearn.model_selection import StratifiedKFold
+import sklearn
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 
 from odmaug.data.folds import assign_folds, check_no_leakage, fold_warnings
 from odmaug.errors import OdmaugError
@@ -50,6 +51,48 @@ def test_deterministic_and_seeded():
     assert all(np.array_equal(x.test, y.test) and np.array_equal(x.val, y.val) for x, y in zip(a, b))
     c = assign_folds(labels, seed=1)
     assert not all(np.array_equal(x.test, y.test) for x, y in zip(a, c))
+
+
+def _patients(n_patients=500, seed=0):
+    """~1000 images of 500 patients (1-3 eyes each, mostly one grade per patient), grade 4 rare."""
+    rng = np.random.default_rng(seed)
+    eyes = rng.choice([1, 2, 3], size=n_patients, p=[0.2, 0.6, 0.2])
+    owner = np.repeat(np.arange(n_patients), eyes)
+    labels = rng.choice(5, size=n_patients, p=[0.5, 0.12, 0.22, 0.1, 0.06])[owner]
+    other = rng.random(len(labels)) < 0.2  # the other eye a grade off
+    labels[other] = np.clip(labels[other] + rng.choice([-1, 1], other.sum()), 0, 4)
+    return labels, owner * 7 + 3  # patient ids need not be 0..G-1
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3, 4])
+def test_grouped_folds_are_stratified(seed):
+    # scikit-learn < 1.8 with shuffle=True gave grade-4 test counts like [13, 9, 11, 6, 5] here
+    # (grade 0: off by up to 26); the bound is 1 image: as even as whole patients allow.
+    labels, groups = _patients()
+    assert len(labels) > 950 and np.bincount(labels)[4] < 60
+    folds = assign_folds(labels, groups, folds=5, val_fraction=0.1, seed=seed)
+    share = np.bincount(labels, minlength=5) / 5
+    for f in folds:
+        counts = np.bincount(labels[f.test], minlength=5)
+        assert np.all(np.abs(counts - share) <= 1), (f.index, counts.tolist(), share.tolist())
+
+
+def test_grouped_folds_deterministic_by_seed():
+    labels, groups = _patients()
+    a, b = assign_folds(labels, groups, seed=5), assign_folds(labels, groups, seed=5)
+    assert all(np.array_equal(x.test, y.test) and np.array_equal(x.val, y.val) for x, y in zip(a, b))
+    c = assign_folds(labels, groups, seed=6)
+    assert not any(np.array_equal(x.test, y.test) for x, y in zip(a, c))
+
+
+@pytest.mark.skipif(tuple(int(v) for v in sklearn.__version__.split(".")[:2]) < (1, 8),
+                    reason="scikit-learn < 1.8 shuffles groups wrongly (issues 32478, 32540)")
+def test_grouped_folds_equal_fixed_sklearn_shuffle():
+    labels, groups = _patients(200, seed=2)
+    folds = assign_folds(labels, groups, folds=5, seed=11)
+    reference = StratifiedGroupKFold(5, shuffle=True, random_state=11).split(labels, labels, groups)
+    for f, (_, test) in zip(folds, reference):
+        assert np.array_equal(f.test, np.sort(test))
 
 
 def test_rare_grade_warning_and_errors():

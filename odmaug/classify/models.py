@@ -18,6 +18,7 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
+from odmaug.classify.pretrained import load_pretrained  # noqa: F401  (re-exported: it lived here)
 from odmaug.data.images import CLASSIFIER_MEAN, CLASSIFIER_STD
 from odmaug.errors import OdmaugError
 
@@ -143,36 +144,6 @@ def _runs_at(model: Optional[nn.Module], name: str, num_classes: int, size: int)
     if model is None or get_pretrained_cfg_value(name, "fixed_input_size"):
         return rebuilt_runs_at(lambda s: _build(name, num_classes, s), _zeros)(size)
     return forward_error(model, _zeros(size)) is None  # other models take any size: no rebuild
-
-
-def load_pretrained(model: nn.Module, path: str | Path) -> list[str]:
-    """Load a local safetensors file into ``model``, skipping tensors whose shape differs (the head).
-
-    Returns:
-        Names of the model's tensors that kept their random initialisation.
-
-    Raises:
-        OdmaugError: missing/unreadable file, or a file that does not fit the architecture (fewer
-            than half of the model's tensors found with matching shapes).
-    """
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
-
-    path = Path(path)
-    if not path.is_file():
-        raise OdmaugError(f"pretrained weights not found: {path} (classifier.pretrained must be a local .safetensors file)")
-    try:
-        weights = load_file(str(path))
-    except (SafetensorError, OSError, ValueError) as err:
-        raise OdmaugError(f"{path}: not a readable safetensors file ({err})") from None
-    own = model.state_dict()
-    usable = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
-    if len(usable) < max(1, len(own) // 2):
-        raise OdmaugError(
-            f"{path}: weights do not fit this architecture ({len(usable)} of {len(own)} tensors match by name and shape)"
-        )
-    model.load_state_dict(usable, strict=False)
-    return sorted(set(own) - set(usable))
 
 
 def save_classifier(model: nn.Module, meta: ClassifierMeta, out_dir: str | Path) -> Path:

@@ -21,9 +21,10 @@ import torch
 import torch.nn.functional as F
 
 from odmaug.classify.levers import SyntheticLevers, mixed_epoch_order, row_smoothing, synthetic_rows
-from odmaug.classify.models import ClassifierMeta, create_model, load_pretrained
+from odmaug.classify.models import ClassifierMeta, create_model
 from odmaug.classify.outputs import ClassifierResult, finish
 from odmaug.classify.predict import load_images, predict_logits
+from odmaug.classify.pretrained import load_pretrained
 from odmaug.classify.splits import check_splits
 from odmaug.classify.state import TrainState, fingerprint, load_finished, load_state, save_state
 from odmaug.classify.step import Stepper, epoch_order, lr_factor
@@ -119,12 +120,11 @@ def _prepare(recipe: Recipe, train: ImageTable, val: ImageTable, seed: int, devi
     size = recipe.image_size("classifier")
     torch.manual_seed(seed)  # timm initialises from the global generator
     model = create_model(cfg.model, num_classes, size)
-    if cfg.pretrained:
-        load_pretrained(model, cfg.pretrained)
-    meta = ClassifierMeta(
-        cfg.model, num_classes, size, CLASSIFIER_MEAN, CLASSIFIER_STD, recipe.data.crop_box,
-        extra={"train": train.name, "seed": seed, "train_counts": train.counts().tolist()},
-    )
+    extra = {"train": train.name, "seed": seed, "train_counts": train.counts().tolist()}
+    if cfg.pretrained:  # classifier.json says which weights it started from and which stayed random
+        extra |= {"pretrained": str(cfg.pretrained), "pretrained_random": load_pretrained(model, cfg.pretrained)}
+    meta = ClassifierMeta(cfg.model, num_classes, size, CLASSIFIER_MEAN, CLASSIFIER_STD, recipe.data.crop_box,
+                          extra=extra)
     stepper = Stepper.build(model, meta, cfg, device)
     crop = recipe.data.crop_box
     batch_size = min(cfg.batch_size, len(train))

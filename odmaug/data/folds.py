@@ -3,9 +3,11 @@
 Each labelled image is in the test part of exactly one fold. The test parts come from
 scikit-learn's :class:`~sklearn.model_selection.StratifiedGroupKFold` when a group (patient) column
 exists, so both eyes of one patient are always in one fold's test part, else from
-:class:`~sklearn.model_selection.StratifiedKFold`; both shuffle with the given seed. The rest of a
-fold is split into train and val by :func:`odmaug.data.splits.assign_splits` (stratified, grouped,
-every grade with an image keeps one in train), with the same seed plus the fold's index.
+:class:`~sklearn.model_selection.StratifiedKFold`; both shuffle with the given seed (the grouped
+one through :func:`_shuffled_groups`, so every scikit-learn release gives the same folds). The
+rest of a fold is split into train and val by :func:`odmaug.data.splits.assign_splits`
+(stratified, grouped, every grade with an image keeps one in train), with the same seed plus the
+fold's index.
 
 Whatever a fold trains (generators, classifiers) sees its train part only, and its val part is the
 one place a choice (a checkpoint, a strength) may be made: nothing of a fold's test part reaches
@@ -34,13 +36,32 @@ class Fold:
     test: np.ndarray
 
 
+def _shuffled_groups(groups: np.ndarray, seed: int) -> np.ndarray:
+    """Each patient id replaced by its seeded random rank (ints 0..G-1, shape (N,)).
+
+    StratifiedGroupKFold visits groups by label-distribution spread, ties in the order of their
+    sorted ids; random ids break those ties at random. Its own ``shuffle=True`` before
+    scikit-learn 1.8 shuffled the rows of per-group grade counts but not the group ids, so each
+    group's images went where another group's counts were placed and the folds were not
+    stratified (scikit-learn issues 32478 and 32540). This permutation is the one 1.8 and later
+    draw for ``shuffle=True, random_state=seed``, so with ``shuffle=False`` every release gives
+    the folds those fixed releases give.
+    """
+    _, inverse = np.unique(groups, return_inverse=True)
+    order = np.arange(int(inverse.max()) + 1)
+    np.random.RandomState(seed).shuffle(order)  # position j of the visit order holds group order[j]
+    rank = np.empty_like(order)
+    rank[order] = np.arange(order.size)
+    return rank[inverse.reshape(-1)]
+
+
 def _test_parts(labels: np.ndarray, groups: np.ndarray | None, folds: int, seed: int) -> list[np.ndarray]:
     if groups is None:
         splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
         split = splitter.split(np.zeros(len(labels)), labels)
     else:
-        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-        split = splitter.split(np.zeros(len(labels)), labels, groups)
+        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=False)  # shuffled by _shuffled_groups
+        split = splitter.split(np.zeros(len(labels)), labels, _shuffled_groups(groups, seed))
     with warnings.catch_warnings():
         # A grade with fewer units than folds is in some folds' test parts only: fold_warnings says which.
         warnings.filterwarnings("ignore", message="The least populated class", category=UserWarning)
