@@ -125,6 +125,17 @@ def test_translation_arm_smoke_then_filter(tmp_path, smoke_recipe_path):
     synthetic = dataset[dataset["source"] == "synthetic"]
     assert len(synthetic) > 0 and set(synthetic["path"]) <= {str(chosen / p) for p in manifest["path"]}
     assert set(synthetic["source_path"]) <= train and set(synthetic["strength"]) == {choice["chosen"]}
+    # T = 100, 5 trailing steps (99, 79, 59, 39, 19): nominal 0.5 starts at 39, 0.8 at 79
+    assert choice["effective"] == {"0.5": 0.4, "0.8": 0.8}
+    assert set(manifest["effective_strength"]) == {choice["effective"][f"{choice['chosen']:g}"]}
+    # The judge: by default the real arm's seed-0 classifier, its test QWK beside the domain figures.
+    judge = results["judge"]
+    assert judge["dir"] == results["domain_classifier"] == results["arms"]["real"]["classifiers"]["0"]
+    assert judge["test_qwk"] == results["arms"]["real"]["seeds"]["0"]["qwk"] and judge["n_test"] > 0
+    assert 0.0 <= judge["real_reference"]["precision"] <= 1.0 and judge["real_reference"]["n_heldout"] > 0
+    report = (bench / "report" / "report.md").read_text()
+    assert "Judge of the domain figures and grade fidelity: the real arm's seed-0 classifier" in report
+    assert f"domain (judge QWK {judge['test_qwk']:.3f})" in report
     # The winner's selection classifier is the arm's seed-0 classifier (reused, not trained twice).
     assert len(list(store.glob("classifier-odm-translate-seed0-*"))) == 2
 
@@ -132,11 +143,20 @@ def test_translation_arm_smoke_then_filter(tmp_path, smoke_recipe_path):
     # (the generated ones, topped up; an external arm's finished images, as given).
     external = _external_folder(tmp_path / "sg")
     filtered = runner.invoke(app, args + ["--set", f"benchmark.arms=[real,odm,odm-translate,'external:sg={external}']",
-                                          "--set", "benchmark.filter.max_grade_error=1"])
+                                          "--set", "benchmark.filter.max_grade_error=1",
+                                          "--set", "benchmark.judge.separate=true", "--set", "benchmark.judge.epochs=3",
+                                          "--set", "benchmark.judge.min_qwk=0.99"])
     assert filtered.exit_code == 0, filtered.output
     assert "» filter: synthetic images kept" in filtered.output
     [second] = [b for b in (tmp_path / "runs").glob("*-benchmark-smoke") if b != bench]
     again = json.loads((second / "results.json").read_text())
+    # A separate judge: its own classifier (3 epochs), and a warning when its test QWK is below the floor.
+    [judge_dir] = store.glob("classifier-judge-seed0-*")
+    assert again["judge"]["dir"] == str(judge_dir) and again["domain_classifier"] == str(judge_dir)
+    assert len(json.loads((judge_dir / "metrics.json").read_text())["history"]) == 3
+    assert any(n.startswith("the judge (a separate classifier") and "below benchmark.judge.min_qwk 0.99" in n
+               for n in again["notes"])
+    assert "⚠ Warning: the judge (a separate classifier" in (second / "report" / "report.md").read_text()
     real_dir = again["arms"]["real"]["classifiers"]["0"]
     for name in ("synthetic-step*", "translated-step*"):
         for folder in generator.glob(name):

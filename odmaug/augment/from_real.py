@@ -18,7 +18,8 @@ import torch
 from odmaug.augment.plan import Item
 from odmaug.data import ImageTable, load_table, to_model_range
 from odmaug.data.images import prepared
-from odmaug.diffusion.translate import TRANSLATE_SAMPLERS, check_strength
+from odmaug.diffusion.schedule import NoiseSchedule
+from odmaug.diffusion.translate import TRANSLATE_SAMPLERS, check_strength, effective_strength
 from odmaug.digest import json_digest
 from odmaug.errors import OdmaugError
 
@@ -90,6 +91,9 @@ class SourcePools:
     strength: float
     size: int
     crop_box: Optional[tuple[int, int, int, int]] = None
+    effective_strength: Optional[float] = None
+    """(the chain's first timestep + 1) / T: nominal strengths between two sampler timesteps round
+    down to one chain (:func:`odmaug.diffusion.translate.effective_strength`)."""
 
     def row(self, item: Item) -> int:
         """The row of ``table`` that image ``item`` starts from (a seeded draw)."""
@@ -114,9 +118,11 @@ class SourcePools:
         }
 
     def manifest_columns(self, items: Iterable[Item]) -> dict[str, dict[Item, Any]]:
-        """``source_path`` and ``strength`` per item, for ``SynthesisFolder.manifest_frame(extra=...)``."""
+        """``source_path``, ``strength`` and ``effective_strength`` per item, for
+        ``SynthesisFolder.manifest_frame(extra=...)``."""
         items = list(items)
-        return {"source_path": {i: self.source_path(i) for i in items}, "strength": {i: self.strength for i in items}}
+        return {"source_path": {i: self.source_path(i) for i in items}, "strength": {i: self.strength for i in items},
+                "effective_strength": {i: self.effective_strength for i in items}}
 
 
 def source_pools(recipe, data_dir: Optional[str], targets: Sequence[int], from_real: FromReal, settings,
@@ -137,4 +143,6 @@ def source_pools(recipe, data_dir: Optional[str], targets: Sequence[int], from_r
     grades = parse_source_grades(spec, targets, train.counts())
     labels = train.labels
     pools = {g: np.flatnonzero(np.isin(labels, src)).astype(np.int64) for g, src in grades.items()}
-    return SourcePools(train, pools, float(strength), size, getattr(cfg, "crop_box", None))
+    effective = effective_strength(NoiseSchedule.from_config(recipe.diffusion), float(strength), settings.steps,
+                                   settings.timestep_spacing)
+    return SourcePools(train, pools, float(strength), size, getattr(cfg, "crop_box", None), effective)

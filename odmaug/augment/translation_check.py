@@ -217,10 +217,13 @@ def translation_check(run: str | Path, classifier: str | Path, out: str | Path, 
     """
     from odmaug.data import load_uint8
     from odmaug.diffusion.grids import parse_grades, translate_to_grades, translation_generator
+    from odmaug.diffusion.translate import check_distinct_chains
 
     out = Path(out)
     chosen_strengths = _check_inputs(out, sources, seed, strengths, force)
     loaded, settings = translation_generator(run, device, sample)
+    effective = check_distinct_chains(loaded.schedule, chosen_strengths, settings.steps, settings.timestep_spacing,
+                                      "--strengths")
     judge, about = _load_judge(classifier, loaded)
     chosen = sorted(parse_grades(grades, loaded.num_classes))
     if len(chosen) < 2:
@@ -240,6 +243,7 @@ def translation_check(run: str | Path, classifier: str | Path, out: str | Path, 
         "settings": {k: getattr(settings, k) for k in ("sampler", "steps", "eta", "guidance_scale", "use_ema",
                                                        "precision", "timestep_spacing")},
         "seed": seed, "grades": chosen, "strengths": chosen_strengths,
+        "effective_strengths": {f"{k:g}": effective[k] for k in chosen_strengths},
         "sources": _source_rows(train, rows, judge, images, seed), **figures,
         "strips": {"file": STRIPS_FILE, "strength": middle, "sources": len(rows), "grades": chosen},
     })

@@ -26,7 +26,7 @@ from typing import Callable
 
 import torch
 
-from odmaug.benchmark.arms import Arm
+from odmaug.benchmark.arms import Arm, parse_arm
 from odmaug.benchmark.plan import format_duration
 from odmaug.benchmark.stage import Plan, Splits
 from odmaug.config import Recipe
@@ -191,7 +191,7 @@ def estimate_stages(plan: Plan, recipe: Recipe, splits: Splits, units: UnitTimes
             strength = 1.0 if stage.strength is None else stage.strength
             stage.seconds = batches * math.ceil(strength * sample.steps) * units.sample_step + setup
         elif stage.kind == "classifier":
-            arm = arms[stage.arm]
+            arm = arms.get(stage.arm) or parse_arm(stage.arm)  # the real arm trains even when not listed
             n_train = arm.kind.table.size(real_counts, recipe.benchmark)
             batch = max(2, min(recipe.classifier.batch_size, n_train))
             per_epoch = (n_train // batch) * units.classifier_batch + n_val * units.classifier_image

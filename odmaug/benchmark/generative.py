@@ -1,8 +1,9 @@
 """Stage 5, generative metrics: FID/KID/precision/recall per grade and overall, and grade fidelity,
 per set of synthetic images (each generator's and each ``external:`` arm's).
 
-Domain features come from the ``real`` arm's first-seed classifier; Inception features are
-computed when its weights are available and skipped with a note otherwise.
+Domain features come from the judge (:mod:`odmaug.benchmark.judge`: the ``real`` arm's first-seed
+classifier, or a separate one); Inception features are computed when its weights are available and
+skipped with a note otherwise.
 """
 
 from __future__ import annotations
@@ -103,15 +104,19 @@ def sample_grid(real_train: ImageTable, synthetic: dict[str, ImageTable], recipe
 
 def measure_generators(recipe: Recipe, splits: Splits, synthetic: dict[str, ImageTable], domain_dir: Path,
                        device: str, figures_dir: Path) -> dict[str, Any]:
-    """The stage: ``{"generators": name -> metrics, "notes": [...], "grids": {...}, "extractors": [...]}``."""
+    """The stage: ``{"generators": name -> metrics, "notes": [...], "grids": {...}, "extractors": [...],
+    "real_reference": held-out real vs real in the judge's features (None without domain features)}``."""
     if not synthetic:
-        return {"generators": {}, "notes": [], "grids": {}, "extractors": []}
+        return {"generators": {}, "notes": [], "grids": {}, "extractors": [], "real_reference": None}
+    from odmaug.benchmark.judge import real_reference
+
     built, skipped = build_extractors(recipe, domain_dir, device)
+    reference = real_reference(built["domain"], splits, recipe) if "domain" in built else None
     generators: dict[str, Any] = {}
     for name, table in synthetic.items():
         say(f"generative metrics: {name} ({len(table)} images)")
         generators[name] = generator_metrics(table, splits.train, recipe, built, domain_dir, device) | {"skipped": skipped}
     grid = sample_grid(splits.train, synthetic, recipe, figures_dir / "samples.png")
     return {"generators": generators, "notes": [f"{s['extractor']} metrics skipped: {s['reason']}" for s in skipped],
-            "grids": {"real vs generated": str(grid)},
+            "grids": {"real vs generated": str(grid)}, "real_reference": reference,
             "extractors": [e for e in recipe.benchmark.extractors if any(e in g["metrics"] for g in generators.values())]}

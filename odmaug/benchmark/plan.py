@@ -17,6 +17,7 @@ from odmaug.benchmark.arms import load_externals, parse_arm
 from odmaug.benchmark.classifiers import plan_classifiers
 from odmaug.benchmark.generative import plan_metrics
 from odmaug.benchmark.generators import plan_generators
+from odmaug.benchmark.judge import plan_judge
 from odmaug.benchmark.selection import plan_filter, plan_selection
 from odmaug.benchmark.stage import Plan, Splits
 from odmaug.benchmark.synthesis import plan_synthesis
@@ -47,6 +48,7 @@ def make_plan(recipe: Recipe, store: Path, splits: Splits) -> Plan:
     plan_selection(plan, recipe)  # translation arms: one classifier per candidate strength
     plan_classifiers(plan, recipe)
     if splits.fold is None or splits.fold == 0:  # cv: generative metrics on the first fold only
+        plan_judge(plan, recipe)
         plan_metrics(plan, recipe)
     for stage in plan.stages:
         stage.fold = splits.fold

@@ -16,6 +16,7 @@ from typing import Any
 from odmaug.atomic import atomic_write_json
 from odmaug.benchmark.classifiers import Results
 from odmaug.benchmark.generative import measure_generators
+from odmaug.benchmark.judge import choose_judge, judge_warnings
 from odmaug.benchmark.stage import Plan, Splits
 from odmaug.config import Recipe
 from odmaug.console import console, warn
@@ -138,11 +139,12 @@ def collect_results(recipe: Recipe, passes: list[Pass], bench_run: Run, device: 
     arms, bootstrap = _classification(recipe, passes)
     paired = summarise_arms(arms, num_classes)
     first = passes[0]
-    domain_dir = Path(first.classifiers["real"][recipe.benchmark.seeds[0]]["dir"])
-    generative = measure_generators(recipe, first.splits, first.synthetic, domain_dir, device,
+    judge = choose_judge(recipe, first.splits, first.classifiers["real"], first.plan.store, device, bool(first.synthetic))
+    generative = measure_generators(recipe, first.splits, first.synthetic, Path(judge["dir"]), device,
                                     bench_run.subdir("report") / "figures")
+    judge["real_reference"] = generative["real_reference"]
     notes = generative["notes"] + ([bootstrap["error"]] if "error" in bootstrap else [])
-    notes += _shortfall_notes(recipe, passes)
+    notes += _shortfall_notes(recipe, passes) + (judge_warnings(judge, recipe) if first.synthetic else [])
     for note in notes[len(generative["notes"]):]:
         warn(note)
     if first.splits.fold is not None and first.synthetic:
@@ -160,7 +162,8 @@ def collect_results(recipe: Recipe, passes: list[Pass], bench_run: Run, device: 
         "generator_runs": {f"{p.splits.prefix}{name}": str(root) for p in passes for name, root in p.plan.generators.items()},
         # per pass ("holdout", "fold0"...): each translation arm's candidates, val QWKs and choice
         "translation": {p.splits.prefix.rstrip("-") or "holdout": p.strengths for p in passes if p.strengths},
-        "domain_classifier": str(domain_dir),
+        "domain_classifier": judge["dir"],
+        "judge": judge,
         "extractors": generative["extractors"],
         "grids": generative["grids"],
         "notes": notes,

@@ -74,7 +74,9 @@ def choose_strength(arm: Arm, candidates: dict[float, ImageTable], recipe: Recip
     the record results.json keeps: ``{"candidates", "val_qwk", "chosen", "seed", "rule"}``."""
     strengths = sorted(candidates)
     seed = recipe.benchmark.seeds[0]
-    record: dict[str, Any] = {"candidates": strengths, "seed": seed, "val_qwk": {}}
+    effective = effective_strengths(recipe)
+    record: dict[str, Any] = {"candidates": strengths, "seed": seed, "val_qwk": {},
+                              "effective": {f"{s:g}": effective[s] for s in strengths if s in effective}}
     if len(strengths) == 1:
         say(f"strength {arm.label}: {strengths[0]:g} (the only candidate, no selection)")
         return strengths[0], record | {"chosen": strengths[0], "rule": "the only candidate"}
@@ -116,13 +118,30 @@ def plan_selection(plan: Plan, recipe: Recipe) -> None:
     candidate); the winner's is reused as the arm's first-seed classifier."""
     epochs, t = recipe.classifier.epochs, recipe.benchmark.translate
     seed = recipe.benchmark.seeds[0]
-    if len(t.strengths) < 2:
+    if len(t.strengths) < 2 or not translation_arms(plan):
         return
+    effective_strengths(recipe)  # refuses candidates that run one chain, before any work
     for arm in translation_arms(plan):
         for strength in sorted(t.strengths):
             plan.stages.append(Stage("classifier", f"{arm.label} seed {seed} strength {strength:g}", plan.store,
                                      "planned", f"{epochs} epochs: val QWK picks the strength (winner reused)", epochs,
                                      arm=arm.label, strength=strength))
+
+
+def effective_strengths(recipe: Recipe) -> dict[float, float]:
+    """Nominal -> effective strength (the chain's first timestep + 1, over T) of each candidate in
+    ``benchmark.translate.strengths``, with the sampler translation synthesis runs.
+
+    Raises:
+        OdmaugError: two candidates run the same chain (identical images under two names).
+    """
+    from odmaug.augment.from_real import translation_sample
+    from odmaug.diffusion.schedule import NoiseSchedule
+    from odmaug.diffusion.translate import check_distinct_chains
+
+    s = translation_sample(recipe.sample)
+    return check_distinct_chains(NoiseSchedule.from_config(recipe.diffusion), recipe.benchmark.translate.strengths,
+                                 s.steps, s.timestep_spacing, "benchmark.translate.strengths")
 
 
 def translation_arms(plan: Plan) -> list[Arm]:

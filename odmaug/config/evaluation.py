@@ -15,7 +15,9 @@ class ClassifierConfig(Section):
     model: str = "resnet18"
     """A timm model name (``timm.list_models()``), created with ``num_classes`` = data.num_classes."""
     pretrained: Optional[str] = None
-    """Local safetensors weights for the model; a head of another shape is skipped. None: random init."""
+    """Local safetensors weights for the model (never unpickled). A ViT's position embedding saved at
+    another size is resampled (timm's ``resample_abs_pos_embed``); the head stays random when its shape
+    differs (another grade count); any other tensor that does not fit is an error. None: random init."""
     image_size: Optional[int] = Field(None, ge=8, le=1024)
     """Resolution the classifier sees; None uses data.image_size."""
     epochs: int = Field(30, ge=1)
@@ -143,6 +145,34 @@ class FilterConfig(Section):
     """Largest accepted |predicted - intended| grade (0: the exact grade), as ``augment --max-grade-error``."""
 
 
+class JudgeConfig(Section):
+    """``benchmark.judge``: the classifier whose penultimate features give the ``domain`` FID, KID,
+    precision and recall, and that grades the generated images (grade fidelity)."""
+
+    separate: bool = False
+    """False: the real arm's first-seed classifier judges (no extra training). True: a classifier of
+    its own, trained on the real training split with the ``classifier`` section and the settings below."""
+    model: Optional[str] = None
+    """The separate judge's timm model (None: ``classifier.model``)."""
+    epochs: Optional[int] = Field(None, ge=1)
+    """The separate judge's epochs (None: ``classifier.epochs``)."""
+    seed: Optional[Seed] = None
+    """The separate judge's seed (None: the first of ``benchmark.seeds``)."""
+    min_qwk: float = Field(0.5, ge=-1.0, le=1.0)
+    """Below this test QWK the judge is reported as too weak to judge (console and report)."""
+    min_real_precision: float = Field(0.5, ge=0.0, le=1.0)
+    """Held-out real images (the val split) against the real training split, in the judge's
+    features: a precision below this means its features cannot tell real images apart from
+    anything else (degenerate), and every generator's figures are suspect."""
+
+    @model_validator(mode="after")
+    def _overrides_need_separate(self) -> "JudgeConfig":
+        given = [k for k in ("model", "epochs", "seed") if getattr(self, k) is not None]
+        if given and not self.separate:
+            raise ValueError(f"{given[0]} applies to a separate judge: set benchmark.judge.separate=true")
+        return self
+
+
 def _check_arm(spec: str) -> None:
     """The arm registry (in the benchmark package, loaded by name: config imports nothing above it)
     decides which arms exist, so a new arm is one registration."""
@@ -172,8 +202,9 @@ class BenchmarkConfig(Section):
     """At least this many generated images per grade (beyond what balancing needs) for the
     per-grade FID/KID/precision/recall; the overall figures use a subset with the real grade mix."""
     extractors: list[str] = Field(default_factory=lambda: ["domain", "inception"])
-    """``domain`` (the real arm's first-seed classifier) and ``inception`` (skipped without weights)."""
+    """``domain`` (the judge's features, see ``judge``) and ``inception`` (skipped without weights)."""
     translate: TranslateConfig = Field(default_factory=TranslateConfig)
+    judge: JudgeConfig = Field(default_factory=JudgeConfig)
     filter: Optional[FilterConfig] = None
     """None: every synthetic image is used. Set (e.g. ``--set benchmark.filter.max_grade_error=1``):
     every synthetic arm keeps only the images the pass's real arm's first-seed classifier grades

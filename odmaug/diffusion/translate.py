@@ -59,6 +59,37 @@ def translation_timesteps(schedule: NoiseSchedule, strength: float, steps: int, 
     return [t for t in listed if t <= t0] or [t0]
 
 
+def effective_strength(schedule: NoiseSchedule, strength: float, steps: int, spacing: str = "trailing") -> float:
+    """The strength a chain really runs: (its first timestep + 1) / T, 0 for an empty chain.
+
+    A nominal strength is rounded down to the sampler's grid, so at T = 100 with 5 trailing steps
+    (99, 79, 59, 39, 19) the nominal 0.5 and 0.55 both start at t = 39 and run the same chain
+    (effective 0.4); strength 1 starts at t = T - 1 (effective 1.0).
+    """
+    chain = translation_timesteps(schedule, strength, steps, spacing)
+    return (chain[0] + 1) / schedule.timesteps if chain else 0.0
+
+
+def check_distinct_chains(schedule: NoiseSchedule, strengths: Sequence[float], steps: int, spacing: str,
+                          what: str = "strengths") -> dict[float, float]:
+    """Nominal -> effective strength of each candidate; raises when two run the same chain.
+
+    Raises:
+        OdmaugError: two nominal strengths start at the same timestep (they would give identical
+            images and count as two candidates), naming both, the shared start and ``what``.
+    """
+    effective: dict[float, float] = {}
+    for strength in sorted(strengths):
+        value = effective_strength(schedule, strength, steps, spacing)
+        twin = next((s for s, v in effective.items() if v == value), None)
+        if twin is not None:
+            raise OdmaugError(f"{what}: {twin:g} and {strength:g} run the same chain (both start at "
+                              f"t = {round(value * schedule.timesteps) - 1} of T = {schedule.timesteps} with {steps} "
+                              f"{spacing} steps, effective strength {value:g}); keep one")
+        effective[strength] = value
+    return effective
+
+
 @torch.no_grad()
 def translate(model: nn.Module, schedule: NoiseSchedule, source: torch.Tensor, labels: Sequence[int] | torch.Tensor,
               seeds: Sequence[int], strength: float, settings: Optional[SampleConfig] = None, *,

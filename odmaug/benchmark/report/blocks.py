@@ -30,13 +30,24 @@ def bootstrap_note(results: dict[str, Any]) -> str:
     seeds_only = "“95% CI (seeds)”: t-interval over seeds, the test images held fixed."
     if "n_images" not in boot:
         return seeds_only + " " + boot.get("error", "No seeds × images bootstrap in these results.")
-    return (f"{seeds_only} “seeds × images”: paired hierarchical bootstrap ({boot['resamples']} resamples of "
-            f"{boot['n_seeds']} seed(s), then of the {boot['n_images']} test images, the same draws for every arm), "
-            "95% percentile interval. MDE: the smallest true difference detectable with 80% power at two-sided 5% "
-            "on this many seeds and images, 2.80 × the bootstrap SE; a null result reads “no gain larger than the MDE”. "
-            "Identical predictions differ by exactly 0 in every resample: “0 [0, 0] (identical predictions)”. "
-            f"With few seeds (here {boot['n_seeds']}) its seed part is too narrow: resampling S values spreads as "
-            "(S-1)/S of their variance, with no t correction; read it beside the seeds-only interval.")
+    df = "normal quantile (one seed: only the images vary)" if boot["n_seeds"] < 2 else f"t quantile on {boot['n_seeds'] - 1} df"
+    return (f"{seeds_only} “seeds × images”: estimate ± {df} × SE, SE² = (seed spread)² / S + the test-set "
+            f"variance every seed shares (a paired bootstrap of the {boot['n_images']} test images, {boot['resamples']} "
+            "resamples, the same draws for every arm and seed); never narrower than the seeds-only interval. "
+            "MDE: the smallest true difference detectable with 80% power at two-sided 5% on this many seeds and "
+            "images, (t_{0.975} + t_{0.80}) × the same SE; a null result reads “no gain larger than the MDE”. "
+            "Identical predictions differ by exactly 0: “0 [0, 0] (identical predictions)”.")
+
+
+def judge_blocks(results: dict[str, Any]) -> list[tuple]:
+    """Who judged the domain figures and how well it grades real images, and any warning about it."""
+    from odmaug.benchmark.judge import judge_text
+
+    judge = results.get("judge")
+    if not judge:
+        return []
+    warnings = [n for n in results.get("notes", []) if n.startswith(("the judge ", "the judge's "))]
+    return [("p", judge_text(judge))] + [("p", f"⚠ Warning: {line}") for line in warnings]
 
 
 def report_blocks(results: dict[str, Any]) -> list[tuple]:
@@ -58,6 +69,7 @@ def report_blocks(results: dict[str, Any]) -> list[tuple]:
         blocks += [("h", 2, "Generators"),
                    ("p", "Overall: real training split vs a generated subset with the same grade mix. "
                          "FID marked * rests on fewer images than the small-set threshold and is biased upward; compare KID."),
+                   *judge_blocks(results),
                    ("table", GENERATOR_HEADER, generator_rows(results)),
                    *[("p", line.strip()) for line in generator_footnotes(results)],
                    ("h", 3, "Per grade"), ("table", PER_GRADE_HEADER, per_grade_generator_rows(results))]

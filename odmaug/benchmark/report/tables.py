@@ -139,9 +139,11 @@ def arm_table(results: dict[str, Any]) -> Table:
     tested = f"{folds}-fold cross-validation, test parts pooled" if folds else "test split"
     title = f"Severity classifier per arm ({tested}, {len(seeds)} seed(s)" + ("" if size == "–" else f"; bootstrap {size}") + ")"
     caption = "MDE: smallest Δ QWK detectable with 80% power (two-sided 5%) on this many seeds and test images"
-    if len(seeds) < 3:  # resampling 1-2 seeds cannot show their spread: the interval is too narrow
+    if len(seeds) < 2:  # one seed has no spread: the interval cannot count seed-to-seed variation
         caption += (f"\nwith {len(seeds)} seed(s) the seeds × images interval counts the test images only "
                     "(seed-to-seed variation is missing): use 3 or more seeds")
+    elif len(seeds) < 3:
+        caption += "\nwith 2 seeds the interval's t quantile has 1 degree of freedom (12.7): use 3 or more seeds"
     table = Table(title=title, title_justify="left", caption=caption, caption_justify="left")
     for i, name in enumerate(ARM_HEADER):
         table.add_column(name, justify="left" if i == 0 else "right")
@@ -170,6 +172,12 @@ PAIRED_HEADER = ["arm", "against", "metric", "mean paired difference", "95% CI (
                  "difference [95% CI, seeds × images]", "MDE (80% power)", "bootstrap over"]
 
 
+def features_label(results: dict[str, Any], extractor: str) -> str:
+    """``domain (judge QWK 0.545)``: the domain features carry their judge's own test QWK."""
+    qwk = (results.get("judge") or {}).get("test_qwk")
+    return extractor if extractor != "domain" or qwk is None else f"domain (judge QWK {_fmt(qwk)})"
+
+
 def generator_rows(results: dict[str, Any]) -> list[list[str]]:
     """Rows: generator | features | FID | KID ×10³ | precision | recall | n real/gen | grade-fidelity QWK (n).
 
@@ -188,7 +196,7 @@ def generator_rows(results: dict[str, Any]) -> list[list[str]]:
             else:
                 fid = _fmt(o.get("fid"), 2) + (" *" if o.get("fid_small_set") else "")
                 kid = kid_cell(o) if o.get("kid_mean") is not None else f"– {OMITTED_MARK}"
-            rows.append([name, extractor, fid, kid, _fmt(o.get("precision")), _fmt(o.get("recall")),
+            rows.append([name, features_label(results, extractor), fid, kid, _fmt(o.get("precision")), _fmt(o.get("recall")),
                          f"{_fmt(o.get('n_real'))}/{_fmt(o.get('n_generated'))}",
                          _fmt(fidelity) + ("" if fidelity is None or fidelity_n is None else f" (n={fidelity_n})")])
     return rows
@@ -214,7 +222,7 @@ def per_grade_generator_rows(results: dict[str, Any]) -> list[list[str]]:
                 else:
                     fid = _fmt(r.get("fid"), 2) + (" *" if r.get("fid_small_set") else "")
                     kid, prec, rec = _kid(r.get("kid_mean")), _fmt(r.get("precision")), _fmt(r.get("recall"))
-                rows.append([name, extractor, str(g), f"{_fmt(r.get('n_real'))}/{_fmt(r.get('n_generated'))}", fid, kid,
+                rows.append([name, features_label(results, extractor), str(g), f"{_fmt(r.get('n_real'))}/{_fmt(r.get('n_generated'))}", fid, kid,
                              prec, rec, _fmt(recalls[g] if g < len(recalls) else None)])
     return rows
 
