@@ -37,6 +37,10 @@ if TYPE_CHECKING:
     from odmaug.augment.from_real import FromReal
 
 
+LATER_DIFFUSION_OPTIONS = {"prediction": "eps", "snr_gamma": None, "zero_terminal_snr": False}
+"""Diffusion options added after generators were stored, with the defaults they trained under."""
+
+
 def generator_key(recipe: Recipe, train: Optional[ImageTable] = None) -> str:
     """Identity of a generator's training, without ``train.steps`` (see the module docstring);
     with ``train`` (a cross-validation fold's training part), its rows count too."""
@@ -44,6 +48,9 @@ def generator_key(recipe: Recipe, train: Optional[ImageTable] = None) -> str:
     parts = {k: settings[k] for k in ("data", "generator", "diffusion", "train", "seed")}
     parts["data"].pop("data_dir", None)  # where the file lies does not change the images
     parts["train"].pop("steps", None)
+    for option, default in LATER_DIFFUSION_OPTIONS.items():  # at their defaults: stored generators still found
+        if parts["diffusion"].get(option) == default:
+            parts["diffusion"].pop(option)
     if train is not None:  # holdout keys stay as they were: stored generators are still found
         parts["train_rows"] = rows_digest(train.frame, ["path", "label"])
     return json_digest(parts, 12)

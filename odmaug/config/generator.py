@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from odmaug.config.section import Count, Fraction, Section
 
@@ -64,7 +64,24 @@ class DiffusionConfig(Section):
     training refuses a schedule whose last step keeps signal (sqrt(abar_{T-1}) >= 0.01)."""
     p_uncond: float = Field(0.1, ge=0.0, lt=1.0)
     """Probability of dropping a label to the null class (classifier-free guidance)."""
+    prediction: Literal["eps", "v"] = "eps"
+    """What the network outputs: eps, the noise (Ho et al. 2020), or v = sqrt(abar) eps - sqrt(1 - abar) x0
+    (Salimans & Ho 2022), the MSE target then. The ordinal term always compares eps estimates (v is
+    converted first), so gamma keeps its meaning; the run records it and every sampler converts."""
+    snr_gamma: Optional[float] = Field(None, gt=0.0)
+    """Min-SNR-gamma weighting of the DM MSE (Hang et al. 2023; diffusers' --snr_gamma, usually 5): each
+    sample's MSE times min(SNR_t, gamma) / SNR_t (eps) or / (SNR_t + 1) (v). None: unweighted."""
+    zero_terminal_snr: bool = False
+    """Rescale the betas so that abar_{T-1} = 0 (Lin et al. 2024, algorithm 1; diffusers'
+    rescale_betas_zero_snr): the last training step is pure noise, as sampling's start. Needs prediction v."""
     ordinal: OrdinalConfig = Field(default_factory=OrdinalConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> "DiffusionConfig":
+        if self.zero_terminal_snr and self.prediction != "v":
+            # eps gives x0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar): undefined where abar_{T-1} = 0
+            raise ValueError("diffusion.zero_terminal_snr needs diffusion.prediction=v (eps gives no x0 at abar_T = 0)")
+        return self
 
 
 class TrainConfig(Section):

@@ -9,7 +9,8 @@ Public entry points::
 """
 
 from odmaug.diffusion.checkpoint import LoadedGenerator, load_generator
-from odmaug.diffusion.losses import ClassPool, DiffusionLoss, ordinal_term, pair_distance
+from odmaug.diffusion.losses import ClassPool, DiffusionLoss
+from odmaug.diffusion.ordinal import ordinal_term, pair_distance
 from odmaug.precision import resolve_precision
 from odmaug.diffusion.sampling import generate, guided_eps, sample
 from odmaug.diffusion.schedule import NoiseSchedule

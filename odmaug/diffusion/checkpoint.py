@@ -86,7 +86,7 @@ class LoadedGenerator:
     """A trained generator ready to sample (see :func:`load_generator`)."""
 
     model: torch.nn.Module  # eval mode, on device
-    schedule: NoiseSchedule
+    schedule: NoiseSchedule  # from the run's recipe: its betas and what the network predicts (eps or v)
     recipe: Recipe  # the run's recipe
     num_classes: int
     image_size: int

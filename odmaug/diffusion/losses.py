@@ -1,4 +1,5 @@
-"""The training loss: DM (eps-prediction MSE) plus the ordinal term of ODM (docs/method.md, section 2).
+"""The training loss: DM (the MSE of the network's eps or v prediction, optionally min-SNR
+weighted) plus the ordinal term of ODM on eps estimates (docs/method.md, sections 1 and 2).
 
 One mechanism for both models: :class:`DiffusionLoss` with ``gamma = 0`` *is* the DM loss (one
 forward pass, no extra evaluations); with ``gamma > 0`` the extra label evaluations of the ordinal
@@ -23,8 +24,12 @@ from torch import nn
 from odmaug.config import DiffusionConfig
 from odmaug.console import warn
 from odmaug.data.images import to_model_range
+from odmaug.diffusion.ordinal import ordinal_term, pair_distance
+from odmaug.diffusion.parameterization import min_snr_weight, to_eps, training_target
 from odmaug.diffusion.schedule import NoiseSchedule
 from odmaug.errors import OdmaugError
+
+__all__ = ["ClassPool", "DiffusionLoss", "channels_last_grad", "ordinal_term", "pair_distance"]
 
 
 def channels_last_grad(eps: torch.Tensor) -> torch.Tensor:
@@ -38,50 +43,6 @@ def channels_last_grad(eps: torch.Tensor) -> torch.Tensor:
     if eps.requires_grad and eps.dim() == 4 and eps.is_contiguous(memory_format=torch.channels_last):
         eps.register_hook(lambda grad: grad.contiguous(memory_format=torch.channels_last))
     return eps
-
-
-def pair_distance(a: torch.Tensor, b: torch.Tensor, kind: str) -> torch.Tensor:
-    """Per-element distance between eps estimates ``a``, ``b`` [K, ...] -> [K].
-
-    ``l2``: ||a - b|| / sqrt(n) (n elements per sample); ``squared``: ||a - b||^2 / n (eq. 6 of the
-    paper read literally). Dividing by n makes gamma mean the same at every resolution. The norm's
-    gradient at zero distance is defined as zero by torch, so identical estimates are safe.
-    """
-    diff = (a - b).flatten(1)  # [K, n]
-    n = diff.shape[1]
-    if kind == "l2":
-        return torch.linalg.vector_norm(diff, dim=1) / math.sqrt(n)
-    if kind == "squared":
-        return diff.pow(2).sum(dim=1) / n
-    raise OdmaugError(f"unknown ordinal distance '{kind}' (use l2 or squared)")
-
-
-def ordinal_term(
-    e_p: torch.Tensor,
-    e_q: torch.Tensor,
-    e_r: torch.Tensor,
-    triplets: torch.Tensor,
-    distance: str = "l2",
-    spacing: str = "none",
-) -> torch.Tensor:
-    """Per-sample ordinal penalty [K] for estimates under labels p < q < r (``triplets`` [K, 3]).
-
-    ``(d(p, r) - d(p, q) - d(q, r))^2``: zero exactly when, for ``l2``, the three estimates lie on
-    a line in the order p, q, r (for ``squared``, when the angle at q is a right angle). With
-    ``spacing="proportional"`` it adds ``(d(p, q) - d(p, r) (q - p) / (r - p))^2`` so that the
-    distances also follow the grade differences.
-    """
-    d_pq = pair_distance(e_p, e_q, distance)
-    d_qr = pair_distance(e_q, e_r, distance)
-    d_pr = pair_distance(e_p, e_r, distance)
-    term = (d_pr - d_pq - d_qr).pow(2)
-    if spacing == "proportional":
-        trip = triplets.to(device=term.device, dtype=term.dtype)
-        ratio = (trip[:, 1] - trip[:, 0]) / (trip[:, 2] - trip[:, 0])  # (q - p) / (r - p)
-        term = term + (d_pq - d_pr * ratio).pow(2)
-    elif spacing != "none":
-        raise OdmaugError(f"unknown ordinal spacing '{spacing}' (use none or proportional)")
-    return term
 
 
 class ClassPool:
@@ -116,8 +77,14 @@ class ClassPool:
 class DiffusionLoss:
     """``L = L_DM + gamma * mean_i(lambda_{t_i} * L_ord,i)`` as one callable (docs/method.md, section 2).
 
+    L_DM is the MSE of the network's output against ``cfg.prediction``'s target (eps: the noise; v:
+    sqrt(abar) noise - sqrt(1 - abar) x0), per sample times the min-SNR weight when ``cfg.snr_gamma``
+    is set (:func:`odmaug.diffusion.parameterization.min_snr_weight`), then averaged; L_ord compares
+    the eps estimates that the outputs imply (:func:`~odmaug.diffusion.parameterization.to_eps`), so
+    gamma means the same under both parameterizations.
+
     Args:
-        cfg: the recipe's ``diffusion`` section (``p_uncond`` and ``ordinal`` options).
+        cfg: the recipe's ``diffusion`` section (``p_uncond``, ``prediction``, ``snr_gamma``, ``ordinal``).
         num_classes: C; label ``C`` is the null class of classifier-free guidance.
     """
 
@@ -173,10 +140,10 @@ class DiffusionLoss:
         """Loss of one batch.
 
         Args:
-            model: eps network, ``model(x, t, labels)``.
+            model: the network ``model(x, t, labels)``, predicting ``cfg.prediction``.
             x0: clean images in [-1, 1], [B, 3, H, W] on the training device.
             labels: grades [B] (CPU preferred).
-            schedule: the noise schedule.
+            schedule: the noise schedule, built for ``cfg.prediction`` (else ``OdmaugError``).
             generator: source of every random draw (CPU generator recommended).
             pool: images by grade for ``cross-image`` mode (default: the batch itself).
 
@@ -185,25 +152,28 @@ class DiffusionLoss:
             the samples that got the ordinal term, so ``loss = l_dm + gamma * l_ord``) and the int
             ``n_ord`` (how many samples got the ordinal term).
         """
+        if schedule.prediction != self.cfg.prediction:
+            raise OdmaugError(f"the loss trains {self.cfg.prediction}-prediction but the schedule was built for "
+                              f"{schedule.prediction}-prediction (use NoiseSchedule.from_config on the same section)")
         labels_cpu = labels.detach().to("cpu", torch.long)
         draws = self._draw_dm(x0, labels_cpu, schedule, generator)  # first: identical for DM and ODM runs
         xt = schedule.q_sample(x0, draws.t, draws.noise)  # [B, 3, H, W]
         if not self.active:
-            return self._dm_only(model, xt, draws)
+            return self._dm_only(model, x0, xt, draws, schedule)
         if self.ord.mode == "cross-image" and pool is None:
             pool = ClassPool(x0, labels_cpu, self.num_classes)
         chosen, trip, pos = self._choose_ordinal(labels_cpu, draws.dropped, pool, generator)
         if len(chosen) == 0:
-            return self._dm_only(model, xt, draws)
+            return self._dm_only(model, x0, xt, draws, schedule)
         extra = self._ordinal_batch(xt, draws, chosen, trip, pos, schedule, pool, generator)
         # ONE forward call for the DM batch and every ordinal evaluation.
-        eps_all = channels_last_grad(model(
-            torch.cat([xt, extra.xt]), torch.cat([draws.t, extra.t]), torch.cat([draws.cond, extra.labels]).to(x0.device)
-        )).float()
+        x_all, t_all = torch.cat([xt, extra.xt]), torch.cat([draws.t, extra.t])
+        out_all = channels_last_grad(model(x_all, t_all, torch.cat([draws.cond, extra.labels]).to(x0.device))).float()
         batch = x0.shape[0]
-        eps = eps_all[:batch]
-        l_dm = (eps - draws.noise).pow(2).mean()
-        e_p, e_q, e_r = self._ordered_estimates(eps, eps_all[batch:], extra.chosen, pos)
+        l_dm = self._dm_term(out_all[:batch], x0, draws, schedule)
+        # the ordinal term compares eps estimates: each output converted at its own x_t and t
+        eps_all = to_eps(out_all, x_all, *schedule.alpha_sigma(t_all, x_all.ndim), self.cfg.prediction)
+        e_p, e_q, e_r = self._ordered_estimates(eps_all[:batch], eps_all[batch:], extra.chosen, pos)
         term = ordinal_term(e_p, e_q, e_r, trip, self.ord.distance, self.ord.spacing)  # [K]
         l_ord = (schedule.lambda_t(draws.t[extra.chosen]) * term).mean()
         return {"loss": l_dm + self.ord.gamma * l_ord, "l_dm": l_dm, "l_ord": l_ord, "n_ord": len(chosen)}
@@ -218,11 +188,25 @@ class DiffusionLoss:
         cond = torch.where(dropped, torch.full_like(labels, self.null_label), labels)
         return _DMDraws(t_cpu.to(x0.device), noise, dropped, cond)
 
-    def _dm_only(self, model: nn.Module, xt: torch.Tensor, draws: "_DMDraws") -> dict[str, torch.Tensor]:
+    def _dm_only(self, model: nn.Module, x0: torch.Tensor, xt: torch.Tensor, draws: "_DMDraws",
+                 schedule: NoiseSchedule) -> dict[str, torch.Tensor]:
         """The plain DM loss, when no sample gets the ordinal term."""
-        eps = channels_last_grad(model(xt, draws.t, draws.cond.to(xt.device))).float()
-        l_dm = (eps - draws.noise).pow(2).mean()
+        output = channels_last_grad(model(xt, draws.t, draws.cond.to(xt.device))).float()
+        l_dm = self._dm_term(output, x0, draws, schedule)
         return {"loss": l_dm, "l_dm": l_dm, "l_ord": torch.zeros((), device=xt.device), "n_ord": 0}
+
+    def _dm_term(self, output: torch.Tensor, x0: torch.Tensor, draws: "_DMDraws",
+                 schedule: NoiseSchedule) -> torch.Tensor:
+        """L_DM of the DM batch's outputs [B, C, H, W]: the mean squared error against the target of
+        ``cfg.prediction``; with ``cfg.snr_gamma`` each sample's mean error times its min-SNR weight,
+        then the batch mean (diffusers' train_text_to_image.py ``--snr_gamma`` weighting)."""
+        prediction, snr_gamma = self.cfg.prediction, self.cfg.snr_gamma
+        target = training_target(x0, draws.noise, *schedule.alpha_sigma(draws.t, x0.ndim), prediction)
+        error = (output - target).pow(2)
+        if snr_gamma is None:
+            return error.mean()
+        weights = min_snr_weight(schedule.gather("alphas_cumprod", draws.t, 1), snr_gamma, prediction)  # [B]
+        return (error.mean(dim=tuple(range(1, error.ndim))) * weights).mean()
 
     def _choose_ordinal(self, labels: torch.Tensor, dropped: torch.Tensor, pool: Optional[ClassPool],
                         generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -5,13 +5,14 @@ Every sampler has the same signature (``sample``) and takes its settings as one
 diffusers' schedulers (:mod:`odmaug.diffusion.solvers`). Reproducibility follows EDM's
 ``generate.py`` and diffusers PR #1924: image ``i`` gets its own CPU ``torch.Generator`` seeded with
 ``seeds[i]``, which draws its initial noise and every noise of the stochastic updates, so an image
-depends only on its seed, not on the batch it was generated in.
+depends only on its seed, not on the batch it was generated in. The network may predict eps or v
+(``NoiseSchedule.prediction``, recorded with the run): every sampler converts its output in
+:mod:`odmaug.diffusion.parameterization`.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import shutil
 from typing import Any, Callable, Literal, Optional, Sequence, Union
@@ -21,8 +22,9 @@ from torch import nn
 
 from odmaug.config import SampleConfig, merge_options
 from odmaug.console import progress
+from odmaug.diffusion.ddim import per_image_noise, walk
 from odmaug.diffusion.schedule import NoiseSchedule
-from odmaug.diffusion.solvers import SOLVERS, EpsModel, solve
+from odmaug.diffusion.solvers import SOLVERS, solve
 from odmaug.errors import OdmaugError
 from odmaug.precision import autocast, resolve_precision
 
@@ -84,21 +86,18 @@ def compile_for_sampling(model: nn.Module, setting: CompileSetting, image_steps:
 def guided_eps(
     model: nn.Module, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor, guidance_scale: float, null_label: int
 ) -> torch.Tensor:
-    """Classifier-free guided eps = eps_u + s (eps_c - eps_u), float32 [B, 3, H, W].
+    """Classifier-free guided output = out_u + s (out_c - out_u), float32 [B, 3, H, W] (Ho & Salimans 2022).
 
-    The conditional and unconditional passes go through the network as ONE batch of 2B; with
-    s = 1 the guided estimate is the conditional one, so only the conditional pass is run.
+    The output is the network's eps or v. Guiding v is guiding eps: eps = alpha v + sigma x is affine
+    in v and the weights 1 - s and s sum to 1, so eps(v_guided) = eps_u + s (eps_c - eps_u). The
+    conditional and unconditional passes go through the network as ONE batch of 2B; with s = 1 the
+    guided estimate is the conditional one, so only the conditional pass is run.
     """
     if guidance_scale == 1.0:
         return model(x, t, labels).float()
     null = torch.full_like(labels, null_label)
     eps_c, eps_u = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, null])).float().chunk(2)
     return eps_u + guidance_scale * (eps_c - eps_u)
-
-
-def per_image_noise(generators: Sequence[torch.Generator], shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    """One draw [len(generators), *shape] where row i comes from generators[i] (CPU draws, then moved)."""
-    return torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device)
 
 
 @torch.no_grad()
@@ -119,13 +118,13 @@ def sample(
     """Denoise ``x`` (by default x_T, pure noise) into images with grades ``labels``.
 
     Args:
-        model: eps network ``model(x, t, labels)``; it runs under autocast of ``settings.precision``.
+        model: network ``model(x, t, labels)`` predicting ``schedule.prediction``, run under ``settings.precision``.
         x: x_T [B, 3, H, W] on the model's device (an image at ``timesteps[0]``: SDEdit; clean: ``invert``).
         labels: grades [B] on the same device.
-        schedule: the noise schedule the model was trained with.
+        schedule: the noise schedule the model was trained with (and its ``prediction``).
         settings: a recipe's ``sample`` section (default :data:`DIRECT`); its fields are described
-            in :class:`~odmaug.config.SampleConfig`. ddim and ddpm re-derive the eps of an update
-            from the clipped x0 (as diffusers does); the solvers are :mod:`odmaug.diffusion.solvers`.
+            in :class:`~odmaug.config.SampleConfig`. ddim, ddpm: :mod:`odmaug.diffusion.ddim` (eps
+            re-derived from the clipped x0, as diffusers does); the solvers: :mod:`odmaug.diffusion.solvers`.
         timesteps: the descending timesteps to visit, starting at ``x``'s own (default: the
             settings' whole list from x_T); the last step goes to the clean image.
         invert: DDIM inversion (Song et al. 2021; diffusers' ``DDIMInverseScheduler``): ``x`` is
@@ -147,7 +146,7 @@ def sample(
         timesteps = schedule.sampling_timesteps(settings.steps, settings.timestep_spacing)
     s = settings.guidance_scale
 
-    def eps_model(x_t: torch.Tensor, t: int) -> torch.Tensor:
+    def denoiser(x_t: torch.Tensor, t: int) -> torch.Tensor:
         t_batch = torch.full((x_t.shape[0],), t, device=x_t.device, dtype=torch.long)
         return guided_eps(model, x_t, t_batch, labels, s, null_label)
 
@@ -155,59 +154,13 @@ def sample(
         if invert:
             if settings.sampler != "ddim" or settings.eta != 0:
                 raise OdmaugError("DDIM inversion needs the deterministic ddim sampler (eta 0)")
-            return walk(schedule, x, [-1, *reversed(timesteps)], eps_model, settings, None, on_step)
+            return walk(schedule, x, [-1, *reversed(timesteps)], denoiser, settings, None, on_step)
         if settings.sampler in SOLVERS:
-            return solve(settings.sampler, x, list(timesteps), schedule, eps_model, settings.clip_x0, on_step)
+            return solve(settings.sampler, x, list(timesteps), schedule, denoiser, settings.clip_x0, on_step)
         stochastic = settings.sampler == "ddpm" or settings.eta > 0
         if stochastic and (generators is None or len(generators) != x.shape[0]):
             raise OdmaugError("stochastic sampling (ddpm or eta > 0) needs one generator per image")
-        return walk(schedule, x, [*timesteps, -1], eps_model, settings, generators if stochastic else None, on_step)
-
-
-def walk(schedule: NoiseSchedule, x: torch.Tensor, path: Sequence[int], eps_model: EpsModel, settings: SampleConfig,
-         generators: Optional[Sequence[torch.Generator]] = None,
-         on_step: Optional[Callable[[], None]] = None) -> torch.Tensor:
-    """The one DDIM/DDPM loop: ``x`` [B, C, H, W] at timestep ``path[0]`` taken to ``path[-1]``
-    (-1: the clean image) one single-step update per neighbouring pair.
-
-    The eps of a step is evaluated at the noisier of its two timesteps: the start when denoising
-    (a descending path), the destination when inverting (an ascending path from -1), as DDIM
-    inversion reuses eps(x_{t_prev}, t). Returns float32 x at ``path[-1]``.
-    """
-    x = x.float()
-    for t_from, t_to in zip(path, path[1:]):
-        eps = eps_model(x, max(t_from, t_to))
-        x = _single_step(schedule, x, eps, t_from, t_to, settings, generators)
-        if on_step is not None:
-            on_step()
-    return x
-
-
-def _single_step(schedule: NoiseSchedule, x: torch.Tensor, eps: torch.Tensor, t: int, t_prev: int,
-                 settings: SampleConfig, generators: Optional[Sequence[torch.Generator]]) -> torch.Tensor:
-    """One DDIM (generalised, with ``eta``) or DDPM (posterior) step from x_t [B, C, H, W] to x_{t_prev}
-    (upwards when ``t_prev > t``: deterministic DDIM only). ``generators`` (one per image) draw the
-    step's noise; None for a deterministic step."""
-    ddpm = settings.sampler == "ddpm"
-    if t >= 0:
-        coef = schedule.step_coefficients(t, t_prev, 1.0 if ddpm else settings.eta)
-    else:  # from the clean image up (inversion's first step): abar = 1 there, no noise
-        abar = float(schedule.alphas_cumprod[t_prev])
-        coef = {"abar_t": 1.0, "abar_prev": abar, "sigma": 0.0, "dir_coef": math.sqrt(1.0 - abar)}
-    abar_t, abar_prev = coef["abar_t"], coef["abar_prev"]
-    x0 = (x - (1 - abar_t) ** 0.5 * eps) / abar_t**0.5
-    if settings.clip_x0:
-        x0 = x0.clamp(-1.0, 1.0)
-        eps = (x - abar_t**0.5 * x0) / (1 - abar_t) ** 0.5
-    if ddpm:
-        # posterior q(x_prev | x_t, x0): mean c0 x0 + ct x_t, variance beta_tilde
-        beta = 1.0 - abar_t / abar_prev
-        x = (abar_prev**0.5 * beta / (1 - abar_t)) * x0 + ((1 - beta) ** 0.5 * (1 - abar_prev) / (1 - abar_t)) * x
-    else:
-        x = abar_prev**0.5 * x0 + coef["dir_coef"] * eps
-    if generators is not None and coef["sigma"] > 0:
-        x = x + coef["sigma"] * per_image_noise(generators, tuple(x.shape[1:]), x.device)
-    return x
+        return walk(schedule, x, [*timesteps, -1], denoiser, settings, generators if stochastic else None, on_step)
 
 
 def generate(
@@ -228,7 +181,8 @@ def generate(
     its initial noise and every stochastic draw come from ``torch.Generator().manual_seed(seeds[i])``.
 
     Args:
-        model: eps network with ``num_classes``, ``image_size`` and ``in_channels`` attributes.
+        model: network with ``num_classes``, ``image_size`` and ``in_channels`` attributes, predicting
+            ``schedule.prediction``.
         settings: a recipe's ``sample`` section (default :data:`DIRECT`), as in :func:`sample`;
             its ``batch_size`` (images per network batch), ``precision`` (autocast) and
             ``compile`` (torch.compile in place first; ``auto`` when ``len(labels) * steps`` pays,

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from odmaug.config import DiffusionConfig
+from odmaug.diffusion.parameterization import PREDICTIONS, to_x0, unknown_prediction
 from odmaug.errors import OdmaugError
 
 
@@ -49,21 +50,51 @@ def cosine_betas(timesteps: int, s: float = 0.008, max_beta: float = 0.999) -> t
     return (1 - f[1:] / f[:-1]).clamp(max=max_beta)
 
 
+def rescale_zero_terminal_snr(betas: torch.Tensor) -> torch.Tensor:
+    """``betas`` [T] rescaled so that abar_{T-1} = 0 exactly (zero terminal SNR), float64 [T].
+
+    Lin et al. 2024, "Common Diffusion Noise Schedules and Sample Steps are Flawed", algorithm 1, as
+    diffusers' ``rescale_zero_terminal_snr`` (scheduling_ddim.py): shift sqrt(abar) so its last value
+    is 0, scale it so its first value is kept, and turn it back into betas; the last beta becomes 1.
+    Computed in float64 (diffusers: float32).
+    """
+    sqrt_abar = torch.cumprod(1.0 - betas.to(torch.float64), dim=0).sqrt()
+    first, last = sqrt_abar[0].clone(), sqrt_abar[-1].clone()
+    sqrt_abar = (sqrt_abar - last) * (first / (first - last))
+    abar = sqrt_abar**2
+    alphas = torch.cat([abar[:1], abar[1:] / abar[:-1]])
+    return 1.0 - alphas
+
+
 class NoiseSchedule:
-    """A discrete DDPM noise schedule of ``T`` steps.
+    """A discrete DDPM noise schedule of ``T`` steps, and what the network trained on it predicts.
+
+    Args:
+        betas: [T], each in (0, 1); the last may be 1 (zero terminal SNR, abar_{T-1} = 0).
+        kind: a name for messages (``linear``, ``cosine``).
+        prediction: the network's output, ``eps`` or ``v`` (:mod:`odmaug.diffusion.parameterization`);
+            the samplers read it here, so a generator loaded from a run samples as it was trained.
 
     Attributes:
         timesteps: T.
         betas, alphas, alphas_cumprod: float64 [T] (abar_t = prod of alphas up to t).
         alphas_cumprod_prev: float64 [T], abar_{t-1} with abar_{-1} = 1.
         posterior_variance: float64 [T], beta_tilde_t = beta_t (1 - abar_{t-1}) / (1 - abar_t).
+
+    Raises:
+        OdmaugError: betas out of range, an unknown ``prediction``, or ``eps`` with abar_{T-1} = 0
+            (x0 = (x_t - sqrt(1 - abar) eps) / sqrt(abar) is undefined there).
     """
 
-    def __init__(self, betas: torch.Tensor, kind: str = "custom") -> None:
+    def __init__(self, betas: torch.Tensor, kind: str = "custom", prediction: str = "eps") -> None:
         betas = betas.to(torch.float64)
-        if betas.ndim != 1 or len(betas) < 2 or not bool(((betas > 0) & (betas < 1)).all()):
-            raise OdmaugError("a noise schedule needs at least 2 betas, each in (0, 1)")
-        self.kind = kind
+        # a last beta of 1 is zero terminal SNR (abar_{T-1} = 0); any other beta of 1 would zero abar early
+        if betas.ndim != 1 or len(betas) < 2 or not (
+                bool(((betas[:-1] > 0) & (betas[:-1] < 1)).all()) and 0 < float(betas[-1]) <= 1):
+            raise OdmaugError("a noise schedule needs at least 2 betas, each in (0, 1) (the last may be 1)")
+        if prediction not in PREDICTIONS:
+            raise unknown_prediction(prediction)
+        self.kind, self.prediction = kind, prediction
         self.timesteps = len(betas)
         self.betas = betas
         self.alphas = 1.0 - betas
@@ -71,15 +102,28 @@ class NoiseSchedule:
         self.alphas_cumprod_prev = torch.cat([torch.ones(1, dtype=torch.float64), self.alphas_cumprod[:-1]])
         self.posterior_variance = betas * (1.0 - self.alphas_cumprod_prev) / (1.0 - self.alphas_cumprod)
         self._cache: dict[tuple[str, str], torch.Tensor] = {}
+        if self.zero_terminal_snr and prediction == "eps":
+            raise OdmaugError("a zero-terminal-SNR schedule (abar_T = 0) needs v-prediction: eps gives no x0 "
+                              "there (Lin et al. 2024); use diffusion.prediction=v")
 
     @classmethod
     def from_config(cls, cfg: DiffusionConfig) -> "NoiseSchedule":
-        """The schedule a recipe's ``diffusion`` section describes."""
+        """The schedule a recipe's ``diffusion`` section describes (betas, ``zero_terminal_snr``
+        rescaling and ``prediction``)."""
         if cfg.schedule == "cosine":
-            return cls(cosine_betas(cfg.timesteps), "cosine")
-        if cfg.beta_end <= cfg.beta_start:
+            betas, kind = cosine_betas(cfg.timesteps), "cosine"
+        elif cfg.beta_end <= cfg.beta_start:
             raise OdmaugError("diffusion.beta_end must be larger than diffusion.beta_start")
-        return cls(linear_betas(cfg.timesteps, cfg.beta_start, cfg.beta_end, cfg.scale_betas), "linear")
+        else:
+            betas, kind = linear_betas(cfg.timesteps, cfg.beta_start, cfg.beta_end, cfg.scale_betas), "linear"
+        if cfg.zero_terminal_snr:
+            betas = rescale_zero_terminal_snr(betas)
+        return cls(betas, kind, cfg.prediction)
+
+    @property
+    def zero_terminal_snr(self) -> bool:
+        """True when abar_{T-1} = 0: the last training step sees pure noise (Lin et al. 2024)."""
+        return bool(self.alphas_cumprod[-1] == 0)
 
     @property
     def terminal_signal(self) -> float:
@@ -107,15 +151,21 @@ class NoiseSchedule:
         values = self.table(name, t.device)[t]
         return values.view(-1, *([1] * (ndim - 1)))
 
+    def alpha_sigma(self, t: torch.Tensor, ndim: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+        """alpha_t = sqrt(abar_t) and sigma_t = sqrt(1 - abar_t) at timesteps ``t`` [B], each float32
+        [B, 1, 1, 1] (from the float32 abar table, as diffusers' ``add_noise`` and ``get_velocity``)."""
+        abar = self.gather("alphas_cumprod", t, ndim)
+        return abar.sqrt(), (1.0 - abar).sqrt()
+
     def q_sample(self, x0: torch.Tensor, t: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """Forward noising x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps; all [B, C, H, W]."""
-        abar = self.gather("alphas_cumprod", t, x0.ndim)
-        return abar.sqrt() * x0 + (1.0 - abar).sqrt() * noise
+        alpha, sigma = self.alpha_sigma(t, x0.ndim)
+        return alpha * x0 + sigma * noise
 
     def predict_x0(self, xt: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """x0 implied by an eps estimate: (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)."""
-        abar = self.gather("alphas_cumprod", t, xt.ndim)
-        return (xt - (1.0 - abar).sqrt() * eps) / abar.sqrt()
+        alpha, sigma = self.alpha_sigma(t, xt.ndim)
+        return to_x0(eps, xt, alpha, sigma, "eps")
 
     def lambda_t(self, t: torch.Tensor) -> torch.Tensor:
         """The ordinal weight lambda_t = t / T with the paper's 1-based t: (index + 1) / T, [B]."""
@@ -156,7 +206,8 @@ class NoiseSchedule:
         """
         abar_t = float(self.alphas_cumprod[t])
         abar_prev = float(self.alphas_cumprod[t_prev]) if t_prev >= 0 else 1.0
-        variance = (1.0 - abar_prev) / (1.0 - abar_t) * (1.0 - abar_t / abar_prev)
+        # eta = 0 needs no variance; skipping it lets inversion step up to abar_prev = 0 (zero terminal SNR)
+        variance = (1.0 - abar_prev) / (1.0 - abar_t) * (1.0 - abar_t / abar_prev) if eta > 0 else 0.0
         sigma = eta * math.sqrt(max(variance, 0.0))
         return {
             "abar_t": abar_t,

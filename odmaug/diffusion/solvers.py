@@ -13,8 +13,11 @@ Both are deterministic, higher-order solvers that reach DDIM's quality in fewer 
 
 The update rules are diffusers' own (a library beats a copy of its arithmetic); odmaug supplies the
 schedule (``trained_betas``: exactly the run's betas), the timestep list (odmaug's spacings, also
-where diffusers spaces them differently) and the data prediction x0 (from the guided eps, clipped
-to [-1, 1] as in DDIM when asked). A fresh scheduler is built for every call, so no multistep
+where diffusers spaces them differently) and the data prediction x0 (from the guided eps or v
+output, :mod:`odmaug.diffusion.parameterization`, clipped to [-1, 1] as in DDIM when asked). A
+zero-terminal-SNR schedule is handed over with ``rescale_betas_zero_snr=True``, so diffusers applies
+its own guard: abar_{T-1} = 2^-24 instead of 0 (a finite first sigma; its x0 for v is then
+2^-12 x_T - v, not -v). A fresh scheduler is built for every call, so no multistep
 history leaks between batches. Neither solver draws random numbers: an image depends on its seed
 only through x_T.
 
@@ -31,13 +34,11 @@ from typing import Callable, Optional
 
 import torch
 
+from odmaug.diffusion.parameterization import Denoiser, to_x0
 from odmaug.diffusion.schedule import NoiseSchedule
 from odmaug.errors import OdmaugError
 
 SOLVERS = ("dpmpp-2m", "unipc")
-
-EpsModel = Callable[[torch.Tensor, int], torch.Tensor]
-"""``eps = eps_model(x_t, t)``: the (guided) noise prediction [B, C, H, W] for ``x_t`` at timestep ``t``."""
 
 
 def build_scheduler(name: str, schedule: NoiseSchedule, timesteps: list[int]):
@@ -46,7 +47,8 @@ def build_scheduler(name: str, schedule: NoiseSchedule, timesteps: list[int]):
     Args:
         name: ``dpmpp-2m`` or ``unipc`` (:data:`SOLVERS`); another name raises ``OdmaugError``.
         schedule: the run's noise schedule; its betas become the scheduler's ``trained_betas``
-            (diffusers keeps them in float32: abar differs from odmaug's float64 by < 3e-7 relative).
+            (diffusers keeps them in float32: abar differs from odmaug's float64 by < 3e-7 relative);
+            a zero-terminal-SNR one also sets ``rescale_betas_zero_snr`` (see the module docstring).
         timesteps: descending 0-based timesteps (``NoiseSchedule.sampling_timesteps``).
 
     Returns:
@@ -64,7 +66,7 @@ def build_scheduler(name: str, schedule: NoiseSchedule, timesteps: list[int]):
 
     common = dict(num_train_timesteps=schedule.timesteps, trained_betas=schedule.betas.numpy(),
                   prediction_type="sample", thresholding=False, solver_order=2, lower_order_final=True,
-                  final_sigmas_type="zero")
+                  final_sigmas_type="zero", rescale_betas_zero_snr=schedule.zero_terminal_snr)
     if name == "dpmpp-2m":
         scheduler = diffusers.DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++",
                                                           solver_type="midpoint", euler_at_final=False)
@@ -102,14 +104,15 @@ def solve(
     x: torch.Tensor,
     timesteps: list[int],
     schedule: NoiseSchedule,
-    eps_model: EpsModel,
+    denoiser: Denoiser,
     clip_x0: bool = True,
     on_step: Optional[Callable[[], None]] = None,
 ) -> torch.Tensor:
     """Integrate the probability-flow ODE from ``x`` = x_T [B, C, H, W] over ``timesteps``.
 
-    One network call (``eps_model``) per timestep, turned into x0 = (x_t - sigma_t eps) / alpha_t and
-    clipped to [-1, 1] with ``clip_x0``. Returns float32 x_0 [B, C, H, W] (the last step's x0
+    One network call (``denoiser``, its output in ``schedule.prediction``) per timestep, turned into
+    x0 (:func:`~odmaug.diffusion.parameterization.to_x0` with the scheduler's own alpha_t, sigma_t)
+    and clipped to [-1, 1] with ``clip_x0``. Returns float32 x_0 [B, C, H, W] (the last step's x0
     prediction). ``on_step`` is called after every step. Sources: the module docstring (Lu et al.
     2022; Zhao et al. 2023; diffusers' schedulers).
     """
@@ -121,7 +124,7 @@ def solve(
     alphas, sigmas = alphas.tolist(), (scheduler.sigmas * alphas).tolist()
     x = x.float()
     for i, t in enumerate(timesteps):
-        x0 = (x - sigmas[i] * eps_model(x, t).float()) / alphas[i]
+        x0 = to_x0(denoiser(x, t).float(), x, alphas[i], sigmas[i], schedule.prediction)
         x = scheduler.step(x0.clamp(-1.0, 1.0) if clip_x0 else x0, t, x).prev_sample
         if on_step is not None:
             on_step()

@@ -1,7 +1,7 @@
 """The class-conditional U-Net of Ho et al. (2020) and the generator registry.
 
 Contract of every registered generator: ``forward(x [B, 3, H, W], t [B] long, labels [B] long)
--> eps [B, 3, H, W]``. Labels are grades ``0 .. C-1`` plus the null class ``C`` used by
+-> eps or v [B, 3, H, W]`` (``diffusion.prediction``). Labels are grades ``0 .. C-1`` plus the null class ``C`` used by
 classifier-free guidance; anything else raises (a conditional model must never ignore labels).
 
 Performance notes (why the code looks the way it does): the network is written so that it runs in
