@@ -8,7 +8,6 @@ lines there instead.
 
 from __future__ import annotations
 
-import os
 import sys
 import time
 from typing import Any, Optional
@@ -53,15 +52,11 @@ PLAIN_EVERY_S = 30.0
 
 
 def process_rank() -> int:
-    """This process's rank under torchrun (0 otherwise), without importing torch: the process
-    group's when one is up, else torchrun's ``RANK`` variable (set before any group exists)."""
-    dist = sys.modules.get("torch.distributed")
-    if dist is not None and dist.is_available() and dist.is_initialized():
-        return int(dist.get_rank())
-    try:
-        return int(os.environ.get("RANK", "0"))
-    except ValueError:
-        return 0
+    """This process's rank under torchrun (0 otherwise): :func:`odmaug.distributed.process_rank`,
+    which reads torchrun's variables without importing torch."""
+    from odmaug.distributed import process_rank as rank
+
+    return rank()
 
 
 def is_main_process() -> bool:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Annotated, List, Optional
 
@@ -12,7 +11,7 @@ from rich.table import Table
 
 from odmaug.cli.app import app
 from odmaug.cli.options import RecipeOptions, Run, recipe_options, sample_options
-from odmaug.console import console, warn
+from odmaug.console import console, is_main_process, warn
 from odmaug.data.balance import STRATEGIES
 
 
@@ -134,7 +133,7 @@ def augment_command(
         device=options.device, data_dir=options.data_dir, filter_with=filter_with, max_grade_error=max_grade_error,
         from_real=from_real, source_grades=source_grades, strength=strength, sample=sample,
     )
-    if int(os.environ.get("RANK", "0")) != 0:
+    if not is_main_process():  # rank 0 reports for every rank
         return
     console.print(synthesis_table(summary))
     rate = f" ({summary.images_per_second:.1f} img/s)" if summary.generated else ""

@@ -63,8 +63,6 @@ def check_training_recipe(recipe: Recipe, device: torch.device | None = None) ->
     a network that does not fit the image size, a batch that does not split over the processes.
 
     ``device``: the command's resolved device (default: ``recipe.device``, resolved here)."""
-    import os
-
     device = resolve_device(device or recipe.device)
     resolve_precision(recipe.train.precision, device)
     resolve_precision(recipe.sample.precision, device)
@@ -72,7 +70,7 @@ def check_training_recipe(recipe: Recipe, device: torch.device | None = None) ->
         build_generator(recipe.generator, recipe.data.num_classes, recipe.data.image_size)
     if note := unreached_attention(recipe.generator, recipe.data.image_size):
         warn(note)
-    local_batch_size(recipe.train.batch_size, int(os.environ.get("WORLD_SIZE", "1")))
+    local_batch_size(recipe.train.batch_size, ddp_utils.launch_env().world_size)
     if recipe.sample.steps > recipe.diffusion.timesteps:
         raise OdmaugError(f"sample.steps={recipe.sample.steps} exceeds diffusion.timesteps={recipe.diffusion.timesteps}")
     NoiseSchedule.from_config(recipe.diffusion).check_reaches_noise()
