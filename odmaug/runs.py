@@ -28,6 +28,7 @@ from typing import Any, Iterator
 
 from odmaug.atomic import atomic_write_json, atomic_write_text
 from odmaug.config import Recipe, dump_recipe, load_recipe
+from odmaug import tensorboard
 from odmaug.errors import OdmaugError
 
 RUNS_DIR_ENV = "ODMAUG_RUNS_DIR"
@@ -146,6 +147,7 @@ class Run:
         line = json.dumps(record, default=_json_default) + "\n"
         with open(self.log_path, "a", encoding="utf-8") as fh:
             fh.write(line)
+        tensorboard.mirror(self.root, event, record)  # a no-op unless --log tensorboard
 
     def read_log(self, event: str | None = None) -> list[dict[str, Any]]:
         """The log's records (optionally only one event), skipping a torn last line."""

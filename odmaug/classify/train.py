@@ -26,6 +26,7 @@ from odmaug.classify.outputs import ClassifierResult, finish
 from odmaug.classify.predict import load_images, predict_logits
 from odmaug.classify.pretrained import load_pretrained
 from odmaug.classify.splits import check_splits
+from odmaug import tensorboard
 from odmaug.classify.state import TrainState, fingerprint, load_finished, load_state, save_state
 from odmaug.classify.step import Stepper, epoch_order, lr_factor
 from odmaug.config import Recipe
@@ -169,6 +170,7 @@ def _run_epochs(run: _Training, state: TrainState, best_state: Optional[dict[str
                        step=state.epoch * run.steps_per_epoch)
             if log is not None:
                 log("classifier_epoch", **record)
+            tensorboard.mirror(out_dir, "classifier_epoch", record)  # a no-op unless --log tensorboard
             bar.show(f"loss {record['train_loss']:.3f} | val QWK {record['val_qwk']:.3f} acc "
                      f"{record['val_accuracy']:.3f} | best {state.best['qwk']:.3f} @{state.best_epoch}")
     return best_state

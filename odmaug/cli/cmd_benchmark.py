@@ -11,7 +11,7 @@ from odmaug.cli.options import RecipeOptions, recipe_options
 
 
 @app.command("benchmark")
-@recipe_options("recipe", "overrides", "data_dir", "runs_dir", "device")
+@recipe_options("recipe", "overrides", "data_dir", "runs_dir", "device", "log")
 def benchmark(
     options: RecipeOptions,
     dry_run: Annotated[bool, typer.Option(

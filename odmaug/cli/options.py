@@ -32,6 +32,9 @@ RECIPE_OPTIONS: dict[str, Any] = {
     "runs_dir": _option(Path, "--runs-dir", help="Where run folders go (default $ODMAUG_RUNS_DIR or ./runs)."),
     "device": _option(str, "--device", help="auto, cpu, cuda or mps (default: the recipe's, usually auto)."),
     "seed": _option(int, "--seed", help="Seed for every random draw (default: the recipe's)."),
+    "log": _option(str, "--log", help="tensorboard: also write TensorBoard event files (losses, learning rate, "
+                   "throughput, sample grids, classifier val QWK) under each run and classifier folder; needs "
+                   "odmaug[tensorboard]. log.jsonl is always written."),
 }
 """The options that locate and adjust a recipe (each None when not given)."""
 
@@ -62,11 +65,16 @@ class RecipeOptions:
     runs_dir: Optional[Path] = None
     device: Optional[str] = None
     seed: Optional[int] = None
+    log: Optional[str] = None
 
     def load(self, path: Optional[Path] = None, before: Sequence[str] = (), default: Optional[Path] = None) -> Recipe:
         """The recipe file (``path``, else ``--recipe``, else ``default``, else the built-in defaults)
         with the ``before`` and then the ``--set`` overrides, then ``--device``, ``--seed`` and
-        ``--data-dir`` merged in (:func:`odmaug.config.merge_options`: None keeps the recipe's)."""
+        ``--data-dir`` merged in (:func:`odmaug.config.merge_options`: None keeps the recipe's);
+        ``--log`` turns on its logger for the command (:func:`odmaug.tensorboard.use`)."""
+        from odmaug import tensorboard
+
+        tensorboard.use(self.log)
         cfg = load_recipe(path or self.recipe or default, [*before, *(self.overrides or ())])
         cfg = merge_options(cfg, device=self.device, seed=self.seed)
         return merge_options(cfg, "data", data_dir=self.data_dir)
