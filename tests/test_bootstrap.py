@@ -138,6 +138,8 @@ def test_interval_covers_a_known_difference_with_few_seeds(seeds):
                 for metric, value in truth.items():
                     d = out["paired"]["odm"]["vs_real"][metric]
                     hits[metric] += d["ci_low"] <= value <= d["ci_high"]
+                    if k >= 50:  # the width check is exact; 50 benchmarks per cell suffice and keep it fast
+                        continue
                     seeds_only = summarize_runs(_seed_figures(labels, preds["odm"], metric)
                                                 - _seed_figures(labels, preds["real"], metric))
                     if seeds_only["ci_low"] is not None:

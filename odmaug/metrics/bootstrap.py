@@ -37,6 +37,7 @@ product (image counts x one-hot codes); QWK from a confusion matrix equals sciki
 
 from __future__ import annotations
 
+from functools import lru_cache
 from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
@@ -129,6 +130,7 @@ def _per_seed(preds: dict[str, np.ndarray], labels: np.ndarray, counts: np.ndarr
     return boot, point
 
 
+@lru_cache(maxsize=64)  # scipy builds a distribution object per call: ~1 ms, more than the bootstrap itself
 def _t_quantiles(seeds: int, confidence: float, power: float) -> tuple[float, float]:
     """Quantiles for the interval and the MDE: Student's t on S - 1 degrees of freedom (S >= 2),
     the normal distribution for one seed (then only the images vary)."""
