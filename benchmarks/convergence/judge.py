@@ -1,0 +1,130 @@
+"""One fixed judge for every checkpoint: a classifier trained once on the real training split gives
+the domain features (FID, KID) and the grade-fidelity predictions; the real training images give
+the SWD references (overall and per grade).
+
+Figures of one generated set (uint8 images, intended grades):
+
+* FID and KID overall and per grade of the domain features against the real TRAINING split
+  (:func:`odmaug.metrics.generative.metrics_from_features`); FID's 2.5-97.5 percentile interval over
+  bootstrap resamples of the generated images within grades, KID mean +- subset std
+  (benchmarks/sampler_quality.py's ``fid_interval`` and ``with_intervals``). The generated set has
+  ``n`` images per grade, the real one RetinaMNIST's mix: overall figures judge the mix as well
+  (the same for every run).
+* SWD (odmaug.metrics.swd) overall and per grade, x 1e3 as ProGAN prints it.
+* Grade fidelity: the judge's QWK and accuracy between intended and predicted grade, with 95%
+  percentile intervals over images resampled within intended grades.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from convergence.launch import odmaug
+from sampler_quality import fid_interval, with_intervals
+
+
+@dataclass
+class Reference:
+    """The judge and the real training split it compares against."""
+
+    extractor: object  # odmaug.metrics.features.AdaptedExtractor around the judge's ClassifierFeatures
+    model: torch.nn.Module  # the judge (eval mode), for its predictions
+    meta: object  # its odmaug.classify.models.ClassifierMeta (input size, normalisation)
+    real_images: torch.Tensor  # uint8 [N, 3, S, S]
+    real_labels: np.ndarray  # int [N]
+    real_x: np.ndarray  # domain features [N, D]
+    swd_refs: dict  # "all" or grade -> odmaug.metrics.swd.SWDReference
+    num_classes: int
+    record: dict  # what the JSON says about the judge
+
+
+def trained_judge(work: Path, recipe: Path, epochs: int, threads: int) -> Path:
+    """``work/judge``: ``odmaug train-classifier`` on the real data with the recipe's classifier
+    (quickstart: resnet18), in one process of ``threads`` threads; trained once and reused."""
+    folder = work / "judge"
+    if not (folder / "model.safetensors").exists():
+        odmaug("threads", ["train-classifier", "-r", str(recipe), "--out", str(folder), "--device", "cpu",
+                           "--set", f"classifier.epochs={epochs}"], work / "judge.log", threads=threads)
+    return folder
+
+
+def build_reference(recipe, judge: Path, per_image: int) -> Reference:
+    """Features, images and SWD references of the recipe's real training split under ``judge``."""
+    from odmaug.config import MetricsConfig
+    from odmaug.data import load_table, load_uint8
+    from odmaug.metrics.features import build_extractor
+    from odmaug.metrics.swd import swd_reference
+
+    extractor = build_extractor(f"domain:{judge}", MetricsConfig(), "cpu")
+    train = load_table(recipe.data).split("train")
+    images = load_uint8(train, recipe.data.image_size, recipe.data.crop_box)
+    labels = np.asarray(train.labels)
+    real_x = extractor(images).numpy()
+    refs = {"all": swd_reference(images, per_image=per_image)}
+    refs |= {g: swd_reference(images[torch.from_numpy(labels == g)], per_image=per_image)
+             for g in range(recipe.data.num_classes)}
+    base = getattr(extractor, "base", extractor)  # the ClassifierFeatures inside the adapter
+    metrics = json.loads((judge / "metrics.json").read_text())
+    record = {"folder": str(judge), "model": base.meta.model, "feature_dim": extractor.dim,
+              "test_qwk": metrics["test"]["qwk"], "test_accuracy": metrics["test"]["accuracy"],
+              "real_set": {"split": "train", "n": int(len(labels)),
+                           "per_grade": np.bincount(labels, minlength=recipe.data.num_classes).tolist()}}
+    return Reference(extractor, base.model, base.meta, images, labels, real_x, refs, recipe.data.num_classes, record)
+
+
+def fid_kid(ref: Reference, gen_x: np.ndarray, gen_y: np.ndarray, kid_subset_size: int, resamples: int) -> dict:
+    """Overall and per-grade FID [bootstrap interval] and KID [mean +- std] of domain features."""
+    from odmaug.config import MetricsConfig
+    from odmaug.metrics.generative import metrics_from_features
+
+    cfg = MetricsConfig(kid_subset_size=kid_subset_size, min_per_grade=min(20, len(gen_y) // ref.num_classes))
+    real = (ref.real_x, ref.real_labels)
+    out = metrics_from_features(*real, gen_x, gen_y, ref.num_classes, cfg, seed=0, extractor="domain")
+
+    def interval(row: dict, grade, seed: int) -> dict:  # a grade with too few images has no figures to bound
+        return row if row["too_few"] else with_intervals(row, fid_interval(real, gen_x, gen_y, {}, grade, resamples, seed))
+
+    return {"overall": interval(out["overall"], None, 0),
+            "per_grade": [interval(row, row["grade"], 1 + row["grade"]) for row in out["per_grade"]]}
+
+
+def swd_figures(ref: Reference, images: torch.Tensor, labels: np.ndarray, directions: int) -> dict:
+    """SWD x 1e3 (mean over levels, and per level) overall and per grade; seed 0 for every set, so
+    every run's set is projected on the same directions."""
+    from odmaug.metrics.swd import swd
+
+    def one(reference, subset) -> dict:
+        out = swd(reference, subset, directions=directions, seed=0)
+        return {"swd_x1e3": 1e3 * out["mean"], "levels_x1e3": {str(k): 1e3 * v for k, v in out["levels"].items()}}
+
+    return {"overall": one(ref.swd_refs["all"], images),
+            "per_grade": [one(ref.swd_refs[g], images[torch.from_numpy(labels == g)]) for g in range(ref.num_classes)]}
+
+
+def fidelity(ref: Reference, images: torch.Tensor, labels: np.ndarray, resamples: int) -> dict:
+    """The judge's QWK / accuracy / per-grade recall on generated images against their intended grades."""
+    from odmaug.classify.predict import predict_logits
+    from odmaug.metrics.bootstrap import paired_bootstrap
+    from odmaug.metrics.classification import quadratic_weighted_kappa
+
+    pred = predict_logits(ref.model, ref.meta, images, torch.device("cpu")).argmax(1).numpy()
+    boot = paired_bootstrap({"generated": pred[None]}, labels, ref.num_classes, metrics=("qwk", "accuracy"), refs=(),
+                            n_boot=resamples, seed=0, strata=labels)["arms"]["generated"]
+    recall = [float((pred[labels == g] == g).mean()) for g in range(ref.num_classes)]
+    return {"qwk": float(quadratic_weighted_kappa(labels, pred, ref.num_classes)),
+            "accuracy": float((pred == labels).mean()), "recall_per_grade": recall,
+            **{f"{m}_ci95": [boot[m]["ci_low"], boot[m]["ci_high"]] for m in ("qwk", "accuracy")},
+            "predicted_per_grade": np.bincount(pred, minlength=ref.num_classes).tolist()}
+
+
+def judge_set(ref: Reference, images: torch.Tensor, labels: np.ndarray, args) -> dict:
+    """Every figure of one generated set (see the module docstring)."""
+    gen_x = ref.extractor(images).numpy()
+    return {"fid_kid": fid_kid(ref, gen_x, labels, args.kid_subset_size, args.resamples),
+            "swd": swd_figures(ref, images, labels, args.swd_directions),
+            "fidelity": fidelity(ref, images, labels, args.resamples)}
