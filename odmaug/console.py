@@ -168,12 +168,23 @@ def warn_once(message: str) -> None:
     "This command" is the running click command (its root context's ``meta``, fresh for every
     invocation, also under ``CliRunner``); outside any command (library use) every call warns.
     """
+    if _first_time(message):
+        warn(message)
+
+
+def note_once(message: str) -> None:
+    """One ``note:`` line on stderr (rank 0), unless this command already printed it (as :func:`warn_once`)."""
+    if _first_time(message) and is_main_process():
+        err_console.print(f"note: {message}", highlight=False, soft_wrap=True, markup=False)
+
+
+def _first_time(message: str) -> bool:
     import click
 
     context = click.get_current_context(silent=True)
     if context is not None:
         said = context.find_root().meta.setdefault("odmaug.warned", set())
         if message in said:
-            return
+            return False
         said.add(message)
-    warn(message)
+    return True

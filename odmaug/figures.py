@@ -35,8 +35,8 @@ def grade_grid(
     """Save a grid PNG with one labelled row per grade.
 
     Args:
-        rows: per row, uint8 images [n, 3, H, W] (torch) or [n, H, W, 3] (numpy); rows may differ
-            in length (short rows are padded with black).
+        rows: per row, uint8 or uint16 images [n, C, H, W] (torch) or [n, H, W, C] (numpy), C = 1
+            (drawn in gray) or 3; rows may differ in length (short rows are padded with black).
         path: output PNG, written atomically.
         row_labels: text left of each row (default ``grade g``).
         title: optional figure title.
@@ -46,6 +46,8 @@ def grade_grid(
         arr = row.detach().cpu().numpy() if isinstance(row, torch.Tensor) else np.asarray(row)
         if arr.ndim == 4 and arr.shape[1] in (1, 3) and arr.shape[-1] not in (1, 3):
             arr = arr.transpose(0, 2, 3, 1)
+        if arr.dtype == np.uint16:  # 16-bit grayscale: shown at 8 bits, the most a screen shows
+            arr = np.rint(arr / 257.0).astype(np.uint8)
         arrays.append(arr)
     size = max((a.shape[1] for a in arrays if len(a)), default=8)
     ncols = max((len(a) for a in arrays), default=1) or 1

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from odmaug.cli import app
@@ -178,9 +179,9 @@ def test_cli_balance_smoke_recipe(tmp_path):
 
     # A synthetic manifest too small for the strategy: the data set is written, with a warning.
     rows = [{"path": f"syn/{g}/{s}.png", "label": g} for g in (3, 4) for s in range(2)]
-    for row in rows:
+    for row in rows:  # real PNGs: balance checks every image it lists before writing (issue 25)
         (tmp_path / row["path"]).parent.mkdir(parents=True, exist_ok=True)
-        (tmp_path / row["path"]).write_bytes(b"png")
+        Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(tmp_path / row["path"])
     pd.DataFrame(rows).to_csv(tmp_path / "syn.csv", index=False)
     out2 = tmp_path / "datasets" / "syn.csv"
     result = runner.invoke(

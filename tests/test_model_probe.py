@@ -95,7 +95,7 @@ class _NeedsTwentyFour(nn.Module):
 
 
 def test_any_generator_that_fails_its_forward_pass_names_the_smallest_size(monkeypatch):
-    monkeypatch.setitem(GENERATORS, "picky", lambda cfg, num_classes, size: _NeedsTwentyFour())
+    monkeypatch.setitem(GENERATORS, "picky", lambda cfg, num_classes, size, channels: _NeedsTwentyFour())
     with pytest.raises(OdmaugError) as info:
         build_generator(GeneratorConfig(name="picky"), 5, 16)
     message = str(info.value)

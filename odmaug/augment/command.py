@@ -59,15 +59,15 @@ def _from_real(on: bool, strength: Optional[float], source_grades: Optional[str]
         if strength is not None or source_grades is not None:
             raise OdmaugError("--strength and --source-grades need --from-real")
         return None
-    return FromReal(0.6 if strength is None else strength, source_grades or "auto")
+    return FromReal(0.6 if strength is None else strength, "auto" if source_grades is None else source_grades)
 
 
 def write_grid(manifest: Path, path: Path, per_grade: int = 8) -> Path:
     """A grid of the first ``per_grade`` images (lowest seeds) of every grade in a synthesis folder's manifest."""
     import numpy as np
     import pandas as pd
-    from PIL import Image
 
+    from odmaug.data.decode import decode_image_file
     from odmaug.figures import grade_grid
 
     frame = pd.read_csv(manifest)
@@ -77,7 +77,7 @@ def write_grid(manifest: Path, path: Path, per_grade: int = 8) -> Path:
              f"guidance {ident['guidance_scale']:g}")
     rows, labels = [], []
     for grade, part in frame.sort_values(["label", "seed"]).groupby("label"):
-        images = [np.asarray(Image.open(manifest.parent / p).convert("RGB")) for p in part["path"][:per_grade]]
+        images = [decode_image_file(manifest.parent / p) for p in part["path"][:per_grade]]  # gray stays gray
         rows.append(np.stack(images))
         labels.append(f"grade {grade}")
     return grade_grid(rows, path, row_labels=labels, title=title)

@@ -15,7 +15,6 @@ from typing import Any, Callable
 import numpy as np
 import pandas as pd
 import torch
-from PIL import Image
 
 from odmaug.augment.plan import Item
 from odmaug.atomic import atomic_path
@@ -52,27 +51,31 @@ class GradeFilter:
 def predict_images(model: torch.nn.Module, meta: Any, read: Callable[[int], np.ndarray], n: int,
                    device: torch.device, batch_size: int = 256) -> np.ndarray:
     """Predicted grade (argmax of the classifier's logits) of images ``read(0) .. read(n - 1)``
-    (uint8 RGB [H, W, 3], one size per batch), [n] int64."""
+    (uint8 or uint16 [H, W, C] with the classifier's channels C, one size per batch), [n] int64."""
     from odmaug.classify.features import prepare_batch
 
     out = np.empty(n, dtype=np.int64)
     for start in range(0, n, batch_size):
         chunk = range(start, min(n, start + batch_size))
-        images = torch.from_numpy(np.stack([read(i) for i in chunk])).permute(0, 3, 1, 2)  # uint8 [B, 3, H, W]
+        images = torch.from_numpy(np.stack([read(i) for i in chunk])).permute(0, 3, 1, 2)  # [B, C, H, W]
         logits = model(prepare_batch(images, meta, device))  # [B, C]
         out[start : start + len(chunk)] = logits.argmax(dim=1).cpu().numpy()
     return out
 
 
-def _read_rgb(path: Path) -> np.ndarray:
-    with Image.open(path) as img:
-        return np.asarray(img.convert("RGB"))
+def _read_for(path: Path, channels: int) -> np.ndarray:
+    """A generated PNG at its own depth with the classifier's channels: [H, W, channels]."""
+    from odmaug.data.decode import decode_image_file
+    from odmaug.data.pixels import PixelFormat, convert
+
+    image = decode_image_file(path)
+    return convert(image, PixelFormat(channels, 16 if image.dtype == np.uint16 else 8))
 
 
 def predict_grades(model: torch.nn.Module, meta: Any, paths: list[Path], device: torch.device,
                    batch_size: int = 256) -> np.ndarray:
     """Predicted grade (argmax of the classifier's logits) of each PNG, [N] int64."""
-    return predict_images(model, meta, lambda i: _read_rgb(paths[i]), len(paths), device, batch_size)
+    return predict_images(model, meta, lambda i: _read_for(paths[i], meta.channels), len(paths), device, batch_size)
 
 
 def _load_filter(grade_filter: GradeFilter, num_classes: int, device: torch.device):
@@ -97,7 +100,6 @@ def filter_table(grade_filter: GradeFilter, table, device: torch.device):
     Raises:
         OdmaugError: a classifier of another number of grades, or an image that cannot be read.
     """
-    from odmaug.data import ImageTable
     from odmaug.data.images import prepare
 
     model, meta, _ = _load_filter(grade_filter, table.num_classes, device)
@@ -107,7 +109,7 @@ def filter_table(grade_filter: GradeFilter, table, device: torch.device):
     keep = np.abs(predicted - table.labels) <= grade_filter.max_grade_error
     grades, counts = np.unique(table.labels[~keep], return_counts=True)
     frame = table.frame[keep].assign(predicted_grade=predicted[keep])
-    kept = ImageTable(frame, table.num_classes, table.name, table.data_dir, table.crop, table.cache_dir)
+    kept = table.derived(frame)
     return kept, {int(g): int(n) for g, n in zip(grades, counts)}
 
 

@@ -104,7 +104,7 @@ class SourcePools:
         return str(self.table.frame.at[self.row(item), "path"])
 
     def images(self, items: Sequence[Item]) -> torch.Tensor:
-        """The prepared sources of ``items``: float32 [B, 3, size, size] in [-1, 1]."""
+        """The prepared sources of ``items``: float32 [B, C, size, size] in [-1, 1]."""
         pixels = np.stack([prepared(self.table, self.row(i), self.size, self.crop_box) for i in items])
         return to_model_range(torch.from_numpy(pixels).permute(0, 3, 1, 2))
 

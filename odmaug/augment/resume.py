@@ -13,6 +13,7 @@ from typing import Any, Optional
 import torch
 
 from odmaug.augment.filter import GradeFilter, apply_filter
+from odmaug.augment.lock import FolderLock
 from odmaug.augment.plan import Item, Request
 from odmaug.augment.space import check_disk_space, check_memory
 from odmaug.augment.store import SynthesisFolder, is_valid_png, rank_manifest_name
@@ -21,13 +22,16 @@ from odmaug.errors import OdmaugError
 
 
 def prepare_folder(folder: SynthesisFolder, record: dict, request: Request, force: bool,
-                   ranks: Context) -> tuple[dict[str, Any], set[Item]]:
+                   ranks: Context, lock: Optional[FolderLock] = None) -> tuple[dict[str, Any], set[Item]]:
     """Rank 0 alone touches the folder's existing files, then tells every rank which requested
-    images are already there (``state["present"]``); also returns rank 0's valid images (others: empty)."""
+    images are already there (``state["present"]``); also returns rank 0's valid images (others: empty).
+    ``lock`` (rank 0's) is taken first: a folder another run writes is refused before anything is read."""
     state: dict[str, Any] = {"error": None}
     valid: set[Item] = set()
     if ranks.is_main:
         try:
+            if lock is not None:
+                lock.acquire()
             # Decide everything before writing anything: a refusal leaves the folder untouched.
             replace = folder.needs_replacing(record, force)
             scan = folder.scan()
@@ -66,7 +70,7 @@ def finish_folder(folder: SynthesisFolder, record: dict, request: Request, valid
         count = 1 + sum(1 for _ in missing)
         raise OdmaugError(f"{count} images vanished while writing, e.g. {folder.path(first)}; re-run")
     # Files neither validated at the start nor written now (another process?) are checked here.
-    on_disk = [i for i, p in scan.images.items() if i in request or i in valid or is_valid_png(p, folder.image_size)]
+    on_disk = [i for i, p in scan.images.items() if i in request or i in valid or is_valid_png(p, folder.image_size, folder.mode)]
     extra: dict[str, dict[Item, Any]] = {}
     filtered_out: dict[int, int] = {}
     if grade_filter is not None:

@@ -17,7 +17,8 @@ from odmaug.augment.plan import Item
 from odmaug.augment.store import SynthesisFolder
 from odmaug.config import SampleConfig
 from odmaug.console import progress
-from odmaug.data import to_uint8
+from odmaug.data.images import to_pixels
+from odmaug.data.pixels import png_mode
 
 
 BATCH_ALIGN = 8
@@ -50,6 +51,7 @@ def generate_batches(loaded, folder: SynthesisFolder, items: Iterable[Item], cou
     cheaper than a second compile.
     """
     batch_size = aligned(settings.batch_size)
+    bits = png_mode(loaded.pixels)[1]  # 16-bit grayscale PNGs for a generator trained on 16-bit images
     one_shape = compiled and count > batch_size
     pending = iter(items)
     bar = progress("img") if show_progress else contextlib.nullcontext()
@@ -59,8 +61,8 @@ def generate_batches(loaded, folder: SynthesisFolder, items: Iterable[Item], cou
             rows = batch_size if one_shape else aligned(len(chunk))
             padded = chunk + [chunk[-1]] * (rows - len(chunk))  # only the last batch pads
             labels = torch.tensor([i.grade for i in padded], dtype=torch.long)
-            images = _batch(loaded, padded, labels, settings, device, sources)  # [B, 3, H, W] in [-1, 1]
-            pixels = to_uint8(images[: len(chunk)].detach().cpu()).permute(0, 2, 3, 1).numpy()  # [B, H, W, 3]
+            images = _batch(loaded, padded, labels, settings, device, sources)  # [B, C, H, W] in [-1, 1]
+            pixels = to_pixels(images[: len(chunk)].detach().cpu(), bits).permute(0, 2, 3, 1).numpy()  # [B, H, W, C]
             for item, image in zip(chunk, pixels):
                 folder.write_png(item, np.ascontiguousarray(image))
             if task is not None:
@@ -69,7 +71,7 @@ def generate_batches(loaded, folder: SynthesisFolder, items: Iterable[Item], cou
 
 def _batch(loaded, items: list[Item], labels: torch.Tensor, settings: SampleConfig, device: torch.device,
            sources) -> torch.Tensor:
-    """One batch of images [B, 3, H, W] in [-1, 1]: from noise, or translated from ``sources``."""
+    """One batch of images [B, C, H, W] in [-1, 1]: from noise, or translated from ``sources``."""
     seeds = [i.seed for i in items]
     if sources is None:
         from odmaug.diffusion import generate

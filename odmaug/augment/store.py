@@ -25,6 +25,7 @@ from PIL import Image
 
 from odmaug.atomic import atomic_path, atomic_write_json
 from odmaug.augment.plan import Item
+from odmaug.data.pixels import png_image
 from odmaug.errors import OdmaugError
 
 SYNTHESIS_FILE = "synthesis.json"
@@ -40,7 +41,7 @@ MANIFEST_COLUMNS = [
     "generator_run", "checkpoint_id", "seed", "sampler", "steps", "guidance_scale", "eta",
 ]
 _PNG_NAME = re.compile(r"^(0|[1-9]\d*)\.png$")
-_OWN_FILES = {"synthesis.json", "grading.csv", "grid.png"}
+_OWN_FILES = {"synthesis.json", "grading.csv", "grid.png", ".odmaug.lock"}  # the lock: odmaug.augment.lock
 _OWN_FILE = re.compile(r"^(manifest.*\.csv|\..*\.tmp)$")
 
 
@@ -49,11 +50,11 @@ def rank_manifest_name(rank: int) -> str:
     return f"manifest.rank{rank}.csv"
 
 
-def is_valid_png(path: str | Path, image_size: int) -> bool:
-    """Whether ``path`` decodes completely as an RGB PNG of ``image_size`` x ``image_size``."""
+def is_valid_png(path: str | Path, image_size: int, mode: str = "RGB") -> bool:
+    """Whether ``path`` decodes completely as a PNG of ``mode`` (RGB, L, I;16) and ``image_size`` x ``image_size``."""
     try:
         with Image.open(path) as img:
-            if img.format != "PNG" or img.mode != "RGB" or img.size != (image_size, image_size):
+            if img.format != "PNG" or img.mode != mode or img.size != (image_size, image_size):
                 return False
             img.load()  # decodes every row: a truncated file raises here
         return True
@@ -72,10 +73,11 @@ class Scan:
 class SynthesisFolder:
     """One synthesis output folder, for one checkpoint and one set of sampling settings."""
 
-    def __init__(self, root: str | Path, image_size: int, num_classes: int) -> None:
+    def __init__(self, root: str | Path, image_size: int, num_classes: int, mode: str = "RGB") -> None:
         self.root = Path(root)
         self.image_size = image_size
         self.num_classes = num_classes
+        self.mode = mode  # the PNGs' Pillow mode (odmaug.data.pixels.png_mode): RGB, L or I;16
 
     @property
     def record_path(self) -> Path:
@@ -175,7 +177,7 @@ class SynthesisFolder:
         """A file or folder in the output folder that synthesis does not write (None: there is none).
 
         Synthesis writes ``synthesis.json``, ``manifest*.csv``, ``grading.csv``, ``grid.png``,
-        ``<grade>/<seed>.png`` and hidden ``.tmp`` files; anything else means ``--out`` points at a
+        ``<grade>/<seed>.png``, hidden ``.tmp`` files and its lock; anything else means ``--out`` points at a
         real dataset or a run folder.
         """
         if not self.root.is_dir():
@@ -220,7 +222,7 @@ class SynthesisFolder:
 
     def valid_items(self, scan: Scan) -> set[Item]:
         """The scanned images that decode fully at the right size (one decode per file)."""
-        return {item for item, path in scan.images.items() if is_valid_png(path, self.image_size)}
+        return {item for item, path in scan.images.items() if is_valid_png(path, self.image_size, self.mode)}
 
     def remove_invalid(self, scan: Scan, valid: set[Item]) -> int:
         """Delete scanned images that are not in ``valid`` (damaged files); return how many."""
@@ -230,10 +232,11 @@ class SynthesisFolder:
         return len(bad)
 
     def write_png(self, item: Item, image: np.ndarray) -> Path:
-        """Write one uint8 RGB [H, W, 3] image atomically to ``<out>/<grade>/<seed>.png``."""
+        """Write one image atomically to ``<out>/<grade>/<seed>.png``: uint8 [H, W, 3] (RGB),
+        uint8 [H, W, 1] (8-bit grayscale) or uint16 [H, W, 1] (16-bit grayscale)."""
         target = self.path(item)
         with atomic_path(target) as tmp:
-            Image.fromarray(image, "RGB").save(tmp, format="PNG")
+            png_image(image).save(tmp, format="PNG")
         return target
 
     # -- manifest ------------------------------------------------------------------------------

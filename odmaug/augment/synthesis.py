@@ -18,12 +18,14 @@ import torch
 from odmaug.distributed import Context, barrier, broadcast_object, init_distributed, shutdown
 from odmaug.augment.filter import GradeFilter
 from odmaug.augment.from_real import FromReal, SourcePools, source_pools
+from odmaug.augment.lock import FolderLock
 from odmaug.augment.plan import Amounts, Item, Request, iter_shard, shard_size
 from odmaug.augment.resume import finish_folder, prepare_folder
 from odmaug.augment.sampler import BATCH_ALIGN, aligned, generate_batches  # noqa: F401 - re-exported
 from odmaug.augment.store import SynthesisFolder, rank_manifest_name
 from odmaug.config import Recipe, SampleConfig, merge_options
 from odmaug.data import load_table
+from odmaug.data.pixels import png_mode
 from odmaug.errors import OdmaugError
 from odmaug.runs import Run, open_run
 
@@ -137,7 +139,6 @@ def _synthesize(ranks: Context, run, out_dir, amounts: Amounts, seed_start: int,
                 options: dict[str, Any], force: bool, data_dir, grade_filter, show_progress: bool,
                 from_real) -> SynthesisSummary:
     from odmaug.diffusion import load_generator
-    from odmaug.diffusion.sampling import compile_for_sampling
 
     # Checks that need no model come first, identically on every rank.
     gen_run: Run = open_run(run)
@@ -150,9 +151,24 @@ def _synthesize(ranks: Context, run, out_dir, amounts: Amounts, seed_start: int,
     real, request = _plan(loaded, recipe, settings, amounts, seed_start, data_dir)
     pools = _pools(from_real, recipe, data_dir, request, settings, loaded.image_size)
     out = Path(out_dir) if out_dir is not None else gen_run.root / "synthetic"
-    folder = SynthesisFolder(out, loaded.image_size, loaded.num_classes)
+    folder = SynthesisFolder(out, loaded.image_size, loaded.num_classes, png_mode(loaded.pixels)[0])
     record = _record(gen_run, loaded, settings, dev, pools)
-    state, valid = prepare_folder(folder, record, request, force, ranks)
+    lock = FolderLock(out) if ranks.is_main else None  # one writer per folder: a second run stops at once
+    try:
+        state, valid = prepare_folder(folder, record, request, force, ranks, lock)
+        return _fill(ranks, gen_run, folder, loaded, settings, record, request, state, valid, grade_filter,
+                     show_progress, pools, real)
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def _fill(ranks: Context, gen_run: Run, folder: SynthesisFolder, loaded, settings: SampleConfig, record, request,
+          state, valid, grade_filter, show_progress: bool, pools, real) -> SynthesisSummary:
+    """Generate the missing images of a prepared (and locked) folder, then write its manifest."""
+    from odmaug.diffusion.sampling import compile_for_sampling
+
+    dev, out = ranks.device, folder.root
     present: set[Item] = state["present"]
 
     # The missing pairs are walked lazily, never listed: memory does not grow with --n.

@@ -231,8 +231,8 @@ def translation_check(run: str | Path, classifier: str | Path, out: str | Path, 
     train, test = _splits(loaded)
     rows = draw_sources(train.labels, sources, seed)
     size, crop_box = loaded.image_size, loaded.recipe.data.crop_box
-    train_images = load_uint8(train, size, crop_box)  # uint8 [N, 3, H, W]: the sources and the near-copy reference
-    images = train_images[torch.from_numpy(rows)].contiguous()  # uint8 [S, 3, H, W]
+    train_images = load_uint8(train, size, crop_box)  # [N, C, H, W]: the sources and the near-copy reference
+    images = train_images[torch.from_numpy(rows)].contiguous()  # [S, C, H, W]
     outputs = {k: torch.stack([translate_to_grades(loaded, settings, src, chosen, seed + i, k)
                                for i, src in enumerate(images)]) for k in chosen_strengths}
     figures = _measure(judge, images, outputs, chosen, train_images, load_uint8(test, size, crop_box))
@@ -254,10 +254,11 @@ def translation_check(run: str | Path, classifier: str | Path, out: str | Path, 
 def _write(out: Path, report: dict[str, Any], images: torch.Tensor, made: torch.Tensor, grades: Sequence[int],
            strength: float, seed: int) -> None:
     from odmaug.atomic import atomic_write_json
+    from odmaug.data.images import as_uint8
     from odmaug.diffusion.grids import draw_strips
 
     out.mkdir(parents=True, exist_ok=True)
-    rows = [torch.cat([src.unsqueeze(0), row]) for src, row in zip(images, made)]  # [1 + G, 3, H, W] each
+    rows = [torch.cat([as_uint8(src).unsqueeze(0), row]) for src, row in zip(images, made)]  # [1 + G, C, H, W] each
     labels = [f"#{i} grade {r['grade']}" for i, r in enumerate(report["sources"]["rows"])]  # rows of the JSON
     draw_strips(rows, labels, grades, strength, f"noise seed {seed} + row", out / STRIPS_FILE)
     atomic_write_json(out / CHECK_FILE, report)

@@ -48,7 +48,8 @@ def composition_matched_rows(labels: np.ndarray, real_counts: np.ndarray, seed: 
 def composition_matched(generated: ImageTable, real_counts: np.ndarray, seed: int) -> ImageTable:
     """The subset of ``generated`` that :func:`composition_matched_rows` chooses, as a table."""
     rows = composition_matched_rows(generated.labels, real_counts, seed)
-    return ImageTable(generated.frame.iloc[rows], generated.num_classes, f"{generated.name} (real grade mix)", generated.data_dir)
+    return ImageTable(generated.frame.iloc[rows], generated.num_classes, f"{generated.name} (real grade mix)", generated.data_dir,
+                      **generated.format_fields())
 
 
 def build_extractors(recipe: Recipe, domain_dir: Path, device: str) -> tuple[dict[str, Any], list[dict[str, str]]]:

@@ -52,7 +52,8 @@ def benchmark_splits(recipe: Recipe, table: ImageTable) -> list[Splits]:
     for fold in folds:
         split = np.full(len(frame), "train", dtype=object)
         split[fold.val], split[fold.test] = "val", "test"
-        part = ImageTable(frame.assign(split=split), table.num_classes, table.name, table.data_dir)
+        part = ImageTable(frame.assign(split=split), table.num_classes, table.name, table.data_dir,
+                           **table.format_fields())
         part.crop = getattr(table, "crop", "none")
         out.append(Splits.of(part, fold=fold.index))
     return out

@@ -177,6 +177,7 @@ def collect_results(recipe: Recipe, passes: list[Pass], bench_run: Run, device: 
 def _report(results: dict[str, Any], bench_run: Run) -> None:
     """Write the benchmark report and print its tables."""
     from odmaug.benchmark.report import arm_table, generator_table, write_benchmark_report
+    from odmaug.benchmark.report.verdict import verdict
 
     env = json.loads(bench_run.env_path.read_text())
     paths = write_benchmark_report(results, bench_run.subdir("report"), bench_run.config_path.read_text(), env)
@@ -184,4 +185,5 @@ def _report(results: dict[str, Any], bench_run: Run) -> None:
     if results["generators"]:
         console.print(generator_table(results))
     console.print(arm_table(results))
+    console.print(verdict(results), markup=False, highlight=False)  # the report's first sentence too
     console.print(f"report: {paths['markdown']}  {paths['html']}")

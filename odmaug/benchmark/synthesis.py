@@ -138,7 +138,8 @@ def _requested_rows(manifest, request: dict[int, int], recipe: Recipe, name: str
     c = recipe.data.num_classes
     frame = read_manifest(manifest, c)
     limit = frame["label"].map(lambda g: request.get(int(g), 0))
-    return ImageTable(frame[frame["seed"] < limit], c, f"{name} synthetic", recipe.data.data_dir)
+    channels = None if recipe.data.channels == "auto" else int(recipe.data.channels)  # auto: the PNGs' own mode
+    return ImageTable(frame[frame["seed"] < limit], c, f"{name} synthetic", recipe.data.data_dir, channels=channels)
 
 
 def _make_set(item: SyntheticSet, plan: Plan, recipe: Recipe, splits: Splits, counts: list[int], context,

@@ -17,6 +17,10 @@ if TYPE_CHECKING:
     import torch
 
 
+MAX_SEEDS = 1000
+"""Seeds one ``--seeds`` may ask for (one classifier each)."""
+
+
 def parse_seeds(text: str) -> list[int]:
     """``0,1,2`` or ``0-4`` (or a mix) -> sorted unique seeds."""
     seeds: set[int] = set()
@@ -27,6 +31,8 @@ def parse_seeds(text: str) -> list[int]:
         low, high = int(match.group(1)), int(match.group(2) or match.group(1))
         if high < low:
             raise OdmaugError(f"--seeds: empty range '{part}'")
+        if high - low >= MAX_SEEDS or high >= 2**63:  # one classifier per seed: a typo must not mean years
+            raise OdmaugError(f"--seeds: '{part}' asks for {high - low + 1} seeds (at most {MAX_SEEDS}, each below 2^63)")
         seeds.update(range(low, high + 1))
     if not seeds:
         raise OdmaugError(f"--seeds expects e.g. 0,1,2 or 0-4, got '{text}'")
@@ -65,15 +71,18 @@ class ClassifierJob:
 
 
 def classifier_job(cfg: Recipe, manifest: Optional[Path] = None, seeds: Optional[str] = None,
-                   out: Optional[Path] = None, runs_dir: Optional[Path] = None) -> ClassifierJob:
+                   out: Optional[Path] = None, runs_dir: Optional[Path] = None, force: bool = False) -> ClassifierJob:
     """Check everything that needs no training (the model at its size, the seeds, ``out``), load the
-    splits (``manifest``'s training rows, else the recipe's data) and make the run folder.
+    splits (``manifest``'s training rows, else the recipe's data, every image checked) and make the
+    run folder.
 
     Raises:
-        OdmaugError: an unknown model or one that cannot run at ``cfg.image_size("classifier")``,
-            bad seeds, an unwritable ``out``, bad data, an unusable device.
+        OdmaugError: an unknown model or one that cannot run or learn at ``cfg.image_size("classifier")``,
+            bad seeds (an empty ``--seeds`` too), an unwritable ``out`` or one holding a finished
+            classifier of other settings (without ``force``), bad data, an unusable device.
     """
     from odmaug.classify.models import check_classifier
+    from odmaug.classify.overwrite import check_replacing
     from odmaug.atomic import check_writable
     from odmaug.classify.splits import training_splits
     from odmaug.runs import create_run
@@ -81,11 +90,12 @@ def classifier_job(cfg: Recipe, manifest: Optional[Path] = None, seeds: Optional
     device = resolve_device(cfg.device)  # once, here: the job passes this torch.device down
     # fail before any data is loaded or folder made: unknown model, or one that cannot run at this size
     check_classifier(cfg.classifier.model, cfg.data.num_classes, cfg.image_size("classifier"))
-    seed_list = parse_seeds(seeds) if seeds else None
+    seed_list = parse_seeds(seeds) if seeds is not None else None  # '' is an error, not "no seeds"
     if out is not None:
         check_writable(out, folder=True)  # before the data is loaded and the epochs run
     train, val, test = training_splits(cfg, manifest)
     if out is not None:
+        check_replacing(out, cfg, (train, val, test), seed_list, force)
         return ClassifierJob(cfg, device, train, val, test, out, seed_list)
     run = create_run(cfg, runs_dir)
     target = run.root / ("classifiers" if seed_list else "classifier")

@@ -100,7 +100,8 @@ def grade_fidelity(classifier_dir: str | Path, table: ImageTable, device: str | 
     """
     synthetic = table.frame["source"] == "synthetic"
     if synthetic.any():
-        table = ImageTable(table.frame[synthetic], table.num_classes, f"{table.name}/synthetic", table.data_dir)
+        table = ImageTable(table.frame[synthetic], table.num_classes, f"{table.name}/synthetic", table.data_dir,
+                           **table.format_fields())
     metrics = evaluate_classifier(classifier_dir, table, out_dir, device)["overall"]
     return {
         "n": metrics["n"],

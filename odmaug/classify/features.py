@@ -28,6 +28,7 @@ from odmaug.classify.models import (
     save_classifier,
 )
 from odmaug.config import MetricsConfig
+from odmaug.data.pixels import peak
 from odmaug.device import resolve_device
 from odmaug.digest import files_digest
 from odmaug.errors import OdmaugError
@@ -37,20 +38,22 @@ __all__ = ["ClassifierFeatures", "load_classifier", "load_classifier_features", 
 
 
 def prepare_batch(images_uint8: torch.Tensor, meta: ClassifierMeta, device: torch.device) -> torch.Tensor:
-    """uint8 [B, 3, H, W] -> float32 [B, 3, S, S] on ``device``, resized to the classifier's size and
-    normalised with its mean and std (the exact input the classifier was trained on)."""
-    if images_uint8.dtype != torch.uint8 or images_uint8.ndim != 4 or images_uint8.shape[1] != 3:
+    """uint8 or uint16 [B, C, H, W] (C = ``meta.channels``) -> float32 [B, C, S, S] on ``device``,
+    resized to the classifier's size and normalised with its mean and std (the exact input the
+    classifier was trained on; 16-bit levels are scaled by 65535, 8-bit by 255)."""
+    c = meta.channels
+    if images_uint8.dtype not in (torch.uint8, torch.uint16) or images_uint8.ndim != 4 or images_uint8.shape[1] != c:
         raise OdmaugError(
-            f"classifier inputs must be uint8 [B, 3, H, W]; got {str(images_uint8.dtype).removeprefix('torch.')} "
+            f"classifier inputs must be uint8 [B, {c}, H, W]; got {str(images_uint8.dtype).removeprefix('torch.')} "
             f"{list(images_uint8.shape)}"
         )
-    x = images_uint8.to(device, non_blocking=True).float().div_(255.0)  # [B, 3, H, W] in [0, 1]
+    x = images_uint8.to(device, non_blocking=True).float().div_(peak(images_uint8.dtype))  # [B, C, H, W] in [0, 1]
     size = meta.image_size
     if x.shape[-2:] != (size, size):
         # Antialiased bicubic, like the PIL resize that prepared the training images.
         x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False).clamp_(0.0, 1.0)
-    mean = torch.tensor(meta.mean, device=device).view(1, 3, 1, 1)
-    std = torch.tensor(meta.std, device=device).view(1, 3, 1, 1)
+    mean = torch.tensor(meta.mean, device=device).view(1, c, 1, 1)
+    std = torch.tensor(meta.std, device=device).view(1, c, 1, 1)
     return (x - mean) / std
 
 
@@ -76,18 +79,19 @@ class ClassifierFeatures:
         self.meta = meta
         self.name = name
         self.image_size = meta.image_size
+        self.channels = meta.channels  # what odmaug.metrics.features.adapt_images brings images to
         self.device = torch.device(device)
         self.batch_size = batch_size
         self.dim = int(getattr(model, "num_features", 0)) or self._probe_dim()
 
     def _probe_dim(self) -> int:
         with torch.no_grad():
-            probe = torch.zeros(1, 3, self.image_size, self.image_size, dtype=torch.uint8)
+            probe = torch.zeros(1, self.channels, self.image_size, self.image_size, dtype=torch.uint8)
             return int(self(probe).shape[1])
 
     @torch.no_grad()
     def __call__(self, images_uint8: torch.Tensor) -> torch.Tensor:
-        """uint8 [B, 3, H, W] (any H, W) -> float32 [B, dim] on the CPU, in chunks of ``batch_size``."""
+        """uint8 [B, C, H, W] (any H, W; C = ``channels``) -> float32 [B, dim] on the CPU, in chunks of ``batch_size``."""
         chunks = []
         for start in range(0, images_uint8.shape[0], self.batch_size):
             x = prepare_batch(images_uint8[start : start + self.batch_size], self.meta, self.device)

@@ -35,10 +35,11 @@ class ClassifierMeta:
         model: timm model name.
         num_classes: number of grades C the head predicts.
         image_size: side length the classifier was trained at (inputs are resized to it).
-        mean: per-channel mean used to normalise [0, 1] inputs.
+        mean: per-channel mean used to normalise [0, 1] inputs (one value per channel).
         std: per-channel standard deviation used to normalise [0, 1] inputs.
         crop_box: crop applied to source images before resizing (None: none).
         extra: free-form facts (training data name, seed, ...).
+        channels: input channels (timm's ``in_chans``): 3 RGB, 1 grayscale.
     """
 
     model: str
@@ -49,6 +50,7 @@ class ClassifierMeta:
     crop_box: Optional[tuple[int, int, int, int]] = None
     extra: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
+    channels: int = 3
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -65,11 +67,12 @@ class ClassifierMeta:
                 crop_box=tuple(int(v) for v in raw["crop_box"]) if raw.get("crop_box") else None,
                 extra=dict(raw.get("extra") or {}),
                 format_version=int(raw.get("format_version", FORMAT_VERSION)),
+                channels=int(raw.get("channels", 3)),
             )
         except (KeyError, TypeError, ValueError) as err:
             raise OdmaugError(f"{origin}: not a valid classifier description ({err!r})") from None
-        if len(meta.mean) != 3 or len(meta.std) != 3:
-            raise OdmaugError(f"{origin}: mean and std need 3 values each")
+        if meta.channels not in (1, 3) or len(meta.mean) != meta.channels or len(meta.std) != meta.channels:
+            raise OdmaugError(f"{origin}: channels must be 1 or 3, with as many mean and std values")
         return meta
 
 
@@ -84,9 +87,9 @@ def check_model_name(name: str) -> None:
     raise OdmaugError(f"unknown timm model '{name}'{hint}")
 
 
-def create_model(name: str, num_classes: int, image_size: int) -> nn.Module:
-    """``timm.create_model(name, num_classes=C, pretrained=False)``, randomly initialised, that
-    runs on [B, 3, image_size, image_size] inputs (logits [B, C]).
+def create_model(name: str, num_classes: int, image_size: int, channels: int = 3) -> nn.Module:
+    """``timm.create_model(name, num_classes=C, in_chans=channels, pretrained=False)``, randomly
+    initialised, that runs on [B, channels, image_size, image_size] inputs (logits [B, C]).
 
     Models with a fixed input size (ViTs) are built for ``image_size``; others accept any size
     their downsampling allows, which one batch-1 forward pass checks (see :mod:`odmaug.probe`).
@@ -99,29 +102,51 @@ def create_model(name: str, num_classes: int, image_size: int) -> nn.Module:
 
     check_model_name(name)
     try:
-        model = _build(name, num_classes, image_size)
+        model = _build(name, num_classes, image_size, channels)
     except OdmaugError as err:  # fixed-size models refuse some sizes in their constructors
-        hint = size_hint(lambda size: _runs_at(None, name, num_classes, size), image_size,
+        hint = size_hint(lambda size: _runs_at(None, name, num_classes, size, channels), image_size,
                          "classifier.image_size or data.image_size")
         raise OdmaugError(f"{err}; {hint}") from None
-    require_runs(("classifier", name, num_classes, image_size), model, image_size, f"classifier {name}",
-                 "classifier.image_size or data.image_size", _zeros,
-                 lambda size: _runs_at(model, name, num_classes, size))
+    require_runs(("classifier", name, num_classes, image_size, channels), model, image_size, f"classifier {name}",
+                 "classifier.image_size or data.image_size", lambda size: _zeros(size, channels),
+                 lambda size: _runs_at(model, name, num_classes, size, channels))
     return model
 
 
 def check_classifier(name: str, num_classes: int, image_size: int) -> None:
     """Raise :class:`OdmaugError` now, before any folder is made, when ``name`` is not a timm
-    model or cannot run at ``image_size`` (builds the model once; the global RNG is untouched)."""
+    model, cannot run at ``image_size``, or runs but cannot learn there (pixels its patch grid never
+    reads, a collapsed feature map: :mod:`odmaug.classify.learnable`). Builds the model once; the
+    global RNG is untouched."""
+    from odmaug.classify.learnable import require_learnable
+
     with torch.random.fork_rng(devices=[]):  # building draws initial weights from the global RNG
-        create_model(name, num_classes, image_size)
+        model = create_model(name, num_classes, image_size)
+        require_learnable(f"classifier {name}", model, image_size, "classifier.image_size or data.image_size",
+                          lambda size: _built_at(model, name, num_classes, size))
 
 
-def _build(name: str, num_classes: int, image_size: int) -> nn.Module:
+def _built_at(model: nn.Module, name: str, num_classes: int, size: int) -> Optional[nn.Module]:
+    """``model`` itself when it runs at ``size`` (fixed-size models: rebuilt for it), else None."""
+    from timm.models import get_pretrained_cfg_value
+
+    from odmaug.probe import forward_error
+
+    if get_pretrained_cfg_value(name, "fixed_input_size"):
+        try:
+            model = _build(name, num_classes, size)
+        except OdmaugError:
+            return None
+    return model if forward_error(model, _zeros(size)) is None else None
+
+
+def _build(name: str, num_classes: int, image_size: int, channels: int = 3) -> nn.Module:
     import timm
     from timm.models import get_pretrained_cfg_value
 
     kwargs: dict[str, Any] = {"num_classes": num_classes, "pretrained": False}
+    if channels != 3:  # left out for RGB: timm's default, so colour models are built exactly as before
+        kwargs["in_chans"] = channels
     if get_pretrained_cfg_value(name, "fixed_input_size"):
         kwargs["img_size"] = image_size
     try:
@@ -131,19 +156,19 @@ def _build(name: str, num_classes: int, image_size: int) -> nn.Module:
         raise OdmaugError(f"timm could not build '{name}' for {image_size}px inputs: {err}") from None
 
 
-def _zeros(size: int) -> list[torch.Tensor]:
-    return [torch.zeros(1, 3, size, size)]  # [1, 3, S, S]: a batch of one is enough in eval mode
+def _zeros(size: int, channels: int = 3) -> list[torch.Tensor]:
+    return [torch.zeros(1, channels, size, size)]  # [1, C, S, S]: a batch of one is enough in eval mode
 
 
-def _runs_at(model: Optional[nn.Module], name: str, num_classes: int, size: int) -> bool:
+def _runs_at(model: Optional[nn.Module], name: str, num_classes: int, size: int, channels: int = 3) -> bool:
     """Whether ``model`` (rebuilt for ``size`` when None or when its input size is fixed) runs at ``size``."""
     from timm.models import get_pretrained_cfg_value
 
     from odmaug.probe import forward_error, rebuilt_runs_at
 
     if model is None or get_pretrained_cfg_value(name, "fixed_input_size"):
-        return rebuilt_runs_at(lambda s: _build(name, num_classes, s), _zeros)(size)
-    return forward_error(model, _zeros(size)) is None  # other models take any size: no rebuild
+        return rebuilt_runs_at(lambda s: _build(name, num_classes, s, channels), lambda s: _zeros(s, channels))(size)
+    return forward_error(model, _zeros(size, channels)) is None  # other models take any size: no rebuild
 
 
 def save_classifier(model: nn.Module, meta: ClassifierMeta, out_dir: str | Path) -> Path:
@@ -218,7 +243,7 @@ def load_classifier(classifier_dir: str | Path, device: str | torch.device = "cp
     weights_path = folder / WEIGHTS_FILE
     if not weights_path.is_file():
         raise OdmaugError(f"{folder}: {WEIGHTS_FILE} is missing")
-    model = create_model(meta.model, meta.num_classes, meta.image_size)
+    model = create_model(meta.model, meta.num_classes, meta.image_size, meta.channels)
     try:
         state = load_file(str(weights_path))
         model.load_state_dict(state, strict=True)

@@ -39,7 +39,7 @@ def bf16_hazards(model: nn.Module, image_size: int) -> list[str]:
         model.eval()
         try:
             with torch.no_grad():
-                model(torch.zeros(1, 3, image_size, image_size, device=device))
+                model(torch.zeros(1, _in_channels(model), image_size, image_size, device=device))
         finally:
             model.train(was_training)
             for handle in hooks:
@@ -48,7 +48,8 @@ def bf16_hazards(model: nn.Module, image_size: int) -> list[str]:
 
 
 def load_images(table: ImageTable, size: int, crop_box=None, num_workers: int = 0) -> torch.Tensor:
-    """Every image of ``table`` decoded, cropped and resized once: uint8 [N, 3, size, size] (CPU).
+    """Every image of ``table`` decoded, cropped and resized once: [N, C, size, size] in the table's
+    pixel format (uint8, or uint16 for 16-bit sets), on the CPU.
 
     ``crop_box`` applies to real source images only: rows with ``source == "synthetic"`` were
     generated from already cropped images and are only resized. With ``num_workers`` > 0 worker
@@ -59,10 +60,11 @@ def load_images(table: ImageTable, size: int, crop_box=None, num_workers: int = 
     synthetic = (table.frame["source"] == "synthetic").to_numpy(copy=True)
     if crop_box is None or not synthetic.any():
         return _decode(table, size, crop_box, num_workers)
-    out = torch.empty(len(table), 3, size, size, dtype=torch.uint8)
+    fmt = table.pixel_format()
+    out = torch.empty(len(table), fmt.channels, size, size, dtype=torch.uint8 if fmt.bits == 8 else torch.uint16)
     for mask, box in ((~synthetic, crop_box), (synthetic, None)):
         if mask.any():
-            part = ImageTable(table.frame[mask], table.num_classes, table.name, table.data_dir)
+            part = ImageTable(table.frame[mask], table.num_classes, table.name, table.data_dir, **table.format_fields())
             out[torch.from_numpy(mask)] = _decode(part, size, box, num_workers)
     return out
 
@@ -87,7 +89,7 @@ def predict_logits(
     batch_size: int = 256,
     amp_dtype: Optional[torch.dtype] = None,
 ) -> torch.Tensor:
-    """Logits float32 [N, C] on the CPU for uint8 images [N, 3, H, W] (resized to the model's size)."""
+    """Logits float32 [N, C] on the CPU for uint8/uint16 images [N, channels, H, W] (resized to the model's size)."""
     was_training = model.training
     model.eval()
     out = []
@@ -114,3 +116,9 @@ def predictions_frame(table: ImageTable, probs: np.ndarray) -> pd.DataFrame:
     for c in range(probs.shape[1]):
         frame[f"prob_{c}"] = np.round(probs[:, c], 6)
     return frame
+
+
+def _in_channels(model: nn.Module) -> int:
+    """Input channels of a timm model: those of its first convolution (3 when it has none)."""
+    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
+    return int(first.in_channels) if first is not None else 3

@@ -39,7 +39,7 @@ def load_pretrained(model: nn.Module, path: str | Path) -> list[str]:
     """
     weights = _read_weights(Path(path))
     own = model.state_dict()
-    resampled = _resample_pos_embed(model, weights)
+    resampled = _resample_pos_embed(model, weights) | _adapt_first_conv(model, weights)
     usable = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
     if len(usable) < max(1, len(own) // 2):
         raise OdmaugError(
@@ -86,6 +86,26 @@ def _resample_pos_embed(model: nn.Module, weights: dict[str, torch.Tensor]) -> d
     weights["pos_embed"] = resample_abs_pos_embed(saved, new_size=list(grid), old_size=[side, side],
                                                   num_prefix_tokens=prefix, verbose=False)
     return {"pos_embed": f"{side}x{side} -> {grid[0]}x{grid[1]} patches"}
+
+
+def _adapt_first_conv(model: nn.Module, weights: dict[str, torch.Tensor]) -> dict[str, str]:
+    """RGB weights of the first convolution (timm's ``pretrained_cfg["first_conv"]``) adapted in
+    place to a model with other input channels (a 1-channel radiograph classifier), as timm adapts
+    its own pretrained weights (:func:`timm.models.adapt_input_conv`: 1 channel sums the RGB
+    filters); {name: "3 -> 1 input channels"}."""
+    from timm.models import adapt_input_conv
+
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    first = cfg.get("first_conv")
+    names = [first] if isinstance(first, str) else list(first or [])
+    own, out = model.state_dict(), {}
+    for name in (f"{n}.weight" for n in names):
+        saved, mine = weights.get(name), own.get(name)
+        if saved is None or mine is None or saved.ndim != 4 or saved.shape[1] == mine.shape[1]:
+            continue
+        weights[name] = adapt_input_conv(int(mine.shape[1]), saved)
+        out[name] = f"{saved.shape[1]} -> {mine.shape[1]} input channels"
+    return out
 
 
 def _head_names(model: nn.Module) -> tuple[str, ...]:

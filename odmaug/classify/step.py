@@ -18,6 +18,7 @@ from torch import nn
 from odmaug.classify.models import ClassifierMeta
 from odmaug.classify.predict import bf16_hazards
 from odmaug.classify.transforms import AugmentSettings, augment_batch
+from odmaug.data.images import to_unit_range
 from odmaug.console import warn
 from odmaug.precision import resolve_precision
 from odmaug.train_step import TrainStep
@@ -65,9 +66,9 @@ def training_precision(model: nn.Module, name: str, precision: str, image_size: 
 
 
 def normalize(x: torch.Tensor, meta: ClassifierMeta) -> torch.Tensor:
-    """float [B, 3, H, W] in [0, 1] -> normalised with the classifier's mean and std."""
-    mean = torch.tensor(meta.mean, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(meta.std, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    """float [B, C, H, W] in [0, 1] -> normalised with the classifier's mean and std (C values each)."""
+    mean = torch.tensor(meta.mean, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
+    std = torch.tensor(meta.std, device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
     return (x - mean) / std
 
 
@@ -105,9 +106,9 @@ class Stepper:
 
     def step(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator,
              smoothing: Optional[torch.Tensor] = None) -> torch.Tensor:
-        """images uint8 [B, 3, S, S] and labels [B] on the device -> the batch loss (scalar tensor).
+        """images uint8 or uint16 [B, C, S, S] and labels [B] on the device -> the batch loss (scalar tensor).
         ``smoothing``: float [B] label smoothing per image (None: ``label_smoothing`` for all)."""
-        x = augment_batch(images, self.augment, generator) if self.augment else images.float().div(255.0)
+        x = augment_batch(images, self.augment, generator) if self.augment else to_unit_range(images)
         x = normalize(x, self.meta).contiguous(memory_format=torch.channels_last)
         if smoothing is not None:
             return self.unit(lambda: smoothed_cross_entropy(self.model(x).float(), labels, smoothing))

@@ -32,7 +32,7 @@ from odmaug.classify.step import Stepper, epoch_order, lr_factor
 from odmaug.config import Recipe
 from odmaug.console import progress
 from odmaug.data import ImageTable
-from odmaug.data.images import CLASSIFIER_MEAN, CLASSIFIER_STD
+from odmaug.data.images import classifier_norm
 from odmaug.device import resolve_device
 from odmaug.errors import OdmaugError
 from odmaug.metrics.classification import classification_metrics
@@ -120,12 +120,13 @@ def _prepare(recipe: Recipe, train: ImageTable, val: ImageTable, seed: int, devi
     cfg, num_classes = recipe.classifier, recipe.data.num_classes
     size = recipe.image_size("classifier")
     torch.manual_seed(seed)  # timm initialises from the global generator
-    model = create_model(cfg.model, num_classes, size)
-    extra = {"train": train.name, "seed": seed, "train_counts": train.counts().tolist()}
+    pixels = train.pixel_format()
+    model = create_model(cfg.model, num_classes, size, pixels.channels)
+    extra = {"train": train.name, "seed": seed, "train_counts": train.counts().tolist(), "bits": pixels.bits}
     if cfg.pretrained:  # classifier.json says which weights it started from and which stayed random
         extra |= {"pretrained": str(cfg.pretrained), "pretrained_random": load_pretrained(model, cfg.pretrained)}
-    meta = ClassifierMeta(cfg.model, num_classes, size, CLASSIFIER_MEAN, CLASSIFIER_STD, recipe.data.crop_box,
-                          extra=extra)
+    meta = ClassifierMeta(cfg.model, num_classes, size, *classifier_norm(pixels.channels), recipe.data.crop_box,
+                          extra=extra, channels=pixels.channels)
     stepper = Stepper.build(model, meta, cfg, device)
     crop = recipe.data.crop_box
     batch_size = min(cfg.batch_size, len(train))

@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from odmaug.data.pixels import peak
+
 # Luma weights (ITU-R BT.601), as torchvision's rgb_to_grayscale.
 _LUMA = (0.299, 0.587, 0.114)
 
@@ -48,9 +50,9 @@ def geometric_transform(x: torch.Tensor, settings: AugmentSettings, generator: t
     """Random flips and rotation about the centre, as one affine resampling.
 
     Args:
-        x: float [B, 3, H, W] in [0, 1].
+        x: float [B, C, H, W] in [0, 1].
     Returns:
-        float [B, 3, H, W]; pixels rotated in from outside the image are black (fundus background).
+        float [B, C, H, W]; pixels rotated in from outside the image are black (fundus background).
     """
     b = x.shape[0]
     # All draws happen on the CPU generator in a fixed order, whatever the settings' device.
@@ -71,12 +73,12 @@ def color_transform(x: torch.Tensor, strength: float, generator: torch.Generator
     """Mild random brightness, contrast and saturation per image (torchvision's definitions).
 
     Args:
-        x: float [B, 3, H, W] in [0, 1].
+        x: float [B, C, H, W] in [0, 1]; with C = 1 saturation changes nothing (gray is its own luma).
         strength: s; each factor is drawn in [1 - s, 1 + s].
     """
     b = x.shape[0]
     factors = _uniform(3 * b, 1.0 - strength, 1.0 + strength, generator).view(3, b, 1, 1, 1).to(x.device, x.dtype)
-    luma = torch.tensor(_LUMA, device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+    luma = torch.tensor(_LUMA if x.shape[1] == 3 else (1.0,), device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
     x = (x * factors[0]).clamp(0.0, 1.0)  # brightness
     mean_gray = (x * luma).sum(1, keepdim=True).mean(dim=(2, 3), keepdim=True)  # [B, 1, 1, 1]
     x = (factors[1] * x + (1 - factors[1]) * mean_gray).clamp(0.0, 1.0)  # contrast
@@ -85,8 +87,8 @@ def color_transform(x: torch.Tensor, strength: float, generator: torch.Generator
 
 
 def augment_batch(images_uint8: torch.Tensor, settings: AugmentSettings, generator: torch.Generator) -> torch.Tensor:
-    """uint8 [B, 3, H, W] -> augmented float [B, 3, H, W] in [0, 1] (same device)."""
-    x = images_uint8.float().div_(255.0)
+    """uint8 or uint16 [B, C, H, W] -> augmented float [B, C, H, W] in [0, 1] (same device)."""
+    x = images_uint8.float().div_(peak(images_uint8.dtype))
     if settings.geometric:
         x = geometric_transform(x, settings, generator)
     if settings.color_jitter > 0:

@@ -23,11 +23,13 @@ def train_classifier_cmd(
         "--seeds", help="Train once per seed (e.g. 0,1,2 or 0-4) and report mean, std and 95% interval.")] = None,
     out: Annotated[Optional[Path], typer.Option(
         "--out", help="Write the classifier here instead of a new run folder's classifier/.")] = None,
+    force: Annotated[bool, typer.Option(
+        "--force", help="Replace a finished classifier of other settings in --out (same settings: reused).")] = False,
 ) -> None:
     """Train a timm severity classifier (best validation QWK is kept) and report its test metrics."""
     from odmaug.classify.command import classifier_job
 
-    job = classifier_job(options.load(), manifest, seeds, out, options.runs_dir)
+    job = classifier_job(options.load(), manifest, seeds, out, options.runs_dir, force)
     train = job.train
     console.print(f"training {job.cfg.classifier.model} on {train.name} ({len(train)} images, per grade "
                   f"{train.counts().tolist()}); val {len(job.val)}, test {len(job.test) if job.test is not None else 0}")

@@ -69,7 +69,9 @@ def info(
         check_writable(grid)  # before the data is read
     # A folder or manifest without splits is shown split as the recipe would split it; one too small
     # for that is still counted (all train), so that this command can describe any set.
-    table = table_from_spec(source, cfg.data, draw_splits="if-possible") if source else load_table(cfg.data)
+    # Counting reads no image: a set with missing files is still described (commands that train refuse it).
+    table = (table_from_spec(source, cfg.data, draw_splits="if-possible", check_images=False) if source
+             else load_table(cfg.data, check_images=False))
     console.print(counts_table(table))
     console.print(group_summary(table), highlight=False)
     absent = [g for g, n in enumerate(table.counts().tolist()) if n == 0]

@@ -10,8 +10,11 @@ from odmaug.config.section import Count, Section, Seed
 
 
 class SyntheticDataConfig(Section):
-    """The built-in synthetic ordinal dataset (fundus-like discs, lesions grow with grade)."""
+    """The built-in synthetic ordinal datasets: fundus-like colour discs whose lesions grow with
+    grade, or grayscale knee-radiograph-like images whose joint space narrows with grade."""
 
+    kind: Literal["fundus", "radiograph"] = "fundus"
+    """fundus (colour, :mod:`odmaug.data.synthetic`) or radiograph (grayscale, :mod:`odmaug.data.radiograph`)."""
     counts: list[Count] = Field(default_factory=lambda: [60, 30, 24, 16, 10])
     """Images per grade, before splitting into train/val/test."""
     native_size: int = Field(64, ge=16, le=512)
@@ -25,7 +28,17 @@ class DataConfig(Section):
 
     source: Literal["retinamnist", "synthetic", "folder", "manifest"] = "retinamnist"
     path: Optional[str] = None
-    """Folder (``root/<grade>/*.png``) or manifest CSV, for ``folder`` and ``manifest`` sources."""
+    """Folder (``root/<grade>/<image>``: any format Pillow reads, or DICOM ``.dcm``) or manifest
+    CSV, for ``folder`` and ``manifest`` sources."""
+    channels: Literal["auto", 1, 3] = "auto"
+    """Channels the networks see: 1 (grayscale), 3 (RGB) or auto (1 when every image of the set
+    is grayscale, else 3). Printed when resolved and recorded in the run."""
+    window: Optional[tuple[float, float]] = None
+    """DICOM VOI window (center, width) in modality units (CT: Hounsfield units), replacing the
+    window stored in each file; e.g. (40, 400) for soft tissue."""
+    group_from: Optional[str] = None
+    """DICOM attribute whose value is the patient (group) when splits are drawn, e.g. PatientID;
+    like a manifest's group column, but the value is hashed and never written anywhere."""
     data_dir: Optional[str] = None
     """Folder holding ``retinamnist.npz``; default ``$ODMAUG_DATA_DIR``, then the user cache."""
     num_classes: int = Field(5, ge=2, le=100)
@@ -47,7 +60,7 @@ class DataConfig(Section):
     """Keep decoded, cropped and resized file images on disk (one .npy each), so later stages skip decoding."""
     cache_dir: Optional[str] = None
     """Folder of that decode cache; None: ``$XDG_CACHE_HOME/odmaug/images`` (~/.cache)."""
-    min_split_images: int = Field(10, ge=0)
+    min_split_images: int = Field(10, ge=0, le=1_000_000)
     """Warn when a split of a folder or manifest source holds fewer images of a grade than this: with
     under ~10 images a grade's recall or F1 moves by 10 points or more per image (0: never warn)."""
     synthetic: SyntheticDataConfig = Field(default_factory=SyntheticDataConfig)
@@ -73,6 +86,10 @@ class DataConfig(Section):
                 raise ValueError(f"data.group_pattern is not a regular expression: {err}") from None
             if groups != 1:
                 raise ValueError(f"data.group_pattern needs exactly one capture group (has {groups}), e.g. ^(Patient\\d+)_")
+        if self.window is not None and self.window[1] <= 0:
+            raise ValueError("data.window is (center, width) with a width above 0")
+        if self.group_from is not None and self.group_pattern is not None:
+            raise ValueError("data.group_from and data.group_pattern are alternatives: set one of them")
         if self.source == "synthetic" and len(self.synthetic.counts) != self.num_classes:
             raise ValueError("data.synthetic.counts needs one count per grade (data.num_classes)")
         return self

@@ -6,7 +6,7 @@ from typing import Literal, Optional
 
 from pydantic import Field, field_validator, model_serializer, model_validator
 
-from odmaug.config.section import Section, Seed
+from odmaug.config.section import MAX_BATCH, MAX_EPOCHS, MAX_IMAGES, Section, Seed
 
 
 class ClassifierConfig(Section):
@@ -20,13 +20,13 @@ class ClassifierConfig(Section):
     differs (another grade count); any other tensor that does not fit is an error. None: random init."""
     image_size: Optional[int] = Field(None, ge=8, le=1024)
     """Resolution the classifier sees; None uses data.image_size."""
-    epochs: int = Field(30, ge=1)
-    batch_size: int = Field(64, ge=1)
-    eval_batch_size: int = Field(256, ge=1)
-    lr: float = Field(1e-3, gt=0.0)
+    epochs: int = Field(30, ge=1, le=MAX_EPOCHS)
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH)
+    eval_batch_size: int = Field(256, ge=1, le=MAX_BATCH)
+    lr: float = Field(1e-3, gt=0.0, le=1.0)
     """Peak AdamW learning rate (after warm-up; cosine decay to zero afterwards)."""
-    weight_decay: float = Field(0.05, ge=0.0)
-    warmup_epochs: float = Field(1.0, ge=0.0)
+    weight_decay: float = Field(0.05, ge=0.0, le=10.0)
+    warmup_epochs: float = Field(1.0, ge=0.0, le=MAX_EPOCHS)
     """Linear warm-up length in epochs (may be fractional)."""
     label_smoothing: float = Field(0.1, ge=0.0, lt=1.0)
     balanced_sampling: bool = False
@@ -41,7 +41,7 @@ class ClassifierConfig(Section):
     """Relative strength of random brightness, contrast and saturation changes."""
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     """auto: bf16 autocast where the device runs it fast (CUDA with bf16, CPUs with bf16 units), else fp32."""
-    num_workers: int = Field(0, ge=0)
+    num_workers: int = Field(0, ge=0, le=256)
     """Worker processes that decode images into memory before training (0: decode in-process)."""
     synthetic_batch_share: Optional[float] = Field(None, gt=0.0, lt=1.0)
     """Share of every training batch drawn from the synthetic rows, the rest from the other rows
@@ -73,17 +73,17 @@ class MetricsConfig(Section):
     or a safetensors copy). None: ``$ODMAUG_INCEPTION_WEIGHTS``, then the user cache, then a download."""
     image_size: Optional[int] = Field(None, ge=8, le=1024)
     """Side length both image sets are brought to before feature extraction; None: data.image_size."""
-    min_per_grade: int = Field(20, ge=2)
+    min_per_grade: int = Field(20, ge=2, le=MAX_IMAGES)
     """A grade with fewer real or generated images than this is reported as "too few", not a number."""
-    small_set: int = Field(2000, ge=1)
+    small_set: int = Field(2000, ge=1, le=MAX_IMAGES)
     """Below this many images FID is biased: the table marks the figure."""
-    kid_subset_size: int = Field(1000, ge=2)
+    kid_subset_size: int = Field(1000, ge=2, le=MAX_IMAGES)
     """Images per KID subset (lowered to the smaller set's size when a set has fewer)."""
-    kid_subsets: int = Field(100, ge=1)
+    kid_subsets: int = Field(100, ge=1, le=100_000)
     """Number of random subsets KID is averaged over (its std is over the same subsets)."""
-    nearest_k: int = Field(3, ge=1)
+    nearest_k: int = Field(3, ge=1, le=1000)
     """k of the k-nearest-neighbour balls of precision/recall (Kynkaanniemi et al. 2019 use 3)."""
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH)
     """Images per feature-extraction batch."""
     cache: bool = True
     """Reuse the real set's features when the images, resolution and extractor are unchanged."""
@@ -141,7 +141,7 @@ class TranslateConfig(Section):
 class FilterConfig(Section):
     """``benchmark.filter``: keep the synthetic images a real-data classifier grades near their grade."""
 
-    max_grade_error: int = Field(1, ge=0)
+    max_grade_error: int = Field(1, ge=0, le=100)
     """Largest accepted |predicted - intended| grade (0: the exact grade), as ``augment --max-grade-error``."""
 
 
@@ -154,7 +154,7 @@ class JudgeConfig(Section):
     its own, trained on the real training split with the ``classifier`` section and the settings below."""
     model: Optional[str] = None
     """The separate judge's timm model (None: ``classifier.model``)."""
-    epochs: Optional[int] = Field(None, ge=1)
+    epochs: Optional[int] = Field(None, ge=1, le=MAX_EPOCHS)
     """The separate judge's epochs (None: ``classifier.epochs``)."""
     seed: Optional[Seed] = None
     """The separate judge's seed (None: the first of ``benchmark.seeds``)."""
@@ -196,9 +196,9 @@ class BenchmarkConfig(Section):
     cv: CrossValidationConfig = Field(default_factory=CrossValidationConfig)
     strategy: Literal["match-majority", "to-count"] = "match-majority"
     """How synthetic (and oversampling) arms fill the grades."""
-    to_count: Optional[int] = Field(None, ge=1)
+    to_count: Optional[int] = Field(None, ge=1, le=MAX_IMAGES)
     max_synthetic_share: float = Field(1.0, gt=0.0, le=1.0)
-    metrics_per_grade: int = Field(200, ge=0)
+    metrics_per_grade: int = Field(200, ge=0, le=MAX_IMAGES)
     """At least this many generated images per grade (beyond what balancing needs) for the
     per-grade FID/KID/precision/recall; the overall figures use a subset with the real grade mix."""
     extractors: list[str] = Field(default_factory=lambda: ["domain", "inception"])

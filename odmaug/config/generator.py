@@ -7,7 +7,7 @@ from typing import Literal, Optional
 
 from pydantic import Field, model_validator
 
-from odmaug.config.section import Count, Fraction, Section
+from odmaug.config.section import MAX_BATCH, MAX_STEPS, Count, Fraction, Section
 
 
 class GeneratorConfig(Section):
@@ -32,7 +32,7 @@ class GeneratorConfig(Section):
 class OrdinalConfig(Section):
     """The ordinal loss of docs/method.md, section 2 (gamma = 0 gives the plain DM)."""
 
-    gamma: float = Field(1.0, ge=0.0)
+    gamma: float = Field(1.0, ge=0.0, le=1000.0)
     """Weight of the ordinal term (1 in the paper; 0 = the DM baseline, no extra forward passes)."""
     mode: Literal["same-xt", "cross-image"] = "same-xt"
     """same-xt: one x_t evaluated under labels p, q, r. cross-image: real images of grades p, q, r
@@ -68,7 +68,7 @@ class DiffusionConfig(Section):
     """What the network outputs: eps, the noise (Ho et al. 2020), or v = sqrt(abar) eps - sqrt(1 - abar) x0
     (Salimans & Ho 2022), the MSE target then. The ordinal term always compares eps estimates (v is
     converted first), so gamma keeps its meaning; the run records it and every sampler converts."""
-    snr_gamma: Optional[float] = Field(None, gt=0.0)
+    snr_gamma: Optional[float] = Field(None, gt=0.0, le=1000.0)
     """Min-SNR-gamma weighting of the DM MSE (Hang et al. 2023; diffusers' --snr_gamma, usually 5): each
     sample's MSE times min(SNR_t, gamma) / SNR_t (eps) or / (SNR_t + 1) (v). None: unweighted."""
     zero_terminal_snr: bool = False
@@ -87,21 +87,21 @@ class DiffusionConfig(Section):
 class TrainConfig(Section):
     """Generator training (``odmaug train-generator``)."""
 
-    steps: int = Field(10000, ge=1)
+    steps: int = Field(10000, ge=1, le=MAX_STEPS)
     """Optimizer steps in total (a resumed run continues up to this number)."""
-    batch_size: int = Field(32, ge=1)
+    batch_size: int = Field(32, ge=1, le=MAX_BATCH)
     """GLOBAL batch: under torchrun with K processes each rank takes batch_size / K images."""
-    lr: float = Field(2e-4, gt=0.0)
+    lr: float = Field(2e-4, gt=0.0, le=1.0)
     """Adam learning rate."""
-    lr_warmup: int = Field(0, ge=0)
+    lr_warmup: int = Field(0, ge=0, le=MAX_STEPS)
     """Linear learning-rate warm-up over this many steps (0: constant lr from the start)."""
     betas: tuple[Fraction, Fraction] = (0.9, 0.999)
     """Adam's (beta1, beta2), each in [0, 1)."""
-    weight_decay: float = Field(0.0, ge=0.0)
-    grad_clip: Optional[float] = Field(1.0, gt=0.0)
+    weight_decay: float = Field(0.0, ge=0.0, le=10.0)
+    grad_clip: Optional[float] = Field(1.0, gt=0.0, le=1e6)
     """Clip the global gradient norm to this value (None: no clipping)."""
     ema_decay: float = Field(0.999, ge=0.0, lt=1.0)
-    ema_warmup: int = Field(100, ge=0)
+    ema_warmup: int = Field(100, ge=0, le=MAX_STEPS)
     """For the first ema_warmup steps the EMA copies the weights; afterwards, s steps later, its decay is
     min(ema_decay, (1 + s) / (10 + s))."""
     hflip: bool = True
@@ -114,14 +114,14 @@ class TrainConfig(Section):
     compile: bool = False
     """Wrap the network in torch.compile (the first steps compile: 130 s for the 8.95 M network on a
     2-core AVX2 CPU, where it then trained no faster than eager; try it on GPUs)."""
-    checkpoint_every: int = Field(1000, ge=1)
+    checkpoint_every: int = Field(1000, ge=1, le=MAX_STEPS)
     """Write a checkpoint (and resume point) every this many steps, and at the end."""
-    keep_checkpoints: int = Field(1, ge=1)
+    keep_checkpoints: int = Field(1, ge=1, le=1000)
     """How many checkpoint folders to keep (the newest)."""
-    sample_every: int = Field(1000, ge=1)
+    sample_every: int = Field(1000, ge=1, le=MAX_STEPS)
     """Write an EMA sample grid <run>/generator/samples/grid-<step>.png every this many steps, and at the end."""
     grid_per_grade: int = Field(8, ge=1, le=64)
     """Images per grade in the training sample grids (seeds 0.., fixed, so grids are comparable)."""
-    log_every: int = Field(50, ge=1)
+    log_every: int = Field(50, ge=1, le=MAX_STEPS)
     """Log losses and speed to log.jsonl every this many steps."""
 

@@ -104,11 +104,14 @@ def load_recipe(path: str | Path | None, overrides: list[str] | None = None) -> 
     if not path.is_file():
         raise OdmaugError(f"recipe not found: {path}")
     try:
-        raw = strict_safe_load(path.read_text(), str(path)) or {}  # a repeated key is an error, not last-wins
+        raw = strict_safe_load(path.read_text(), str(path))  # a repeated key is an error, not last-wins
     except (yaml.YAMLError, UnicodeDecodeError) as err:
         line = getattr(getattr(err, "problem_mark", None), "line", None)
         where = f" (line {line + 1})" if line is not None else ""
         raise OdmaugError(f"{path}: not valid YAML{where}") from None
+    if raw is None or raw == {}:  # it ran the built-in defaults (RetinaMNIST, 10,000 steps) under its name
+        raise OdmaugError(f"{path}: the recipe is empty (no settings, only blank lines or comments); "
+                          "write its settings, or leave out --recipe for the built-in defaults")
     recipe = recipe_from_dict(raw, str(path), overrides)
     if "name" not in raw and not any(o.split("=", 1)[0].strip() == "name" for o in overrides or []):
         recipe.name = path.stem

@@ -6,7 +6,7 @@ from typing import Any, ClassVar, Literal, Optional, Union
 
 from pydantic import Field
 
-from odmaug.config.section import Section
+from odmaug.config.section import MAX_BATCH, MAX_IMAGES, Section
 
 
 class SampleConfig(Section):
@@ -16,7 +16,7 @@ class SampleConfig(Section):
     """ddim (generalised update with eta), ancestral ddpm (posterior mean and variance), or the
     deterministic multistep ODE solvers dpmpp-2m (DPM-Solver++ (2M), Lu et al. 2022) and unipc
     (UniPC, Zhao et al. 2023), which need fewer steps for the same quality (eta is ignored)."""
-    steps: int = Field(100, ge=1)
+    steps: int = Field(100, ge=1, le=10000)
     """Denoising steps (at most diffusion.timesteps; ddpm with fewer steps samples the respaced chain)."""
     timestep_spacing: Literal["trailing", "leading", "linspace"] = "trailing"
     """Which timesteps the steps visit (diffusers' timestep_spacing). trailing and linspace start at
@@ -24,11 +24,11 @@ class SampleConfig(Section):
     once steps > T / 2, i.e. from an image that is not yet pure noise."""
     eta: float = Field(0.0, ge=0.0, le=1.0)
     """DDIM stochasticity: 0 deterministic, 1 = DDPM posterior variance."""
-    guidance_scale: float = Field(2.0, ge=0.0)
+    guidance_scale: float = Field(2.0, ge=0.0, le=100.0)
     """s in eps = eps_u + s (eps_c - eps_u); s = 1 is the plain conditional model."""
     clip_x0: bool = True
     """Clip each predicted x0 to [-1, 1]."""
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1, le=MAX_BATCH)
     """Images denoised together (results do not depend on it)."""
     use_ema: bool = True
     """Sample with the EMA weights (else the raw training weights)."""
@@ -57,12 +57,12 @@ class AugmentConfig(Section):
 
     target_classes: str = "auto"
     """``auto`` (every grade below the target count), one grade ``4`` or several ``3,4``."""
-    n: Optional[int] = Field(None, ge=1)
+    n: Optional[int] = Field(None, ge=1, le=MAX_IMAGES)
     """Images to synthesize per chosen grade (exclusive with ``to_count``)."""
-    to_count: Optional[int] = Field(None, ge=1)
+    to_count: Optional[int] = Field(None, ge=1, le=MAX_IMAGES)
     """Fill each chosen grade up to this many training images, real ones included; with neither
     ``n`` nor ``to_count`` grades are filled up to the largest real grade count."""
-    seed_start: int = Field(0, ge=0)
+    seed_start: int = Field(0, ge=0, le=2**62)
     """First seed of every grade: grade g gets the images ``<g>/<seed_start>.png, <seed_start+1>.png...``."""
     strategy: Literal["match-majority", "to-count", "oversample"] = "match-majority"
     """Balancing: fill every grade to the majority count, to ``to_count``, or repeat real images."""
@@ -71,6 +71,6 @@ class AugmentConfig(Section):
     filter_with: Optional[str] = None
     """Classifier folder (or run with ``classifier/``) trained on real data that grades synthetic
     images; None keeps every image."""
-    max_grade_error: int = Field(1, ge=0)
+    max_grade_error: int = Field(1, ge=0, le=100)
     """With ``filter_with``: keep images whose predicted grade is within this of the intended grade."""
 

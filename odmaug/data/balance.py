@@ -160,7 +160,7 @@ def balance(
         rows.append(row)
 
     frame = pd.concat([real.frame, *added], ignore_index=True) if added else real.frame.copy()
-    merged = ImageTable(frame, real.num_classes, f"{real.name}+{strategy}", real.data_dir)
+    merged = ImageTable(frame, real.num_classes, f"{real.name}+{strategy}", real.data_dir, **real.format_fields())
     counts = pd.DataFrame(rows, columns=COUNT_COLUMNS)
     return merged, counts
 

@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 from PIL import Image
 
-from odmaug.console import warn_once
+from odmaug.console import note_once, warn_once
 from odmaug.errors import OdmaugError
 
 ASPECT_SAMPLE = 256
@@ -102,3 +102,20 @@ def warn_small_splits(frame: pd.DataFrame, num_classes: int, minimum: int, name:
             listed = ", ".join(f"grade {g} ({c})" for g, c in few)
             warn_once(f"{name}: split '{split}' has under {minimum} images of {listed}: "
                       "per-grade results there are noise (data.min_split_images)")
+
+
+def apply_pixel_settings(table, cfg, origin: str) -> None:
+    """Give ``table`` (an :class:`odmaug.data.table.ImageTable`) the recipe's ``data.channels``
+    and ``data.window``, resolve its pixel format, and say which it is when it is not colour 8-bit.
+
+    The note is printed once per command; the generator's checkpoint, its ``train_start`` log
+    event and every classifier's ``classifier.json`` record the format too.
+    """
+    table.channels = None if cfg.channels == "auto" else int(cfg.channels)
+    table.bits = None
+    table.window = tuple(cfg.window) if cfg.window is not None else None
+    fmt = table.pixel_format()
+    if (fmt.channels, fmt.bits) != (3, 8):
+        why = "data.channels: auto, every image is grayscale" if cfg.channels == "auto" and fmt.channels == 1 \
+            else f"data.channels: {cfg.channels}"
+        note_once(f"{origin}: images are prepared as {fmt.describe()} ({why})")

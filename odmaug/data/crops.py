@@ -68,7 +68,7 @@ def fundus_box(image: np.ndarray) -> tuple[int, int, int, int]:
     touching the disc, or within MARGIN samples of it, joins the field of view.
 
     Args:
-        image: uint8 RGB [H, W, 3] (or greyscale [H, W]).
+        image: uint8 or uint16, RGB [H, W, 3] or grayscale [H, W] / [H, W, 1].
 
     Returns:
         The box in pixels; the whole image when nothing stands out from the border (a blank or
@@ -76,10 +76,14 @@ def fundus_box(image: np.ndarray) -> tuple[int, int, int, int]:
     """
     # Brightest channel [H, W]: the border is dark in every channel. Pairwise maximum, because
     # image.max(axis=2) is ten times slower on a 10-megapixel photograph.
-    bright = np.maximum(np.maximum(image[..., 0], image[..., 1]), image[..., 2]) if image.ndim == 3 else image
+    if image.ndim == 3 and image.shape[2] == 3:
+        bright = np.maximum(np.maximum(image[..., 0], image[..., 1]), image[..., 2])
+    else:
+        bright = image.reshape(image.shape[:2])  # grayscale [H, W] or [H, W, 1]
     height, width = bright.shape
     level = float(np.percentile(bright[::4, ::4], 99))  # a 1/16 sample: same level, 16x less sorting
-    threshold = max(FUNDUS_LEVEL * level, FUNDUS_FLOOR)
+    floor = FUNDUS_FLOOR * (257 if bright.dtype == np.uint16 else 1)  # the same share of 16-bit levels
+    threshold = max(FUNDUS_LEVEL * level, floor)
     step = max(1, math.ceil(max(height, width) / SAMPLE_SIDE))
     near = _field_of_view(bright[::step, ::step] > threshold)  # [ceil(H/step), ceil(W/step)]
     if near is None:
@@ -153,7 +157,7 @@ def pad_square(image: np.ndarray) -> np.ndarray:
 
 
 def crop_image(image: np.ndarray, crop: str) -> np.ndarray:
-    """Apply ``crop`` (one of :data:`CROPS`) to uint8 [H, W, 3]; the result is square unless ``none``."""
+    """Apply ``crop`` (one of :data:`CROPS`) to [H, W, C] (uint8 or uint16); the result is square unless ``none``."""
     if crop == "none":
         return image
     if crop == "centre":

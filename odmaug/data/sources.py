@@ -11,9 +11,13 @@ from odmaug.config import DataConfig
 from odmaug.data import retinamnist
 from odmaug.console import warn, warn_once
 from odmaug.data.cache import resolve_cache_dir
-from odmaug.data.checks import groups_from_pattern, warn_aspect, warn_no_groups, warn_small_splits
+from odmaug.data.checks import apply_pixel_settings, groups_from_pattern, warn_aspect, warn_no_groups, warn_small_splits
+from odmaug.data.dicom import groups_from_tag
+from odmaug.data.listing import folder_table, image_suffixes
+from odmaug.data.radiograph import RADIOGRAPH
 from odmaug.data.splits import assign_splits, split_warnings
 from odmaug.data.synthetic import synthetic_labels
+from odmaug.data.verify import check_images as verify_images
 from odmaug.data.table import (
     RETINAMNIST_SCHEME,
     SYNTHETIC_SCHEME,
@@ -23,7 +27,7 @@ from odmaug.data.table import (
 )
 from odmaug.errors import OdmaugError
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg"}
+IMAGE_SUFFIXES = image_suffixes()  # every format Pillow opens, and DICOM
 
 
 def retinamnist_table(data_dir: str | None = None) -> ImageTable:
@@ -47,29 +51,11 @@ def synthetic_table(cfg: DataConfig) -> ImageTable:
     """The built-in synthetic ordinal dataset, split deterministically."""
     syn = cfg.synthetic
     labels = synthetic_labels(syn.counts)
-    paths = [f"{SYNTHETIC_SCHEME}{syn.native_size}/{syn.seed}/{i}/{g}" for i, g in enumerate(labels)]
+    kind = f"{RADIOGRAPH}/" if syn.kind == RADIOGRAPH else ""  # fundus references stay as they always were
+    paths = [f"{SYNTHETIC_SCHEME}{kind}{syn.native_size}/{syn.seed}/{i}/{g}" for i, g in enumerate(labels)]
     frame = pd.DataFrame({"path": paths, "label": labels})
     frame["split"] = _split_column(labels, None, cfg)
-    return ImageTable(frame, cfg.num_classes, "synthetic")
-
-
-def folder_table(root: str | Path, num_classes: int) -> pd.DataFrame:
-    """Rows of an image folder ``root/<grade>/*.png|jpg|jpeg`` (no split column)."""
-    root = Path(root)
-    if not root.is_dir():
-        raise OdmaugError(f"image folder not found: {root}")
-    rows = []
-    for sub in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        if not sub.name.isdigit():
-            raise OdmaugError(f"{sub}: folder name '{sub.name}' is not an integer grade")
-        grade = int(sub.name)
-        if grade >= num_classes:
-            raise OdmaugError(f"{sub}: grade {grade} is outside 0..{num_classes - 1}")
-        files = sorted(p for p in sub.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-        rows += [{"path": str(p.resolve()), "label": grade} for p in files]
-    if not rows:
-        raise OdmaugError(f"{root}: no images found (expected {root}/<grade>/*.png|jpg|jpeg)")
-    return pd.DataFrame(rows)
+    return ImageTable(frame, cfg.num_classes, "synthetic" if kind == "" else "synthetic-radiograph")
 
 
 def read_manifest(path: str | Path, num_classes: int) -> pd.DataFrame:
@@ -160,8 +146,8 @@ def _has_splits(frame: pd.DataFrame) -> bool:
 def _with_splits(frame: pd.DataFrame, cfg: DataConfig, origin: str) -> pd.DataFrame:
     """``frame`` with its own splits, or with drawn ones, grouped by patient where groups are known.
 
-    Groups come from the ``group`` column or from ``data.group_pattern`` (then written to the
-    ``group`` column); without either the split is per image (:func:`_check_table` says so).
+    Groups come from the ``group`` column, from ``data.group_pattern`` or from ``data.group_from``
+    (a DICOM tag, hashed; either is then written to the ``group`` column); without any the split is per image (:func:`_check_table` says so).
 
     Raises:
         OdmaugError: both a ``group`` column and ``data.group_pattern``; a file name the pattern
@@ -171,11 +157,15 @@ def _with_splits(frame: pd.DataFrame, cfg: DataConfig, origin: str) -> pd.DataFr
         return frame
     frame = frame.copy()
     given = "group" in frame.columns and bool(frame["group"].notna().all())
-    if cfg.group_pattern and given:
-        raise OdmaugError(f"{origin}: the manifest has a 'group' column and data.group_pattern is set: use one of them")
+    derived = cfg.group_pattern or cfg.group_from
+    if derived and given:
+        setting = "data.group_pattern" if cfg.group_pattern else "data.group_from"
+        raise OdmaugError(f"{origin}: the manifest has a 'group' column and {setting} is set: use one of them")
     if cfg.group_pattern:
         frame["group"] = groups_from_pattern(frame["path"].tolist(), cfg.group_pattern, origin)
-    groups = frame["group"].to_numpy() if cfg.group_pattern or given else None
+    elif cfg.group_from:
+        frame["group"] = groups_from_tag(frame["path"].tolist(), cfg.group_from, origin)
+    groups = frame["group"].to_numpy() if derived or given else None
     try:
         frame["split"] = _split_column(frame["label"].to_numpy(), groups, cfg)
     except OdmaugError as err:  # assign_splits raises only for a set too small for the asked splits
@@ -187,13 +177,16 @@ class TooFewToSplit(OdmaugError):
     """A folder or manifest too small for the asked val/test splits (every grade keeps train images)."""
 
 
-def _check_table(table: ImageTable, cfg: DataConfig, origin: str, drawn: bool | None) -> None:
-    """Warnings (once per command) about a loaded folder or manifest, given once it proved valid.
+def _check_table(table: ImageTable, cfg: DataConfig, origin: str, drawn: bool | None, images: bool) -> None:
+    """Warnings (once per command) about a loaded folder or manifest, given once it proved valid
+    (with ``images``: once every image was checked, :func:`odmaug.data.verify.check_images`).
 
     Says when splits were drawn without patient groups, when images are non-square or vary in
     shape and would be squashed, and, unless ``drawn`` is None (splits neither given nor drawn),
     which splits have few images of a grade.
     """
+    if images:
+        verify_images(table)
     if drawn and table.frame["group"].isna().all():
         warn_no_groups(origin)
     if cfg.crop == "none" and cfg.crop_box is None:
@@ -210,12 +203,13 @@ def _split_column(labels: np.ndarray, groups: np.ndarray | None, cfg: DataConfig
     return splits
 
 
-def load_table(cfg: DataConfig) -> ImageTable:
-    """Every split of the recipe's data source as one table.
+def load_table(cfg: DataConfig, check_images: bool = True) -> ImageTable:
+    """Every split of the recipe's data source as one table; with ``check_images`` (off only for
+    counting, ``data info``) every image of a folder or manifest is checked (:mod:`odmaug.data.verify`).
 
     Raises:
-        OdmaugError: missing or unreadable paths, bad labels, escaping manifest paths, a grade
-            with no images in the training split, a set too small for the asked val/test splits.
+        OdmaugError: missing or unreadable paths or images, bad labels, escaping manifest paths, a
+            grade with no images in the training split, a set too small for the asked val/test splits.
     """
     if cfg.source == "retinamnist":
         if cfg.num_classes != 5:
@@ -226,9 +220,10 @@ def load_table(cfg: DataConfig) -> ImageTable:
     else:
         table, drawn = _path_table(Path(cfg.path), cfg, draw=True)
     table.crop = cfg.crop
+    apply_pixel_settings(table, cfg, str(cfg.path) if cfg.source in ("folder", "manifest") else table.name)
     table.split("train").require_every_grade()
     if cfg.source in ("folder", "manifest"):
-        _check_table(table, cfg, str(cfg.path), drawn)
+        _check_table(table, cfg, str(cfg.path), drawn, check_images)
     return table
 
 
@@ -256,7 +251,7 @@ def _path_table(path: Path, cfg: DataConfig, draw: bool | str) -> tuple[ImageTab
     return ImageTable(frame, cfg.num_classes, name, data_dir, cfg.crop, cache), drawn
 
 
-def table_from_spec(spec: str, cfg: DataConfig, draw_splits: bool | str = False) -> ImageTable:
+def table_from_spec(spec: str, cfg: DataConfig, draw_splits: bool | str = False, check_images: bool = True) -> ImageTable:
     """A table from a command-line spec: ``recipe``, a folder, a ``.csv`` manifest, ``retinamnist``
     or ``synthetic``, optionally ``spec:split`` to keep one split (e.g. ``retinamnist:test``).
 
@@ -265,7 +260,7 @@ def table_from_spec(spec: str, cfg: DataConfig, draw_splits: bool | str = False)
     spec names a split; otherwise all its rows are ``train``: a set used whole (generated images,
     an evaluation folder, synthetic pools). ``draw_splits="if-possible"`` (``data info``) keeps all
     rows ``train`` instead of failing when the set is too small to split. The recipe's
-    ``data.crop`` and decode cache apply.
+    ``data.crop`` and decode cache apply; ``check_images`` as in :func:`load_table` (the kept split only).
 
     Raises:
         OdmaugError: as :func:`load_table`; a named split that is empty.
@@ -275,17 +270,18 @@ def table_from_spec(spec: str, cfg: DataConfig, draw_splits: bool | str = False)
     if sep and tail in ("train", "val", "test") and head:
         spec, split = head, tail
     if spec == "recipe":
-        table = load_table(cfg)
+        table = load_table(cfg, check_images)
     elif spec in ("retinamnist", "synthetic"):
         table = load_table(cfg.model_copy(update={"source": spec, "num_classes": 5 if spec == "retinamnist" else cfg.num_classes}))
     else:
         table, drawn = _path_table(Path(spec), cfg, draw=True if split else draw_splits)
+        apply_pixel_settings(table, cfg, spec)
     if split:
         table = table.split(split)
         if len(table) == 0:
             raise OdmaugError(f"{spec}: split '{split}' is empty")
     if spec not in ("recipe", "retinamnist", "synthetic"):
-        _check_table(table, cfg, spec, drawn)
+        _check_table(table, cfg, spec, drawn, check_images)
     return table
 
 

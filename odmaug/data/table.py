@@ -4,7 +4,8 @@ Every source (RetinaMNIST, an image folder, a CSV manifest, the synthetic set, s
 from a generator) becomes an :class:`ImageTable`: a pandas DataFrame with the columns
 
     path    image reference: a file path, or ``retinamnist://<split>/<i>``,
-            ``synthetic://<size>/<seed>/<i>/<grade>`` for images that live in memory
+            ``synthetic://<size>/<seed>/<i>/<grade>`` (``synthetic://radiograph/...`` for the
+            grayscale set) for images that live in memory
     label   integer grade 0..C-1
     split   train / val / test
     group   optional group id (a patient), kept within one split
@@ -21,11 +22,15 @@ from typing import Iterable
 
 import numpy as np
 import pandas as pd
-from PIL import Image, ImageOps, UnidentifiedImageError
 
 from odmaug.atomic import atomic_path
 from odmaug.data import retinamnist
 from odmaug.data.crops import crop_image
+from odmaug.data.decode import decode_image_file
+from odmaug.data.dicom import decode_dicom
+from odmaug.data.pixels import DICOM_SUFFIXES, PixelFormat, convert, resolve_format
+from odmaug.data.radiograph import RADIOGRAPH, draw_radiograph
+from odmaug.data.refs import retinamnist_image
 from odmaug.data.synthetic import draw_fundus
 from odmaug.errors import OdmaugError
 
@@ -35,56 +40,23 @@ SYNTHETIC_SCHEME = "synthetic://"
 SCHEMES = (RETINAMNIST_SCHEME, SYNTHETIC_SCHEME)
 
 
-def read_image(ref: str, data_dir: str | Path | None = None, num_classes: int = 5) -> np.ndarray:
-    """Load one image reference as uint8 RGB [H, W, 3]; a corrupt file names itself in the error."""
-    if ref.startswith(RETINAMNIST_SCHEME):
-        split, index = ref[len(RETINAMNIST_SCHEME):].split("/")
-        images, _ = retinamnist.load_split(split, data_dir)
-        return images[int(index)]
+def read_image(ref: str, data_dir: str | Path | None = None, num_classes: int = 5,
+               window: tuple[float, float] | None = None) -> np.ndarray:
+    """Load one image reference as it is stored: uint8 or uint16 [H, W, 1 or 3] (see
+    :mod:`odmaug.data.decode`; ``.dcm`` files: :mod:`odmaug.data.dicom` with ``window``); a corrupt
+    file names itself in the error. :meth:`ImageTable.read` brings it to the table's format."""
+    if ref.startswith(RETINAMNIST_SCHEME):  # an index outside its split is one error line, never -1 = last
+        return retinamnist_image(ref[len(RETINAMNIST_SCHEME):], data_dir)
     if ref.startswith(SYNTHETIC_SCHEME):
-        size, seed, index, grade = (int(p) for p in ref[len(SYNTHETIC_SCHEME):].split("/"))
-        return draw_fundus(grade, num_classes, size, seed, index)
+        parts = ref[len(SYNTHETIC_SCHEME):].split("/")
+        draw = draw_fundus
+        if parts[0] == RADIOGRAPH:
+            parts, draw = parts[1:], draw_radiograph
+        size, seed, index, grade = (int(p) for p in parts)
+        return draw(grade, num_classes, size, seed, index)
+    if Path(ref).suffix.lower() in DICOM_SUFFIXES:
+        return decode_dicom(ref, window)
     return decode_image_file(ref)
-
-
-def decode_image_file(path: str | Path) -> np.ndarray:
-    """One image file as uint8 RGB [H, W, 3] as displayed, 16-bit greyscale scaled by its real range.
-
-    "As displayed": an EXIF Orientation tag (2-8: mirrored and/or rotated by 90, 180 or 270
-    degrees) is applied, as viewers do, so a phone or camera photograph stored sideways decodes
-    upright and a mirrored one does not swap left and right eyes (Pillow leaves the tag to the
-    caller, python-pillow/Pillow issue 1188). Changing this changes the pixels: bump
-    :data:`odmaug.data.cache.PREP_VERSION` with it.
-
-    Raises:
-        OdmaugError: the file is missing, or corrupt, unreadable or a decompression bomb (more
-            pixels than PIL's ``Image.MAX_IMAGE_PIXELS`` allows twice over); the message names it.
-    """
-    try:
-        with Image.open(path) as img:
-            img.load()
-            ImageOps.exif_transpose(img, in_place=True)  # in place: no 30 MB copy of an upright photo
-            return _to_rgb_uint8(img)
-    except FileNotFoundError:
-        raise OdmaugError(f"image not found: {path}") from None
-    except Image.DecompressionBombError as err:
-        # PIL refuses before decoding; decoding would take gigabytes, so it is a bad file for us too.
-        raise OdmaugError(f"corrupt or unreadable image: {path} (too many pixels: {err})") from None
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as err:
-        raise OdmaugError(f"corrupt or unreadable image: {path} ({err})") from None
-
-
-# 16-bit greyscale PNGs open in these modes; PIL's convert("RGB") clips them at 255 instead of scaling.
-_SIXTEEN_BIT_MODES = {"I;16", "I;16L", "I;16B", "I;16N", "I"}
-
-
-def _to_rgb_uint8(img: Image.Image) -> np.ndarray:
-    """A loaded PIL image as uint8 RGB [H, W, 3]; 16-bit values 0..65535 map to 0..255 (v / 257)."""
-    if img.mode not in _SIXTEEN_BIT_MODES:
-        return np.asarray(img.convert("RGB"))
-    wide = np.asarray(img).astype(np.float64)  # [H, W]; mode 'I' is 32-bit, clipped to 16-bit range
-    grey = np.clip(np.rint(wide / 257.0), 0, 255).astype(np.uint8)
-    return np.repeat(grey[:, :, None], 3, axis=2)
 
 
 @dataclass
@@ -101,6 +73,10 @@ class ImageTable:
             made from already cropped images.
         cache_dir: folder of the decode cache (:mod:`odmaug.data.cache`) that stages loading
             prepared images use for file rows; None: no cache.
+        channels: 1 or 3 channels per prepared image (``data.channels``); None: auto, resolved by
+            :meth:`pixel_format` from the rows (1 when every image is grayscale).
+        bits: 8 or 16 bits per level; None: resolved with ``channels`` (16 when any image is deeper than 8).
+        window: ``data.window`` (center, width) for DICOM rows; None: each file's own window.
     """
 
     frame: pd.DataFrame
@@ -109,6 +85,9 @@ class ImageTable:
     data_dir: str | None = None
     crop: str = "none"
     cache_dir: str | None = None
+    channels: int | None = None
+    bits: int | None = None
+    window: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         frame = self.frame.copy()
@@ -131,9 +110,28 @@ class ImageTable:
 
     def split(self, *names: str) -> "ImageTable":
         """Only the rows of the given split(s)."""
-        rows = self.frame[self.frame["split"].isin(names)]
-        return ImageTable(rows, self.num_classes, f"{self.name}/{'+'.join(names)}", self.data_dir,
-                          self.crop, self.cache_dir)
+        return self.derived(self.frame[self.frame["split"].isin(names)], f"{self.name}/{'+'.join(names)}")
+
+    def derived(self, frame: pd.DataFrame, name: str | None = None) -> "ImageTable":
+        """A table of other rows (a subset, a merge) that prepares them as this one does: same
+        grades, crop, cache and pixel format (see :meth:`format_fields`)."""
+        return ImageTable(frame, self.num_classes, name or self.name, self.data_dir, self.crop, self.cache_dir,
+                          **self.format_fields())
+
+    def format_fields(self) -> dict:
+        """``channels``, ``bits`` and ``window`` as keyword arguments for a new table of these
+        images, resolved first: a subset of a gray and colour mix, or of a set whose channels were
+        given, keeps the whole set's format."""
+        fmt = self.pixel_format()
+        return {"channels": fmt.channels, "bits": fmt.bits, "window": self.window}
+
+    def pixel_format(self) -> PixelFormat:
+        """The :class:`~odmaug.data.pixels.PixelFormat` every image of the table is prepared in;
+        resolved from the rows' headers on first use when ``channels`` or ``bits`` is None."""
+        if self.channels is None or self.bits is None:
+            fmt = resolve_format(self.frame["path"].astype(str), self.channels)
+            self.channels, self.bits = fmt.channels, (self.bits or fmt.bits)
+        return PixelFormat(self.channels, self.bits)
 
     def splits(self) -> list[str]:
         order = {"train": 0, "val": 1, "test": 2}
@@ -144,9 +142,10 @@ class ImageTable:
         return np.bincount(self.labels, minlength=self.num_classes)
 
     def read(self, index: int) -> np.ndarray:
-        """Image ``index`` as uint8 RGB [H, W, 3], cropped by :meth:`crop_of` (square unless none)."""
-        image = read_image(self.frame.at[index, "path"], self.data_dir, self.num_classes)
-        return crop_image(image, self.crop_of(index))
+        """Image ``index`` in the table's :meth:`pixel_format` ([H, W, channels], uint8 or uint16),
+        cropped by :meth:`crop_of` (square unless none)."""
+        image = read_image(self.frame.at[index, "path"], self.data_dir, self.num_classes, self.window)
+        return crop_image(convert(image, self.pixel_format()), self.crop_of(index))
 
     def crop_of(self, index: int) -> str:
         """The crop :meth:`read` applies to row ``index``: ``none`` for generated rows."""

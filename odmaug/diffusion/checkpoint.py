@@ -25,6 +25,7 @@ from typing import Any
 import torch
 
 from odmaug.config import Recipe
+from odmaug.data.pixels import COLOUR, PixelFormat
 from odmaug.device import resolve_device
 from odmaug.diffusion.schedule import TERMINAL_SIGNAL_LIMIT, NoiseSchedule
 from odmaug.diffusion.unet import build_generator
@@ -93,6 +94,7 @@ class LoadedGenerator:
     step: int
     checkpoint_id: str  # short content hash (sha256[:16]) of the weights file used
     weights_path: Path
+    pixels: PixelFormat = COLOUR  # channels the network takes and bits of the images it learnt from
 
 
 def load_generator(run: str | Path, use_ema: bool = True, device: str | torch.device = "cpu") -> LoadedGenerator:
@@ -113,7 +115,9 @@ def load_generator(run: str | Path, use_ema: bool = True, device: str | torch.de
     name = "ema.safetensors" if use_ema else "model.safetensors"
     path, tensors, digest = _load_checked(generator_dir, pointer, name)
     num_classes, image_size = recipe.data.num_classes, recipe.data.image_size
-    model = build_generator(recipe.generator, num_classes, image_size)
+    given = pointer.get("pixels") if isinstance(pointer.get("pixels"), dict) else {}  # absent before data.channels
+    pixels = PixelFormat(int(given.get("channels", 3)), int(given.get("bits", 8)))
+    model = build_generator(recipe.generator, num_classes, image_size, pixels.channels)
     load_weights_into(model, tensors, path, num_classes)
     device = resolve_device(device)
     model = model.to(device=device, memory_format=torch.channels_last).eval()
@@ -133,4 +137,5 @@ def load_generator(run: str | Path, use_ema: bool = True, device: str | torch.de
         step=int(pointer["step"]),
         checkpoint_id=digest[:16],
         weights_path=path,
+        pixels=pixels,
     )

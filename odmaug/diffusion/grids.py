@@ -106,16 +106,19 @@ def parse_grades(spec: str, num_classes: int) -> list[int]:
     return list(dict.fromkeys(grades))
 
 
-def source_image(ref: str, recipe, size: int) -> torch.Tensor:
+def source_image(ref: str, recipe, size: int, pixels=None) -> torch.Tensor:
     """One image file (or ``retinamnist://`` reference) prepared as the run's training images are:
-    the recipe's crop, then resized; uint8 [3, size, size]."""
+    the generator's pixel format (``pixels``, default colour 8-bit), the recipe's crop, then
+    resized; [C, size, size] (uint8, or uint16 for 16-bit formats)."""
     from odmaug.data import prepare
     from odmaug.data.crops import crop_image
+    from odmaug.data.pixels import COLOUR, convert
     from odmaug.data.table import SCHEMES, read_image
 
     if not ref.startswith(SCHEMES) and not Path(ref).is_file():
         raise OdmaugError(f"--image {ref}: no such file")
-    image = crop_image(read_image(ref, recipe.data.data_dir, recipe.data.num_classes), recipe.data.crop)
+    image = read_image(ref, recipe.data.data_dir, recipe.data.num_classes, recipe.data.window)
+    image = crop_image(convert(image, pixels or COLOUR), recipe.data.crop)
     return torch.from_numpy(np.array(prepare(image, size, recipe.data.crop_box))).permute(2, 0, 1)  # writable copy
 
 
@@ -175,6 +178,8 @@ def translation_strips(run: str | Path, images: Sequence[str], out: Path, grades
         OdmaugError: a strength outside (0, 1], a negative seed, ``out`` not a writable ``.png``,
             unknown grades or image files, bad settings.
     """
+    from odmaug.data.images import as_uint8
+    from odmaug.data.verify import check_refs
     from odmaug.diffusion.translate import check_strength
 
     check_strength(strength)
@@ -182,12 +187,13 @@ def translation_strips(run: str | Path, images: Sequence[str], out: Path, grades
         raise OdmaugError(f"--seed must be 0 or more (got {seed})")
     _png_out(out)  # before the generator is loaded
     loaded, settings = translation_generator(run, device, sample)
+    check_refs(list(images), loaded.recipe.data.data_dir)  # every --image, before the first is translated
     chosen = parse_grades(grades, loaded.num_classes)
     rows = []
     for ref in images:
-        src = source_image(ref, loaded.recipe, loaded.image_size)
+        src = source_image(ref, loaded.recipe, loaded.image_size, loaded.pixels)
         made = translate_to_grades(loaded, settings, src, chosen, seed, strength, invert)
-        rows.append(torch.cat([src.unsqueeze(0), made]))  # [1 + G, 3, H, W]
+        rows.append(torch.cat([as_uint8(src).unsqueeze(0), made]))  # [1 + G, C, H, W]
     draw_strips(rows, [Path(ref).name for ref in images], chosen, strength,
                 "DDIM inversion" if invert else f"seed {seed}", out)
     return StripSummary(out, len(images), chosen, settings.steps)

@@ -19,6 +19,8 @@ under ``torch.compile``, which fuses these itself) runs torch's reference ops.
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -186,3 +188,12 @@ class _GroupNormAct(torch.autograd.Function):
         dweight = s_xhat.sum(0).to(weight.dtype) if ctx.needs_input_grad[1] else None
         dbias = s_dz.sum(0).to(weight.dtype) if ctx.needs_input_grad[2] else None
         return dx, dweight, dbias, dshift, None, None, None, None
+
+
+def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
+    """Sinusoidal embedding of timesteps: [B] -> float32 [B, dim] (Transformer/DDPM style)."""
+    half = dim // 2
+    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
+    args = t.float()[:, None] * freqs[None]  # [B, half]
+    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)
+    return F.pad(emb, (0, 1)) if dim % 2 else emb

@@ -45,11 +45,13 @@ def train_generator_run(cfg: Recipe, resume: Optional[Run] = None, runs_dir: Opt
     bad input cannot strand the other ranks.
 
     Raises:
-        OdmaugError: a recipe that cannot train, a bad ``name``, an unusable device.
+        OdmaugError: a recipe that cannot train, a bad ``name``, an unusable device, bad data (a
+            missing or unreadable image in any split).
     """
     from odmaug import distributed as ddp
     from odmaug.atomic import atomic_write_text
     from odmaug.config import dump_recipe
+    from odmaug.data import load_table
     from odmaug.device import resolve_device
     from odmaug.diffusion.trainer import check_training_recipe, train_generator
     from odmaug.runs import check_run_name, create_run, open_run, removed_if_it_fails_empty
@@ -58,6 +60,9 @@ def train_generator_run(cfg: Recipe, resume: Optional[Run] = None, runs_dir: Opt
     check_training_recipe(cfg, device)  # before any folder is made
     if name is not None:
         check_run_name(name)
+    # Every image of every split, checked before the run folder exists (a missing test image once
+    # surfaced only in a later stage); the trainer then takes the checked training split.
+    train = load_table(cfg.data).split("train")
     context = ddp.init_distributed(device)
     try:
         run = resume
@@ -76,7 +81,7 @@ def train_generator_run(cfg: Recipe, resume: Optional[Run] = None, runs_dir: Opt
         fresh = resume is None and context.is_main
         with removed_if_it_fails_empty(run) if fresh else contextlib.nullcontext():
             result = train_generator(run, cfg, resume=resume is not None, context=context,
-                                     on_ready=None if resume is None else record_resume)
+                                     on_ready=None if resume is None else record_resume, train=train)
         return GeneratorTraining(run, result, context.is_main)
     finally:
         ddp.shutdown(context)

@@ -119,7 +119,10 @@ def save_checkpoint(generator_dir: Path, state: TrainingState, keep: int = 1) ->
 
     try:
         hashes = save_state_folder(folder, state, pause_after_weights)
-        atomic_write_json(generator_dir / POINTER, {"format": FORMAT_VERSION, "step": step, "folder": folder.name, "sha256": hashes})
+        pointer = {"format": FORMAT_VERSION, "step": step, "folder": folder.name, "sha256": hashes}
+        if "pixels" in state.info:  # channels and bits the network was trained on (absent: 3, 8)
+            pointer["pixels"] = state.info["pixels"]
+        atomic_write_json(generator_dir / POINTER, pointer)
     except BaseException:
         # A failed write (a full disk, Ctrl-C) leaves the pointer on the previous checkpoint. A
         # half-written folder it does not point to only takes space, and the pruning below could
@@ -203,7 +206,8 @@ class CheckpointState:
             for rank, value in enumerate(ddp_utils.gather_tensors(state, self.context)):
                 gathered[f"{name}.{rank}"] = value
         if self.context.is_main:
-            info = {"precision": precision_name(self.dtype), "world_size": self.context.world_size}
+            info = {"precision": precision_name(self.dtype), "world_size": self.context.world_size,
+                    "pixels": {"channels": self.pixels.channels, "bits": self.pixels.bits}}
             if self.unit.scaler is not None:
                 info["scaler"] = self.unit.scaler.state_dict()
             state = TrainingState(self.step, self.model.state_dict(), self.unit.optimizer.state_dict(),

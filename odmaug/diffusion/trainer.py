@@ -90,7 +90,7 @@ class _Trainer(CheckpointState):
         self._load_data(train)
         # Initial weights from the recipe seed (identical on every rank; DDP also broadcasts them).
         torch.manual_seed(recipe.seed)
-        self.model = build_generator(recipe.generator, self.num_classes, self.size)
+        self.model = build_generator(recipe.generator, self.num_classes, self.size, self.pixels.channels)
         self.model = self.model.to(device=self.device, memory_format=torch.channels_last)
         self.unit = generator_train_step(self.model, self.cfg, self.device, self.dtype)
         self.ema = self.unit.ema.module
@@ -118,6 +118,7 @@ class _Trainer(CheckpointState):
         train = table.split("train") if train is None else train
         if len(train) == 0:
             raise OdmaugError(f"{table.name}: no images in the train split")
+        self.pixels = train.pixel_format()  # the network's channels; the checkpoint records both
         self.images = load_uint8(train, self.size, self.recipe.data.crop_box, progress=self.show_progress).to(self.device)
         self.labels = torch.tensor(train.labels, dtype=torch.long)  # [N] on CPU: no device syncs
         self.class_counts = torch.bincount(self.labels, minlength=self.num_classes).tolist()
@@ -133,7 +134,7 @@ class _Trainer(CheckpointState):
         return self.cfg.lr
 
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """A random batch: images float [b, 3, H, W] in [-1, 1] (channels_last), labels [b] on CPU."""
+        """A random batch: images float [b, C, H, W] in [-1, 1] (channels_last), labels [b] on CPU."""
         g = self.generator
         index = torch.randint(len(self.labels), (self.local_batch,), generator=g)
         x = to_model_range(self.images[index.to(self.device)])
@@ -211,6 +212,7 @@ class _Trainer(CheckpointState):
             world_size=self.context.world_size, backend=self.context.backend, global_batch=cfg.batch_size,
             per_rank_batch=self.local_batch, train_images=len(self.labels), class_counts=self.class_counts,
             parameters=sum(p.numel() for p in self.model.parameters()),
+            channels=self.pixels.channels, bits=self.pixels.bits,
             ordinal=self.recipe.diffusion.ordinal.model_dump(), ordinal_active=self.loss_fn.active,
         )
         self.model.train()

@@ -1,7 +1,7 @@
 """The class-conditional U-Net of Ho et al. (2020) and the generator registry.
 
-Contract of every registered generator: ``forward(x [B, 3, H, W], t [B] long, labels [B] long)
--> eps or v [B, 3, H, W]`` (``diffusion.prediction``). Labels are grades ``0 .. C-1`` plus the null class ``C`` used by
+Contract of every registered generator: ``forward(x [B, C, H, W], t [B] long, labels [B] long)
+-> eps or v [B, C, H, W]`` (``diffusion.prediction``; C = 1 or 3, ``data.channels``). Labels are grades ``0 .. C-1`` plus the null class ``C`` used by
 classifier-free guidance; anything else raises (a conditional model must never ignore labels).
 
 Performance notes (why the code looks the way it does): the network is written so that it runs in
@@ -14,7 +14,6 @@ channels_last); there are no Python loops over samples and no host synchronisati
 
 from __future__ import annotations
 
-import math
 from typing import Callable, Optional
 
 import torch
@@ -22,7 +21,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from odmaug.config import GeneratorConfig
-from odmaug.diffusion.layers import norm_act
+from odmaug.diffusion.layers import norm_act, timestep_embedding  # noqa: F401 (re-exported: it lived here)
 from odmaug.errors import OdmaugError
 
 
@@ -36,15 +35,6 @@ def _groups(channels: int) -> int:
         if channels % g == 0 and channels // g >= 4:
             return g
     return 1
-
-
-def timestep_embedding(t: torch.Tensor, dim: int, max_period: float = 10000.0) -> torch.Tensor:
-    """Sinusoidal embedding of timesteps: [B] -> float32 [B, dim] (Transformer/DDPM style)."""
-    half = dim // 2
-    freqs = torch.exp(-math.log(max_period) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
-    args = t.float()[:, None] * freqs[None]  # [B, half]
-    emb = torch.cat([torch.cos(args), torch.sin(args)], dim=1)
-    return F.pad(emb, (0, 1)) if dim % 2 else emb
 
 
 class ResBlock(nn.Module):
@@ -133,6 +123,7 @@ class UNet(nn.Module):
         image_size: input resolution (must be divisible by 2^(len(channel_mult) - 1)).
         base_channels, channel_mult, num_res_blocks, attention_resolutions, num_heads, dropout:
             as in :class:`odmaug.config.GeneratorConfig`.
+        in_channels: image channels C, taken and returned (3 RGB, 1 grayscale).
     """
 
     def __init__(
@@ -224,7 +215,7 @@ class UNet(nn.Module):
             torch._assert_async(((labels >= 0) & (labels <= self.num_classes)).all(), "labels out of range")
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor | None = None) -> torch.Tensor:
-        """eps estimate [B, 3, H, W] for noisy images ``x`` at timesteps ``t`` with grades ``labels``."""
+        """eps estimate [B, C, H, W] for noisy images ``x`` at timesteps ``t`` with grades ``labels``."""
         self.check_inputs(x, t, labels)
         dtype = self.stem.weight.dtype  # float32, or bfloat16 when the weights themselves are bf16
         emb = self.time_mlp(timestep_embedding(t, self.base_channels).to(dtype)) + self.class_emb(labels)  # [B, E]
@@ -239,12 +230,12 @@ class UNet(nn.Module):
         return self.out_conv(norm_act(h, self.out_norm))
 
 
-GeneratorFactory = Callable[[GeneratorConfig, int, int], nn.Module]
+GeneratorFactory = Callable[[GeneratorConfig, int, int, int], nn.Module]  # (cfg, grades, size, channels)
 GENERATORS: dict[str, GeneratorFactory] = {}
 
 
 def register_generator(name: str) -> Callable[[GeneratorFactory], GeneratorFactory]:
-    """Decorator adding a factory ``(cfg, num_classes, image_size) -> nn.Module`` to the registry."""
+    """Decorator adding a factory ``(cfg, num_classes, image_size, channels) -> nn.Module`` to the registry."""
 
     def wrap(factory: GeneratorFactory) -> GeneratorFactory:
         GENERATORS[name] = factory
@@ -254,15 +245,16 @@ def register_generator(name: str) -> Callable[[GeneratorFactory], GeneratorFacto
 
 
 @register_generator("unet")
-def _unet(cfg: GeneratorConfig, num_classes: int, image_size: int) -> nn.Module:
+def _unet(cfg: GeneratorConfig, num_classes: int, image_size: int, channels: int = 3) -> nn.Module:
     return UNet(num_classes, image_size, base_channels=cfg.base_channels, channel_mult=tuple(cfg.channel_mult),
                 num_res_blocks=cfg.num_res_blocks, attention_resolutions=tuple(cfg.attention_resolutions),
-                num_heads=cfg.num_heads, dropout=cfg.dropout)
+                num_heads=cfg.num_heads, dropout=cfg.dropout, in_channels=channels)
 
 
-def build_generator(cfg: GeneratorConfig, num_classes: int, image_size: int) -> nn.Module:
-    """The generator network named by ``cfg.name`` (see :data:`GENERATORS`), checked to run on
-    [1, 3, S, S] inputs with S = ``image_size`` by one forward pass (see :mod:`odmaug.probe`).
+def build_generator(cfg: GeneratorConfig, num_classes: int, image_size: int, channels: int = 3) -> nn.Module:
+    """The generator network named by ``cfg.name`` (see :data:`GENERATORS`) for images of
+    ``channels`` (1 or 3, ``data.channels``), checked to run on [1, channels, S, S] inputs with
+    S = ``image_size`` by one forward pass (see :mod:`odmaug.probe`).
 
     Raises:
         OdmaugError: unknown name, or settings that cannot run at ``image_size`` (the U-Net names
@@ -273,10 +265,11 @@ def build_generator(cfg: GeneratorConfig, num_classes: int, image_size: int) -> 
     if cfg.name not in GENERATORS:
         raise OdmaugError(f"unknown generator '{cfg.name}' (available: {', '.join(sorted(GENERATORS))})")
     factory = GENERATORS[cfg.name]
-    model = factory(cfg, num_classes, image_size)
-    require_runs(("generator", cfg.model_dump_json(), num_classes, image_size), model, image_size,
-                 f"generator '{cfg.name}'", "data.image_size", _probe_inputs,
-                 rebuilt_runs_at(lambda size: factory(cfg, num_classes, size), _probe_inputs))
+    model = factory(cfg, num_classes, image_size, channels)
+    probe = lambda size: _probe_inputs(size, channels)  # noqa: E731
+    require_runs(("generator", cfg.model_dump_json(), num_classes, image_size, channels), model, image_size,
+                 f"generator '{cfg.name}'", "data.image_size", probe,
+                 rebuilt_runs_at(lambda size: factory(cfg, num_classes, size, channels), probe))
     return model
 
 
@@ -294,6 +287,6 @@ def unreached_attention(cfg: GeneratorConfig, image_size: int) -> Optional[str]:
             f"{levels} px), so no attention layer is placed there")
 
 
-def _probe_inputs(size: int) -> list[torch.Tensor]:
-    """x [1, 3, S, S], t [1] and labels [1] (grade 0) for one probing forward pass."""
-    return [torch.zeros(1, 3, size, size), torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long)]
+def _probe_inputs(size: int, channels: int = 3) -> list[torch.Tensor]:
+    """x [1, C, S, S], t [1] and labels [1] (grade 0) for one probing forward pass."""
+    return [torch.zeros(1, channels, size, size), torch.zeros(1, dtype=torch.long), torch.zeros(1, dtype=torch.long)]

@@ -30,7 +30,7 @@ import pandas as pd
 from odmaug.atomic import atomic_path
 from odmaug.console import warn
 from odmaug.data import retinamnist
-from odmaug.data.cache import prep_identity
+from odmaug.data.cache import pixel_key, prep_identity
 from odmaug.data.table import RETINAMNIST_SCHEME, SYNTHETIC_SCHEME, ImageTable
 from odmaug.digest import file_digest, json_digest, rows_digest
 
@@ -81,7 +81,7 @@ def feature_cache_key(table: ImageTable, size: int, crop_box, extractor_identity
         "size": int(size),
         "crop_box": list(crop_box) if crop_box else None,
         "crop": getattr(table, "crop", "none"),  # data.crop (centre, fundus) changes the pixels too
-        "prep": prep_identity(),  # what turns the files into pixels, as the decode cache keys it
+        "prep": prep_identity(pixel_key(table)),  # what turns the files into pixels, as the decode cache keys it
         "extractor": extractor_identity,
     })
 

@@ -45,29 +45,36 @@ class FeatureExtractor(Protocol):
     def __call__(self, images_uint8: torch.Tensor) -> torch.Tensor: ...
 
 
-def adapt_images(images: torch.Tensor, size: Optional[int]) -> torch.Tensor:
-    """Any uint8 image batch -> uint8 RGB [B, 3, S, S] (S = ``size``, or unchanged when None).
+def adapt_images(images: torch.Tensor, size: Optional[int], channels: int = 3) -> torch.Tensor:
+    """Any uint8 or uint16 image batch -> uint8 [B, channels, S, S] (S = ``size``, or unchanged when None).
 
-    Accepts [B, H, W] and [B, 1, H, W] grayscale (repeated to 3 channels), [B, 2, H, W]
-    grayscale+alpha and [B, 4, H, W] RGBA (alpha dropped). Resizing is antialiased bicubic, like
-    the PIL resize that prepares training images.
+    Accepts [B, H, W] and [B, 1, H, W] grayscale (repeated to 3 channels, as torch-fidelity feeds
+    grayscale to Inception), [B, 2, H, W] grayscale+alpha and [B, 4, H, W] RGBA (alpha dropped).
+    For a 1-channel extractor (a grayscale classifier) RGB becomes its ITU-R 601 luma. 16-bit
+    levels are rounded to 8 bits (v / 257): every extractor takes uint8, as torch-fidelity's
+    Inception does. Resizing is antialiased bicubic, like the PIL resize that prepares training images.
 
     Raises:
-        OdmaugError: not uint8, or a layout that is not one of the above.
+        OdmaugError: not uint8 or uint16, or a layout that is not one of the above.
     """
+    if images.dtype == torch.uint16:
+        images = images.float().div(257.0).round().clamp(0, 255).to(torch.uint8)
     if images.dtype != torch.uint8:
         raise OdmaugError(f"feature extractors take uint8 images; got {str(images.dtype).removeprefix('torch.')}")
     if images.ndim == 3:
         images = images.unsqueeze(1)  # [B, H, W] -> [B, 1, H, W]
     if images.ndim != 4 or images.shape[1] not in (1, 2, 3, 4):
         raise OdmaugError(f"feature extractors take images [B, C, H, W] with C in 1..4; got {list(images.shape)}")
-    channels = images.shape[1]
-    if channels in (1, 2):
-        images = images[:, :1].expand(-1, 3, -1, -1)  # grayscale (+alpha) -> RGB
-    elif channels == 4:
+    given = images.shape[1]
+    if given in (1, 2):
+        images = images[:, :1].expand(-1, channels, -1, -1)  # grayscale (+alpha) -> RGB, or kept gray
+    elif given == 4:
         images = images[:, :3]  # RGBA -> RGB
+    if channels == 1 and images.shape[1] == 3:
+        luma = torch.tensor([0.299, 0.587, 0.114]).view(1, 3, 1, 1)
+        images = (images.float() * luma).sum(1, keepdim=True).round_().clamp_(0, 255).to(torch.uint8)
     if size is not None and tuple(images.shape[-2:]) != (size, size):
-        x = images.float()  # [B, 3, H, W] in 0..255
+        x = images.float()  # [B, C, H, W] in 0..255
         x = F.interpolate(x, size=(size, size), mode="bicubic", antialias=True, align_corners=False)
         images = x.round_().clamp_(0, 255).to(torch.uint8)
     return images.contiguous()
@@ -83,12 +90,13 @@ class AdaptedExtractor:
         # No identity, no caching: a cache key without the extractor's weights would be unsafe.
         self.identity: Optional[str] = getattr(base, "identity", None)
         self.image_size: Optional[int] = getattr(base, "image_size", None)
+        self.channels: int = int(getattr(base, "channels", 3))  # 1: a grayscale domain classifier
         self.dim: int = int(base.dim)
 
     @torch.no_grad()
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 [B, C, H, W] -> float32 [B, dim] on the CPU."""
-        images = adapt_images(images, self.image_size)
+        images = adapt_images(images, self.image_size, self.channels)
         chunks = [torch.empty(0, self.dim)]
         for start in range(0, images.shape[0], self.batch_size):
             batch = images[start : start + self.batch_size]

@@ -21,16 +21,32 @@ KID_HEADER = "KID ×10³"
 """KID is printed times 10³, the field's convention (StyleGAN2-ADA, ...), with the scale in the header."""
 
 
+KID_PLAIN_LIMIT = 1e5
+"""From here up (× 10³) KID is printed as a power of ten: ``457380347`` could not be read at a glance."""
+KID_SCALE_NOTE = ("KID ×10³ has 3 significant digits; from 100,000 up it is written as a power of ten "
+                  "(4.57×10⁸ is KID 457,000). Domain-feature KID has no fixed scale: compare rows of one "
+                  "features column, never with Inception KID.")
+_SUPERSCRIPT = str.maketrans("-0123456789", "⁻⁰¹²³⁴⁵⁶⁷⁸⁹")
+
+
 def kid_text(value: float, digits: int = 3) -> str:
-    """``value`` × 10³ with ``digits`` significant digits, in plain notation (no ``e-05``, no ``e+04``).
+    """``value`` × 10³ with ``digits`` significant digits: plain notation (no ``e-05``, no ``e+04``)
+    below :data:`KID_PLAIN_LIMIT`, above it ``4.57×10⁸``.
 
     Significant digits, not decimals: Inception KID is ~1e-3 and domain-feature KID ranges from
-    ~1e-5 to ~1e1, so fixed decimals would print 0.0000 for some and 26501.7189 for others.
+    ~1e-5 to ~1e6, so fixed decimals would print 0.0000 for some and 26501.7189 for others, and a
+    nine-digit integer carries six digits of noise.
     """
     scaled = value * KID_SCALE
     if scaled == 0 or not math.isfinite(scaled):
         return f"{scaled:g}"
-    decimals = max(0, digits - 1 - math.floor(math.log10(abs(scaled))))
+    exponent = math.floor(math.log10(abs(scaled)))
+    if abs(scaled) >= KID_PLAIN_LIMIT:
+        mantissa = round(scaled / 10 ** exponent, digits - 1)
+        if abs(mantissa) >= 10:  # 9.995e8 rounds up to 10.0e8: write 1.00e9
+            mantissa, exponent = mantissa / 10, exponent + 1
+        return f"{mantissa:.{digits - 1}f}×10{str(exponent).translate(_SUPERSCRIPT)}"
+    decimals = max(0, digits - 1 - exponent)
     return f"{scaled:.{decimals}f}"
 
 

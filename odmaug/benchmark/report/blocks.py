@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from odmaug.benchmark.report.verdict import verdict
+from odmaug.metrics.generative_table import KID_SCALE_NOTE
 from odmaug.benchmark.report.tables import (
     ARM_HEADER,
     GENERATOR_HEADER,
@@ -55,6 +57,7 @@ def report_blocks(results: dict[str, Any]) -> list[tuple]:
     seeds = results.get("seeds") or []
     detail_header = ["arm", "QWK", "accuracy", "macro-F1", "balanced acc."] + [f"recall g{g}" for g in range(results["num_classes"])]
     blocks: list[tuple] = [
+        ("p", verdict(results)),
         ("p", f"Test split: {results.get('test_description', 'real test split')}; seeds {seeds}; "
               f"wall time {results.get('wall_time_s', 0) / 60:.1f} min."),
         ("h", 2, "Classifier per arm"), ("table", ARM_HEADER, arm_rows(results)),
@@ -68,7 +71,8 @@ def report_blocks(results: dict[str, Any]) -> list[tuple]:
     if results.get("generators"):
         blocks += [("h", 2, "Generators"),
                    ("p", "Overall: real training split vs a generated subset with the same grade mix. "
-                         "FID marked * rests on fewer images than the small-set threshold and is biased upward; compare KID."),
+                         "FID marked * rests on fewer images than the small-set threshold and is biased upward; compare KID. "
+                         + KID_SCALE_NOTE),
                    *judge_blocks(results),
                    ("table", GENERATOR_HEADER, generator_rows(results)),
                    *[("p", line.strip()) for line in generator_footnotes(results)],

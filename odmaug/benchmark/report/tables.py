@@ -14,7 +14,7 @@ from typing import Any, Optional
 import numpy as np
 from rich.table import Table
 
-from odmaug.metrics.generative_table import KID_HEADER, kid_cell, kid_footnotes, kid_text
+from odmaug.metrics.generative_table import KID_HEADER, KID_SCALE_NOTE, kid_cell, kid_footnotes, kid_text
 from odmaug.metrics.spread import OMITTED_MARK, kid_spread_omitted
 
 
@@ -237,8 +237,10 @@ GENERATOR_HEADER = ["generator", "features", "FID", KID_HEADER, "precision", "re
 def generator_table(results: dict[str, Any]) -> Table:
     """The terminal's generator table, KID footnotes as its caption."""
     which = " of fold 0 (each fold trains its own)" if results.get("protocol") == "cv" else ""
+    large = any(("×10" in row[3]) for row in generator_rows(results))  # a KID written as a power of ten
+    caption = generator_footnotes(results) + ([KID_SCALE_NOTE] if large else [])
     table = Table(title=f"Generators{which} (* FID on a small set is biased upward: compare KID)", title_justify="left",
-                  caption="\n".join(generator_footnotes(results)) or None, caption_justify="left")
+                  caption="\n".join(caption) or None, caption_justify="left")
     for i, name in enumerate(GENERATOR_HEADER):
         table.add_column(name, justify="left" if i < 2 else "right")
     for row in generator_rows(results):
