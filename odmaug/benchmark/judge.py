@@ -50,7 +50,7 @@ def plan_judge(plan: Plan, recipe: Recipe) -> None:
     if not recipe.benchmark.judge.separate or not any(a.synthetic_name is not None for a in plan.arms):
         return
     cfg = judge_recipe(recipe).classifier
-    check_classifier(cfg.model, recipe.data.num_classes, cfg.image_size or recipe.data.image_size)
+    check_classifier(cfg.model, recipe.data.num_classes, cfg.image_size or recipe.data.image_size, cfg.pretrained)
     plan.stages.append(Stage("classifier", f"judge ({cfg.model}, seed {judge_seed(recipe)})", plan.store, "planned",
                              f"{cfg.epochs} epochs on the real images: judges the generators", cfg.epochs, arm="real"))
 

@@ -37,7 +37,8 @@ def make_plan(recipe: Recipe, store: Path, splits: Splits) -> Plan:
     from odmaug.diffusion.trainer import check_training_recipe
 
     arms = [parse_arm(spec) for spec in recipe.benchmark.arms]
-    check_classifier(recipe.classifier.model, recipe.data.num_classes, recipe.classifier.image_size or recipe.data.image_size)
+    check_classifier(recipe.classifier.model, recipe.data.num_classes,
+                     recipe.classifier.image_size or recipe.data.image_size, recipe.classifier.pretrained)
     if any(arm.kind.generator is not None for arm in arms):
         # the generators differ only in recipe changes that do not change the network (the ordinal weight)
         check_training_recipe(recipe)

@@ -88,8 +88,9 @@ def classifier_job(cfg: Recipe, manifest: Optional[Path] = None, seeds: Optional
     from odmaug.runs import create_run
 
     device = resolve_device(cfg.device)  # once, here: the job passes this torch.device down
-    # fail before any data is loaded or folder made: unknown model, or one that cannot run at this size
-    check_classifier(cfg.classifier.model, cfg.data.num_classes, cfg.image_size("classifier"))
+    # fail before any data is loaded or folder made: unknown model, one that cannot run at this size,
+    # or classifier.pretrained=hub weights that are not cached (offline) or cannot be downloaded
+    check_classifier(cfg.classifier.model, cfg.data.num_classes, cfg.image_size("classifier"), cfg.classifier.pretrained)
     seed_list = parse_seeds(seeds) if seeds is not None else None  # '' is an error, not "no seeds"
     if out is not None:
         check_writable(out, folder=True)  # before the data is loaded and the epochs run

@@ -113,17 +113,21 @@ def create_model(name: str, num_classes: int, image_size: int, channels: int = 3
     return model
 
 
-def check_classifier(name: str, num_classes: int, image_size: int) -> None:
+def check_classifier(name: str, num_classes: int, image_size: int, pretrained: Optional[str] = None) -> None:
     """Raise :class:`OdmaugError` now, before any folder is made, when ``name`` is not a timm
     model, cannot run at ``image_size``, or runs but cannot learn there (pixels its patch grid never
-    reads, a collapsed feature map: :mod:`odmaug.classify.learnable`). Builds the model once; the
-    global RNG is untouched."""
+    reads, a collapsed feature map: :mod:`odmaug.classify.learnable`), or when ``pretrained`` is
+    ``hub`` and timm's weights are neither cached nor downloadable (:mod:`odmaug.classify.hub`).
+    Builds the model once; the global RNG is untouched."""
+    from odmaug.classify.hub import HUB, check_hub
     from odmaug.classify.learnable import require_learnable
 
     with torch.random.fork_rng(devices=[]):  # building draws initial weights from the global RNG
         model = create_model(name, num_classes, image_size)
         require_learnable(f"classifier {name}", model, image_size, "classifier.image_size or data.image_size",
                           lambda size: _built_at(model, name, num_classes, size))
+    if pretrained == HUB:  # after the size checks: no download for a model that cannot run here
+        check_hub(name)
 
 
 def _built_at(model: nn.Module, name: str, num_classes: int, size: int) -> Optional[nn.Module]:
@@ -140,11 +144,12 @@ def _built_at(model: nn.Module, name: str, num_classes: int, size: int) -> Optio
     return model if forward_error(model, _zeros(size)) is None else None
 
 
-def _build(name: str, num_classes: int, image_size: int, channels: int = 3) -> nn.Module:
+def _build(name: str, num_classes: int, image_size: int, channels: int = 3, **extra: Any) -> nn.Module:
+    """``timm.create_model`` for ``image_size`` and ``channels``; ``extra`` (e.g. ``pretrained=True``) is passed on."""
     import timm
     from timm.models import get_pretrained_cfg_value
 
-    kwargs: dict[str, Any] = {"num_classes": num_classes, "pretrained": False}
+    kwargs: dict[str, Any] = {"num_classes": num_classes, "pretrained": False, **extra}
     if channels != 3:  # left out for RGB: timm's default, so colour models are built exactly as before
         kwargs["in_chans"] = channels
     if get_pretrained_cfg_value(name, "fixed_input_size"):

@@ -24,6 +24,7 @@ from odmaug.classify.levers import SyntheticLevers, mixed_epoch_order, row_smoot
 from odmaug.classify.models import ClassifierMeta, create_model
 from odmaug.classify.outputs import ClassifierResult, finish
 from odmaug.classify.predict import load_images, predict_logits
+from odmaug.classify.hub import HUB, load_hub
 from odmaug.classify.pretrained import load_pretrained
 from odmaug.classify.splits import check_splits
 from odmaug import tensorboard
@@ -123,7 +124,9 @@ def _prepare(recipe: Recipe, train: ImageTable, val: ImageTable, seed: int, devi
     pixels = train.pixel_format()
     model = create_model(cfg.model, num_classes, size, pixels.channels)
     extra = {"train": train.name, "seed": seed, "train_counts": train.counts().tolist(), "bits": pixels.bits}
-    if cfg.pretrained:  # classifier.json says which weights it started from and which stayed random
+    if cfg.pretrained == HUB:  # classifier.json says which weights it started from and which stayed random
+        extra |= load_hub(model, cfg.model, num_classes, size, pixels.channels)
+    elif cfg.pretrained:
         extra |= {"pretrained": str(cfg.pretrained), "pretrained_random": load_pretrained(model, cfg.pretrained)}
     meta = ClassifierMeta(cfg.model, num_classes, size, *classifier_norm(pixels.channels), recipe.data.crop_box,
                           extra=extra, channels=pixels.channels)

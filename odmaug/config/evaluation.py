@@ -15,9 +15,12 @@ class ClassifierConfig(Section):
     model: str = "resnet18"
     """A timm model name (``timm.list_models()``), created with ``num_classes`` = data.num_classes."""
     pretrained: Optional[str] = None
-    """Local safetensors weights for the model (never unpickled). A ViT's position embedding saved at
-    another size is resampled (timm's ``resample_abs_pos_embed``); the head stays random when its shape
-    differs (another grade count); any other tensor that does not fit is an error. None: random init."""
+    """``hub``: timm's own ImageNet weights for ``model`` (``timm.create_model(..., pretrained=True)``)
+    from the Hugging Face cache, downloaded there unless ``$HF_HUB_OFFLINE`` or ``$ODMAUG_OFFLINE`` is
+    set (offline and not cached: an error before any training). Otherwise a path to local safetensors
+    weights for the model (never unpickled). A ViT's position embedding saved at another size is
+    resampled (timm's ``resample_abs_pos_embed``); the head stays random when its shape differs
+    (another grade count); any other tensor that does not fit is an error. None: random init."""
     image_size: Optional[int] = Field(None, ge=8, le=1024)
     """Resolution the classifier sees; None uses data.image_size."""
     epochs: int = Field(30, ge=1, le=MAX_EPOCHS)
