@@ -9,9 +9,14 @@ not commands.
 Placeholders: a word that is ``...`` or ``<something>`` stands for a value the reader supplies; it
 is replaced by ``placeholder``, so it may only stand where a value goes (``--run ...``).
 
-Run or parse: the commands in :data:`RUN` are cheap and are run for real in a scratch folder
-(they read RetinaMNIST, so they are skipped without it, like the other real-data tests). The
-others (hours of training) are parsed without being invoked: torchrun's own launcher parser
+Where: README.md and every ``docs/*.md``. The results and speed studies moved out of the README
+into docs/results.md and docs/performance.md keep their commands under the same check: each of
+those documents must yield commands (:data:`MOVED_OUT`), so a study command cannot leave the test
+by leaving the README.
+
+Run or parse: the commands in :data:`RUN` are cheap, stand in the README, and are run for real in a
+scratch folder (they read RetinaMNIST, so they are skipped without it, like the other real-data
+tests). The others (hours of training) are parsed without being invoked: torchrun's own launcher parser
 (torchrun lines) must accept the line and hand the module exactly the words written after
 ``odmaug``; odmaug's CLI then resolves the command and builds its context, which rejects unknown
 or misspelt options, bad values and missing required options; a ``--set`` must name a real recipe
@@ -36,6 +41,8 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 COMMAND_SOURCES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
+# Documents the README's results and performance notes moved to: their commands are parsed too.
+MOVED_OUT = (REPO / "docs" / "results.md", REPO / "docs" / "performance.md")
 RUN = (
     "odmaug data info --recipe recipes/quickstart.yaml --grid retinamnist.png",
     "odmaug benchmark --recipe recipes/quickstart.yaml --dry-run",
@@ -138,7 +145,17 @@ def test_readme_lists_the_pipeline_commands():
     assert {"data", "train-generator", "sample", "augment", "balance", "benchmark", "torchrun"} <= firsts
     assert any(c.startswith("odmaug benchmark --recipe recipes/smoke.yaml") for c in commands)  # inline
     assert len(commands) >= 20
-    assert set(RUN) <= set(commands), "a command the tests run is no longer in the README: update RUN"
+    readme = markdown_commands((REPO / "README.md").read_text(encoding="utf-8"))
+    assert set(RUN) <= set(readme), "a command the tests run is no longer in the README: update RUN"
+
+
+@pytest.mark.parametrize("path", MOVED_OUT, ids=lambda p: p.name)
+def test_moved_out_documents_are_checked(path):
+    """docs/results.md and docs/performance.md are command sources, and their commands are found."""
+    assert path in COMMAND_SOURCES
+    commands = markdown_commands(path.read_text(encoding="utf-8"))
+    assert commands, f"{path.name}: no odmaug command found; the study commands would go unchecked"
+    assert set(commands) <= set(all_commands())
 
 
 @pytest.mark.parametrize("line", all_commands())
