@@ -8,6 +8,8 @@ An arm is a way to build the classifier's training table. Its entry (:class:`Arm
 * ``generator``: the generator the benchmark trains for it, as a change to the recipe (DM is ODM
   with the ordinal weight at zero), or None;
 * ``images``: where ready synthetic images come from instead (``external:<name>=<path>``), or None;
+* ``training``: classifier options its jobs train with (``{"loss": "focal"}``), or none
+  (:mod:`odmaug.benchmark.remedies`);
 * ``synthesis``: how its generator makes images: :data:`FROM_NOISE` (sampling from pure noise) or
   :data:`BY_TRANSLATION` (real training images of other grades translated to the scarce grades,
   SDEdit; :mod:`odmaug.augment.from_real`, with ``benchmark.translate``'s strengths and sources).
@@ -20,6 +22,7 @@ Registered kinds::
     dm, odm                       filled with images of the benchmark's own DM / ODM generator
     dm-translate, odm-translate   the same generators, filled with translated real training images
     external:<name>=<path>        filled with images from a folder or manifest (e.g. another generator)
+    class-weighted(-effective), balanced-sampler, focal, mixup, cutmix   real images, remedy (remedies)
 
 A new arm is one :func:`register_arm` call; ``benchmark.arms`` names arms as
 ``<kind>`` or ``<kind>:<argument>`` (:func:`parse_arm`).
@@ -28,7 +31,7 @@ A new arm is one :func:`register_arm` call; ``benchmark.arms`` names arms as
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 import pandas as pd
@@ -146,6 +149,7 @@ class ArmKind:
     generator: Optional[GeneratorRecipe] = None
     images: Optional[ImagesLoader] = None
     synthesis: str = FROM_NOISE
+    training: tuple[tuple[str, Any], ...] = ()  # classifier options of its jobs (remedies.arm_recipe)
 
     @property
     def generated_name(self) -> Optional[str]:
@@ -159,7 +163,8 @@ ARMS: dict[str, ArmKind] = {}
 
 
 def register_arm(name: str, summary: str, table: TableRule, generator: Optional[GeneratorRecipe] = None,
-                 images: Optional[ImagesLoader] = None, synthesis: str = FROM_NOISE) -> ArmKind:
+                 images: Optional[ImagesLoader] = None, synthesis: str = FROM_NOISE,
+                 training: Optional[dict[str, Any]] = None) -> ArmKind:
     """Add a kind of arm to :data:`ARMS` (see the module docstring); returns its entry.
 
     Raises:
@@ -167,7 +172,7 @@ def register_arm(name: str, summary: str, table: TableRule, generator: Optional[
     """
     if synthesis not in (FROM_NOISE, BY_TRANSLATION):
         raise ValueError(f"unknown synthesis mode {synthesis!r}")
-    ARMS[name] = ArmKind(name, summary, table, generator, images, synthesis)
+    ARMS[name] = ArmKind(name, summary, table, generator, images, synthesis, tuple((training or {}).items()))
     return ARMS[name]
 
 
@@ -289,3 +294,6 @@ def load_externals(arms: list[Arm], data: DataConfig) -> dict[str, ImageTable]:
         except OdmaugError as err:
             raise OdmaugError(f"benchmark arm {arm.spec}: {err}") from None
     return tables
+
+
+import odmaug.benchmark.remedies  # noqa: E402,F401  (registers the rare-grade remedy arms)

@@ -63,6 +63,9 @@ def _train_one(job: Job, recipe: Recipe, splits: Splits, synthetic: dict[str, Im
     from odmaug.classify.levers import SyntheticLevers
     from odmaug.classify.train import train_classifier
 
+    from odmaug.benchmark.remedies import arm_recipe
+
+    recipe = arm_recipe(recipe, job.arm)  # the arm's own classifier options (remedy arms), if any
     table, counts = training_table(job.arm, splits, synthetic, recipe, job.seed)
     write_dataset(table, splits, bench_run.subdir("datasets") / f"{splits.prefix}{job.file_name}.csv")
     train = table.split("train")
@@ -71,7 +74,8 @@ def _train_one(job: Job, recipe: Recipe, splits: Splits, synthetic: dict[str, Im
         f"-> {out_dir.name}")
     result = train_classifier(recipe, train, splits.val, splits.test, out_dir, job.seed, device, show_progress=show_progress)
     record = {"dir": str(result.out_dir), "test": result.test, "counts": None if counts is None else counts.to_dict("list"),
-              "synthetic_levers": SyntheticLevers.active(recipe.classifier, train).record()}
+              "synthetic_levers": SyntheticLevers.active(recipe.classifier, train).record(),
+              "training": dict(job.arm.kind.training)}
     atomic_write_json(bench_run.subdir("classifiers") / f"{splits.prefix}{job.file_name}.json", record)
     return record
 

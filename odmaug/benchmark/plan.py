@@ -36,7 +36,11 @@ def make_plan(recipe: Recipe, store: Path, splits: Splits) -> Plan:
     from odmaug.classify.models import check_classifier
     from odmaug.diffusion.trainer import check_training_recipe
 
+    from odmaug.benchmark.remedies import arm_recipe
+
     arms = [parse_arm(spec) for spec in recipe.benchmark.arms]
+    for arm in arms:  # an arm's own classifier options (remedy arms) must fit the recipe's section
+        arm_recipe(recipe, arm)
     check_classifier(recipe.classifier.model, recipe.data.num_classes,
                      recipe.classifier.image_size or recipe.data.image_size, recipe.classifier.pretrained)
     if any(arm.kind.generator is not None for arm in arms):

@@ -53,19 +53,22 @@ def train_first_seed(jobs: list[tuple[Arm, dict[str, ImageTable]]], recipe: Reci
     :class:`~odmaug.classify.outputs.ClassifierResult` on every rank."""
     from odmaug.classify.train import train_classifier
 
+    from odmaug.benchmark.remedies import arm_recipe
+
     seed = recipe.benchmark.seeds[0]
     runs = []
     for arm, synthetic in jobs:
-        train = training_table(arm, splits, synthetic, recipe, seed)[0].split("train")
-        runs.append((train, classifier_folder(store, arm.file_label, recipe, (train, splits.val, splits.test), seed)))
-    for index, (train, out_dir) in enumerate(runs):
+        own = arm_recipe(recipe, arm)  # the arm's own classifier options, as the classifier stage uses them
+        train = training_table(arm, splits, synthetic, own, seed)[0].split("train")
+        runs.append((own, train, classifier_folder(store, arm.file_label, own, (train, splits.val, splits.test), seed)))
+    for index, (own, train, out_dir) in enumerate(runs):
         if index % context.world_size == context.rank:
-            train_classifier(recipe, train, splits.val, splits.test, out_dir, seed, context.device,
+            train_classifier(own, train, splits.val, splits.test, out_dir, seed, context.device,
                              show_progress=show_progress)
     barrier(context)
     # A finished run with the same inputs is returned as stored, without training again.
-    return [train_classifier(recipe, train, splits.val, splits.test, out_dir, seed, context.device, show_progress=False)
-            for train, out_dir in runs]
+    return [train_classifier(own, train, splits.val, splits.test, out_dir, seed, context.device, show_progress=False)
+            for own, train, out_dir in runs]
 
 
 def choose_strength(arm: Arm, candidates: dict[float, ImageTable], recipe: Recipe, splits: Splits, store,

@@ -81,6 +81,8 @@ class Stepper:
     meta: ClassifierMeta
     augment: Optional[AugmentSettings]
     label_smoothing: float
+    criterion: Optional[Any] = None  # a losses.Criterion (focal, grade weights); None: cross-entropy
+    mixer: Optional[Any] = None  # a mixing.Mixer (mixup / cutmix), or None
 
     @classmethod
     def build(cls, model: nn.Module, meta: ClassifierMeta, cfg, device: torch.device) -> "Stepper":
@@ -110,6 +112,13 @@ class Stepper:
         ``smoothing``: float [B] label smoothing per image (None: ``label_smoothing`` for all)."""
         x = augment_batch(images, self.augment, generator) if self.augment else to_unit_range(images)
         x = normalize(x, self.meta).contiguous(memory_format=torch.channels_last)
+        if self.mixer is not None:
+            from odmaug.classify.mixing import soft_cross_entropy
+
+            x, target = self.mixer(x, labels, generator)
+            return self.unit(lambda: soft_cross_entropy(self.model(x).float(), target))
+        if self.criterion is not None:
+            return self.unit(lambda: self.criterion(self.model(x).float(), labels, smoothing))
         if smoothing is not None:
             return self.unit(lambda: smoothed_cross_entropy(self.model(x).float(), labels, smoothing))
         return self.unit(lambda: F.cross_entropy(self.model(x).float(), labels, label_smoothing=self.label_smoothing))

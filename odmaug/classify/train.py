@@ -20,6 +20,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from odmaug.classify.losses import build_criterion
+from odmaug.classify.mixing import Mixer
 from odmaug.classify.levers import SyntheticLevers, mixed_epoch_order, row_smoothing, synthetic_rows
 from odmaug.classify.models import ClassifierMeta, create_model
 from odmaug.classify.outputs import ClassifierResult, finish
@@ -131,9 +133,11 @@ def _prepare(recipe: Recipe, train: ImageTable, val: ImageTable, seed: int, devi
     meta = ClassifierMeta(cfg.model, num_classes, size, *classifier_norm(pixels.channels), recipe.data.crop_box,
                           extra=extra, channels=pixels.channels)
     stepper = Stepper.build(model, meta, cfg, device)
+    stepper.criterion = build_criterion(cfg, np.bincount(train.labels, minlength=num_classes), device)
     crop = recipe.data.crop_box
     batch_size = min(cfg.batch_size, len(train))
     synthetic, levers = synthetic_rows(train), SyntheticLevers.active(cfg, train)
+    stepper.mixer = Mixer.build(cfg, num_classes, batch_size, levers.label_smoothing is not None)
     smoothing = row_smoothing(cfg, levers, synthetic)
     return _Training(
         recipe, stepper, torch.Generator().manual_seed(seed),

@@ -54,15 +54,46 @@ class ClassifierConfig(Section):
     """Label smoothing of the synthetic rows' targets (the other rows keep ``label_smoothing``).
     None: every row takes ``label_smoothing``. Inactive for a table without synthetic rows."""
 
+    loss: Literal["cross_entropy", "focal"] = "cross_entropy"
+    """Training loss: cross-entropy, or multi-class softmax focal loss (Lin et al. 2017) with
+    ``focal_gamma`` (:mod:`odmaug.classify.losses`)."""
+    focal_gamma: float = Field(2.0, ge=0.0, le=10.0)
+    """Focusing exponent of the focal loss (0: cross-entropy)."""
+    class_weights: Optional[Literal["inverse", "effective"]] = None
+    """Weight each image's loss by its grade: ``inverse`` grade frequency of the training table,
+    or ``effective`` number of samples (Cui et al. 2019, ``class_weights_beta``). None: unweighted."""
+    class_weights_beta: float = Field(0.999, gt=0.0, lt=1.0)
+    """beta of the effective-number weights ``(1 - beta) / (1 - beta ** n)``."""
+
+    mixup_alpha: float = Field(0.0, ge=0.0, le=10.0)
+    """Mixup (Zhang et al. 2018) Beta(alpha, alpha) of each batch with its reverse, by ``timm.data.Mixup``
+    (:mod:`odmaug.classify.mixing`); 0: off. Needs an even batch size."""
+    cutmix_alpha: float = Field(0.0, ge=0.0, le=10.0)
+    """CutMix (Yun et al. 2019) alpha, as ``mixup_alpha`` (both set: one or the other per batch); 0: off."""
+
+    @model_validator(mode="after")
+    def _mixing_alone(self):
+        if (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and (
+                self.loss != "cross_entropy" or self.class_weights is not None):
+            raise ValueError("mixup_alpha / cutmix_alpha cannot be combined with loss: focal or class_weights")
+        return self
+
     @model_serializer(mode="wrap")
     def _omit_unset_levers(self, handler):
-        # Unset synthetic levers are left out of every dump, so the stage keys hashed over this
-        # section before the levers existed stay the same and stored classifiers are found again.
+        # Unset synthetic levers and loss options at their defaults are left out of every dump, so
+        # the stage keys hashed over this section before they existed stay the same and stored
+        # classifiers are found again.
         data = handler(self)
-        for name in ("synthetic_batch_share", "synthetic_label_smoothing"):
-            if name in data and data[name] is None:
+        for name, default in LATER_CLASSIFIER_DEFAULTS.items():
+            if name in data and data[name] == default:
                 del data[name]
         return data
+
+
+LATER_CLASSIFIER_DEFAULTS = {"synthetic_batch_share": None, "synthetic_label_smoothing": None,
+                             "loss": "cross_entropy", "focal_gamma": 2.0, "class_weights": None,
+                             "class_weights_beta": 0.999, "mixup_alpha": 0.0, "cutmix_alpha": 0.0}
+"""Classifier options added after classifiers were stored, with the defaults they trained under."""
 
 
 class MetricsConfig(Section):
