@@ -13,7 +13,8 @@ Smoke (about two minutes: every stage at tiny size, recipes/smoke.yaml)::
 
 What it does (benchmarks/convergence/ holds the parts):
 
-1. Runs: each ``--config NAME=SET;SET`` (default ``today`` = recipes/quickstart.yaml as is, and
+1. Runs: each ``--config NAME=SET;SET`` (default ``today`` = the quickstart recipe as the study began, frozen in
+   ``benchmarks/convergence/quickstart_before.yaml``, and
    ``vpred-minsnr`` = v-prediction with min-SNR-5 weighting) in DM form (gamma 0) and ODM form.
 2. Equal wall time (convergence/probes.py): the launcher (one process of 2 threads, or torchrun
    with 2 processes of 1 thread) is the one faster in a probe of the baseline (the first config's

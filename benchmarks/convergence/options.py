@@ -8,7 +8,8 @@ from pathlib import Path
 
 from _common import ROOT, RESULTS_DIR
 
-RECIPE = ROOT / "recipes" / "quickstart.yaml"
+RECIPE = ROOT / "benchmarks" / "convergence" / "quickstart_before.yaml"
+"""The study's base: recipes/quickstart.yaml as the study began (eps-prediction, DDIM-50), frozen."""
 SMOKE_RECIPE = ROOT / "recipes" / "smoke.yaml"
 DEFAULT_CONFIGS = ("today=", "vpred-minsnr=diffusion.prediction=v;diffusion.snr_gamma=5")
 FORMS = {"dm": ["diffusion.ordinal.gamma=0"], "odm": []}
@@ -65,7 +66,8 @@ def parser() -> argparse.ArgumentParser:
                                             "WALL TIME: FID/KID, SWD, grade fidelity per checkpoint (resumable).")
     p.add_argument("--work", type=Path, help="runs, probes, judge, samples, grids (default /tmp/convergence[_smoke])")
     p.add_argument("--out", type=Path, help="results JSON (default benchmarks/results/convergence_<host flag>.json)")
-    p.add_argument("--recipe", type=Path, help="base recipe (default recipes/quickstart.yaml; smoke: recipes/smoke.yaml)")
+    p.add_argument("--recipe", type=Path, help="base recipe (default benchmarks/convergence/quickstart_before.yaml: the quickstart "
+                   "recipe as the study began; smoke: recipes/smoke.yaml)")
     p.add_argument("--config", action="append", dest="configs",
                    help="NAME=SET;SET... (repeatable; the first is the baseline). Default: " + " ".join(DEFAULT_CONFIGS))
     p.add_argument("--multiples", default="1,2,4", help="checkpoints, in multiples of the baseline ODM's wall time")
