@@ -1,6 +1,6 @@
 """Multi-process work under ``torchrun``: the process group and the few collectives odmaug needs.
 
-``torchrun --nproc_per_node K -m odmaug <command> ...`` sets ``WORLD_SIZE``/``RANK``/``LOCAL_RANK``;
+``torchrun --nproc_per_node K -m odmaug -- <command> ...`` sets ``WORLD_SIZE``/``RANK``/``LOCAL_RANK``;
 ``train-generator`` then trains with DistributedDataParallel, ``augment`` shards the missing images
 and ``benchmark`` does both and spreads its classifier jobs. NCCL serves CUDA ranks, gloo the CPU.
 Only rank 0 writes shared files. Without those variables everything here is a no-op.

@@ -15,7 +15,8 @@ event                   written as
                         ``classifier/val_accuracy``, ``classifier/lr`` at the epoch
 ======================  ===========================================================================
 
-Only the process that writes ``log.jsonl`` (rank 0) calls it, so events are written once per job.
+Only the process that writes a folder's ``log.jsonl`` (or trains that classifier) calls it, so each
+event is written once.
 """
 
 from __future__ import annotations

@@ -81,9 +81,22 @@ class FolderLock:
             if record is not None and not _stale(record):
                 self.release()
                 raise OdmaugError(self._in_use(record))
-            self.path.unlink(missing_ok=True)
+            self._remove_dead(record)
         self.release()
         raise OdmaugError(f"could not take the lock {self.path}: other processes keep taking it; re-run")
+
+    def _remove_dead(self, record) -> None:
+        """Move the dead holder's lock away atomically (of several processes taking it over, one
+        moves it) and delete it; a lock that turns out to be a new holder's is put back."""
+        moved = self.root / f".{LOCK_FILE}.{os.getpid()}.stale"
+        try:
+            os.rename(self.path, moved)
+        except FileNotFoundError:
+            return  # another process moved it first
+        if _holder(moved) != record:
+            os.replace(moved, self.path)
+            return
+        moved.unlink(missing_ok=True)
 
     def _create(self) -> bool:
         """Create the lock file with its record in one step; False when it exists."""

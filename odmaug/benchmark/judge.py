@@ -27,10 +27,14 @@ from odmaug.config import Recipe
 
 
 def judge_recipe(recipe: Recipe) -> Recipe:
-    """``recipe`` with the separate judge's ``model`` and ``epochs`` in its classifier section."""
+    """``recipe`` with the separate judge's ``model`` and ``epochs`` in its classifier section (validated;
+    a local ``classifier.pretrained`` file is dropped when the judge's model is another)."""
     judge = recipe.benchmark.judge
     update = {k: v for k, v in (("model", judge.model), ("epochs", judge.epochs)) if v is not None}
-    return recipe.model_copy(update={"classifier": recipe.classifier.model_copy(update=update)})
+    if judge.model not in (None, recipe.classifier.model) and recipe.classifier.pretrained != "hub":
+        update["pretrained"] = None  # a local weights file fits the arms' architecture, not the judge's
+    classifier = type(recipe.classifier).model_validate(recipe.classifier.model_dump() | update)
+    return recipe.model_copy(update={"classifier": classifier})
 
 
 def judge_seed(recipe: Recipe) -> int:

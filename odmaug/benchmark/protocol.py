@@ -1,6 +1,6 @@
 """The benchmark's protocols: ``holdout`` (one pass on the data's splits) and ``cv`` (k folds, pooled).
 
-Under ``cv`` (:class:`~odmaug.config.CrossValidationConfig`) the pool of labelled images (all, or
+Under ``cv`` (:class:`~odmaug.config.evaluation.CrossValidationConfig`) the pool of labelled images (all, or
 the train and val splits) is cut into k folds by :func:`odmaug.data.folds.assign_folds`
 (stratified by grade, grouped by patient when the table has a group column). Each fold is one
 pass of every stage with its own :class:`~odmaug.benchmark.stage.Splits`: its generators train on

@@ -136,6 +136,8 @@ def _prepare(recipe: Recipe, train: ImageTable, val: ImageTable, seed: int, devi
     stepper.criterion = build_criterion(cfg, np.bincount(train.labels, minlength=num_classes), device)
     crop = recipe.data.crop_box
     batch_size = min(cfg.batch_size, len(train))
+    if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0:
+        batch_size -= batch_size % 2  # a small table must not make the mixed batch odd
     synthetic, levers = synthetic_rows(train), SyntheticLevers.active(cfg, train)
     stepper.mixer = Mixer.build(cfg, num_classes, batch_size, levers.label_smoothing is not None)
     smoothing = row_smoothing(cfg, levers, synthetic)

@@ -73,9 +73,14 @@ class ClassifierConfig(Section):
 
     @model_validator(mode="after")
     def _mixing_alone(self):
-        if (self.mixup_alpha > 0 or self.cutmix_alpha > 0) and (
-                self.loss != "cross_entropy" or self.class_weights is not None):
-            raise ValueError("mixup_alpha / cutmix_alpha cannot be combined with loss: focal or class_weights")
+        # checked here, not when a classifier starts: a benchmark would fail after its generators trained
+        if self.mixup_alpha > 0 or self.cutmix_alpha > 0:
+            if self.loss != "cross_entropy" or self.class_weights is not None:
+                raise ValueError("mixup_alpha / cutmix_alpha cannot be combined with loss: focal or class_weights")
+            if self.batch_size % 2:
+                raise ValueError(f"mixup_alpha / cutmix_alpha need an even batch_size (got {self.batch_size})")
+            if self.synthetic_label_smoothing is not None:
+                raise ValueError("mixup_alpha / cutmix_alpha cannot be combined with synthetic_label_smoothing")
         return self
 
     @model_serializer(mode="wrap")

@@ -41,7 +41,7 @@ def _header_problem(path: str) -> Optional[str]:
     except Image.DecompressionBombError as err:
         return f"corrupt or unreadable image: {path} (too many pixels: {err})"
     except UnidentifiedImageError:
-        try:  # not a format PIL knows (e.g. DICOM): the decoder commands use is the judge
+        try:  # not a format PIL knows (e.g. DICOM): the decoder commands use is the judge (a full decode)
             read_image(path)
             return None
         except OdmaugError as err:
