@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
+
 from typing import Any, Optional
 
 from rich.console import Console
@@ -26,6 +27,8 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 from rich.text import Text
+
+from odmaug.distributed import process_rank  # the one reader of torchrun's variables; imports no torch
 
 # Logs and pipes get wide tables and bars (rich would cut them at 80 columns); terminals use their width.
 console = Console(width=None if sys.stdout.isatty() else 150)
@@ -49,14 +52,6 @@ class RateColumn(ProgressColumn):
 
 PLAIN_EVERY_S = 30.0
 """Seconds between two plain progress lines of a task when stderr is not a terminal."""
-
-
-def process_rank() -> int:
-    """This process's rank under torchrun (0 otherwise): :func:`odmaug.distributed.process_rank`,
-    which reads torchrun's variables without importing torch."""
-    from odmaug.distributed import process_rank as rank
-
-    return rank()
 
 
 def is_main_process() -> bool:

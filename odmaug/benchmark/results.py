@@ -143,8 +143,9 @@ def collect_results(recipe: Recipe, passes: list[Pass], bench_run: Run, device: 
     generative = measure_generators(recipe, first.splits, first.synthetic, Path(judge["dir"]), device,
                                     bench_run.subdir("report") / "figures")
     judge["real_reference"] = generative["real_reference"]
+    judge["warnings"] = judge_warnings(judge, recipe) if first.synthetic else []
     notes = generative["notes"] + ([bootstrap["error"]] if "error" in bootstrap else [])
-    notes += _shortfall_notes(recipe, passes) + (judge_warnings(judge, recipe) if first.synthetic else [])
+    notes += _shortfall_notes(recipe, passes) + judge["warnings"]
     for note in notes[len(generative["notes"]):]:
         warn(note)
     if first.splits.fold is not None and first.synthetic:

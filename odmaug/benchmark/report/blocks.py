@@ -48,8 +48,7 @@ def judge_blocks(results: dict[str, Any]) -> list[tuple]:
     judge = results.get("judge")
     if not judge:
         return []
-    warnings = [n for n in results.get("notes", []) if n.startswith(("the judge ", "the judge's "))]
-    return [("p", judge_text(judge))] + [("p", f"⚠ Warning: {line}") for line in warnings]
+    return [("p", judge_text(judge))] + [("p", f"⚠ Warning: {line}") for line in judge.get("warnings", [])]
 
 
 def report_blocks(results: dict[str, Any]) -> list[tuple]:
