@@ -70,7 +70,10 @@ def build_reference(recipe, judge: Path, per_image: int) -> Reference:
              for g in range(recipe.data.num_classes)}
     base = getattr(extractor, "base", extractor)  # the ClassifierFeatures inside the adapter
     metrics = json.loads((judge / "metrics.json").read_text())
-    record = {"folder": str(judge), "model": base.meta.model, "feature_dim": extractor.dim,
+    import hashlib
+
+    digest = hashlib.sha256((judge / "model.safetensors").read_bytes()).hexdigest()
+    record = {"folder": str(judge), "model": base.meta.model, "feature_dim": extractor.dim, "weights_sha256": digest,
               "test_qwk": metrics["test"]["qwk"], "test_accuracy": metrics["test"]["accuracy"],
               "real_set": {"split": "train", "n": int(len(labels)),
                            "per_grade": np.bincount(labels, minlength=recipe.data.num_classes).tolist()}}

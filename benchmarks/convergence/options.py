@@ -70,6 +70,8 @@ def parser() -> argparse.ArgumentParser:
                    "recipe as the study began; smoke: recipes/smoke.yaml)")
     p.add_argument("--config", action="append", dest="configs",
                    help="NAME=SET;SET... (repeatable; the first is the baseline). Default: " + " ".join(DEFAULT_CONFIGS))
+    p.add_argument("--runs", help="NAME,NAME: train and evaluate only these runs (e.g. vpred-minsnr-odm); the others "
+                   "keep their stored checkpoints and the plan stays the whole study's")
     p.add_argument("--multiples", default="1,2,4", help="checkpoints, in multiples of the baseline ODM's wall time")
     p.add_argument("--base-steps", type=int, help="baseline ODM steps at 1x (default: the recipe's train.steps)")
     p.add_argument("--launcher", choices=("auto", "threads", "torchrun"), default="auto",
@@ -110,6 +112,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                             else RESULTS_DIR / f"convergence_{host_flag()}.json")
     args.configs = parse_configs(args.configs or list(DEFAULT_CONFIGS[:1] if args.smoke else DEFAULT_CONFIGS))
     args.multiples = sorted({float(m) for m in args.multiples.split(",")})
+    names = run_names(args.configs)
+    args.runs = args.runs.split(",") if args.runs else list(names)
+    if unknown := sorted(set(args.runs) - set(names)):
+        raise SystemExit(f"--runs {','.join(unknown)}: not a run of this study ({', '.join(names)})")
     if args.n < 2 or any(m <= 0 for m in args.multiples):
         raise SystemExit("--n must be at least 2 and --multiples positive")
     return args

@@ -60,6 +60,8 @@ def train_and_evaluate(state: dict, args, the_plan: dict, launcher: str, referen
     for m in (f"{x:g}" for x in args.multiples):
         # ODM forms first: a study cut short still has the baseline-vs-candidate ODM comparison
         for name, run in sorted(state["runs"].items(), key=lambda item: item[1].get("form") != "odm"):
+            if name not in args.runs:
+                continue
             target = the_plan["steps"][name][m]
             entry = run["checkpoints"].get(m, {})
             if entry.get("evaluation", {}).get("protocol") == protocol(args) and entry.get("steps") == target:
@@ -75,6 +77,16 @@ def train_and_evaluate(state: dict, args, the_plan: dict, launcher: str, referen
             entry["evaluation"] = evaluate_checkpoint(Path(trained["run"]), name, m, reference_of(), args)
             run["run"], run["checkpoints"][m] = trained["run"], entry
             save(state, args)
+
+
+def same_judge(stored: dict, new: dict) -> None:
+    """A judge retrained in a new work folder must be the one the stored checkpoints were judged
+    by (same test QWK and accuracy, and the same weights' digest where recorded): FIDs from two
+    judges' features are not comparable."""
+    keys = [k for k in ("test_qwk", "test_accuracy", "weights_sha256") if k in stored and k in new]
+    if differ := [k for k in keys if stored[k] != new[k]]:
+        raise SystemExit(f"the judge differs from the stored study's ({', '.join(f'{k}: {stored[k]} vs {new[k]}' for k in differ)}): "
+                         "its figures would not be comparable; use another --out")
 
 
 def study(args) -> None:
@@ -105,6 +117,7 @@ def study(args) -> None:
     def reference_of():  # built on first need: a study with nothing left to evaluate loads no data
         if "ref" not in cache:
             cache["ref"] = build_reference(load_recipe(args.recipe, ["device=cpu"]), judge_dir, args.swd_per_image)
+            same_judge(state.get("judge", {}), cache["ref"].record)
             state["judge"] = cache["ref"].record | {"epochs": args.judge_epochs}
         return cache["ref"]
 
