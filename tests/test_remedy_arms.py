@@ -11,7 +11,8 @@ import torch.nn.functional as F
 from typer.testing import CliRunner
 
 import odmaug.classify.step as step_module
-from odmaug.benchmark.arms import ARMS, REAL_ONLY, Arm, ArmKind, check_arm_spec, parse_arm
+from odmaug.benchmark.arms import ARMS, Arm, ArmKind, REAL_ONLY
+from odmaug.benchmark.arm_specs import check_arm_spec, parse_arm
 from odmaug.benchmark.remedies import arm_recipe
 from odmaug.benchmark.store import classifier_folder
 from odmaug.classify.losses import build_criterion, focal_loss, grade_weights
@@ -25,6 +26,7 @@ from odmaug.errors import OdmaugError
 from test_classify_train import make_recipe, write_squares
 
 REMEDIES = {"class-weighted": {"class_weights": "inverse"}, "class-weighted-effective": {"class_weights": "effective"},
+            "corn": {"head": "corn"},
             "mixup": {"mixup_alpha": 0.2}, "cutmix": {"cutmix_alpha": 1.0},
             "balanced-sampler": {"balanced_sampling": True}, "focal": {"loss": "focal"}}
 COUNTS = np.array([40, 20, 10, 0, 2])
@@ -104,7 +106,7 @@ def test_bad_loss_settings_are_one_line_errors(smoke_recipe_path):
 def test_remedy_arm_changes_only_its_classifier_options(name):
     recipe = make_recipe("x.csv")
     arm = parse_arm(name)
-    assert arm.kind.table is ARMS["real"].table and arm.kind.generator is None and arm.synthetic_name is None
+    assert arm.kind.table is ARMS.get("real").table and arm.kind.generator is None and arm.synthetic_name is None
     own = arm_recipe(recipe, arm)
     before, after = recipe.classifier.model_dump(), own.classifier.model_dump()
     changed = {k for k in before.keys() | after.keys() if before.get(k) != after.get(k)}
@@ -150,7 +152,7 @@ def small(tmp_path_factory):
     return write_squares(tmp_path_factory.mktemp("small"), per_split=(("train", 8), ("val", 2), ("test", 2)))
 
 
-@pytest.mark.parametrize("name", ["class-weighted", "focal"])
+@pytest.mark.parametrize("name", ["class-weighted", "focal", "corn"])
 def test_loss_remedies_train_on_the_batches_of_real(name, small, tmp_path, monkeypatch):
     real, _ = _train("real", small, tmp_path, monkeypatch)
     monkeypatch.undo()

@@ -50,16 +50,19 @@ class GradeFilter:
 @torch.no_grad()
 def predict_images(model: torch.nn.Module, meta: Any, read: Callable[[int], np.ndarray], n: int,
                    device: torch.device, batch_size: int = 256) -> np.ndarray:
-    """Predicted grade (argmax of the classifier's logits) of images ``read(0) .. read(n - 1)``
-    (uint8 or uint16 [H, W, C] with the classifier's channels C, one size per batch), [n] int64."""
+    """Predicted grade (the argmax of a softmax head's logits, CORN's rule for a CORN head) of images
+    ``read(0) .. read(n - 1)`` (uint8 or uint16 [H, W, C] with the classifier's channels C, one size
+    per batch), [n] int64."""
+    from odmaug.classify.corn import corn_labels
     from odmaug.classify.features import prepare_batch
 
     out = np.empty(n, dtype=np.int64)
     for start in range(0, n, batch_size):
         chunk = range(start, min(n, start + batch_size))
         images = torch.from_numpy(np.stack([read(i) for i in chunk])).permute(0, 3, 1, 2)  # [B, C, H, W]
-        logits = model(prepare_batch(images, meta, device))  # [B, C]
-        out[start : start + len(chunk)] = logits.argmax(dim=1).cpu().numpy()
+        logits = model(prepare_batch(images, meta, device)).float()  # [B, C] (corn: [B, C - 1])
+        grades = corn_labels(logits) if getattr(meta, "head", "softmax") == "corn" else logits.argmax(dim=1)
+        out[start : start + len(chunk)] = grades.cpu().numpy()
     return out
 
 
@@ -74,7 +77,7 @@ def _read_for(path: Path, channels: int) -> np.ndarray:
 
 def predict_grades(model: torch.nn.Module, meta: Any, paths: list[Path], device: torch.device,
                    batch_size: int = 256) -> np.ndarray:
-    """Predicted grade (argmax of the classifier's logits) of each PNG, [N] int64."""
+    """Predicted grade (as :func:`predict_images`) of each PNG, [N] int64."""
     return predict_images(model, meta, lambda i: _read_for(paths[i], meta.channels), len(paths), device, batch_size)
 
 

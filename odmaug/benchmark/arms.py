@@ -22,10 +22,14 @@ Registered kinds::
     dm, odm                       filled with images of the benchmark's own DM / ODM generator
     dm-translate, odm-translate   the same generators, filled with translated real training images
     external:<name>=<path>        filled with images from a folder or manifest (e.g. another generator)
-    class-weighted(-effective), balanced-sampler, focal, mixup, cutmix   real images, remedy (remedies)
+    class-weighted(-effective), balanced-sampler, focal, mixup, cutmix, corn   real images, a remedy
+    <arm>+<remedy>                <arm>'s table and images, trained with <remedy>'s options (odm+corn)
 
-A new arm is one :func:`register_arm` call; ``benchmark.arms`` names arms as
-``<kind>`` or ``<kind>:<argument>`` (:func:`parse_arm`).
+(``external``: :mod:`odmaug.benchmark.externals`; remedies: :mod:`odmaug.benchmark.remedies`).
+
+A new arm is one :func:`register_arm` call. How ``benchmark.arms`` names arms (``<kind>``,
+``<kind>:<argument>``, ``<arm>+<remedy>``) is read by :mod:`odmaug.benchmark.arm_specs`, which
+loads every module that registers arms.
 """
 
 from __future__ import annotations
@@ -37,8 +41,8 @@ import numpy as np
 import pandas as pd
 
 from odmaug.config import BenchmarkConfig, DataConfig, Recipe
-from odmaug.data import ImageTable, table_from_spec
-from odmaug.errors import OdmaugError
+from odmaug.data import ImageTable
+from odmaug.registry import Registry
 
 TableBuild = Callable[[ImageTable, Optional[ImageTable], BenchmarkConfig, int], tuple[ImageTable, Optional[pd.DataFrame]]]
 ImagesLoader = Callable[[str, DataConfig], ImageTable]  # (argument after "<kind>:", data) -> synthetic images
@@ -159,7 +163,7 @@ class ArmKind:
         return self.generator.name + ("" if self.synthesis == FROM_NOISE else "-translate")
 
 
-ARMS: dict[str, ArmKind] = {}
+ARMS: Registry[ArmKind] = Registry("arm")
 
 
 def register_arm(name: str, summary: str, table: TableRule, generator: Optional[GeneratorRecipe] = None,
@@ -172,22 +176,23 @@ def register_arm(name: str, summary: str, table: TableRule, generator: Optional[
     """
     if synthesis not in (FROM_NOISE, BY_TRANSLATION):
         raise ValueError(f"unknown synthesis mode {synthesis!r}")
-    ARMS[name] = ArmKind(name, summary, table, generator, images, synthesis, tuple((training or {}).items()))
-    return ARMS[name]
+    return ARMS.add(name, ArmKind(name, summary, table, generator, images, synthesis, tuple((training or {}).items())),
+                    summary)
 
 
 @dataclass(frozen=True)
 class Arm:
-    """One arm as ``benchmark.arms`` names it, e.g. ``dm`` or ``external:sg=/data/sg``."""
+    """One arm as ``benchmark.arms`` names it, e.g. ``dm``, ``external:sg=/data/sg`` or ``odm+corn``."""
 
     spec: str
     kind: ArmKind
-    argument: Optional[str]  # the text after ``<kind>:``
+    argument: Optional[str]  # the text after ``<kind>:`` (of a combination: its image arm's)
+    remedy: Optional[str] = None  # ``corn`` of ``odm+corn``: the remedy whose training options it takes
 
     @property
     def label(self) -> str:
-        """Its name in results and reports: the spec without ``=<path>`` (``external:sg``)."""
-        return self.spec.split("=", 1)[0]
+        """Its name in results and reports: the spec without ``=<path>`` (``external:sg``, ``external:sg+focal``)."""
+        return self.spec.split("=", 1)[0] + (f"+{self.remedy}" if self.remedy and "=" in self.spec else "")
 
     @property
     def file_label(self) -> str:
@@ -202,98 +207,12 @@ class Arm:
         return self.kind.generated_name
 
 
-def parse_arm(spec: str) -> Arm:
-    """``dm`` -> the DM arm; ``external:sg=/data/sg`` -> the external kind with argument ``sg=/data/sg``.
-
-    Raises:
-        OdmaugError: a kind that is not registered.
-    """
-    name, sep, argument = spec.partition(":")
-    if name not in ARMS:
-        known = ", ".join(f"{k.name} ({k.summary})" for k in ARMS.values())
-        raise OdmaugError(f"unknown benchmark arm '{spec}'; known: {known}")
-    return Arm(spec, ARMS[name], argument if sep else None)
-
-
-def check_arm_spec(spec: str) -> None:
-    """Check how ``benchmark.arms`` names an arm, at recipe load (nothing is read).
-
-    Raises:
-        ValueError: a kind that is not registered, or an argument its kind does not take
-            (``external`` needs ``<name>=<path>``; the others take none).
-    """
-    name, sep, argument = spec.partition(":")
-    kind = ARMS.get(name)
-    if kind is None:
-        well_formed = False
-    elif kind.images is None:
-        well_formed = not sep
-    else:
-        label, equals, path = argument.partition("=")
-        well_formed = bool(label and equals and path)
-    if not well_formed:
-        usage = ", ".join(k.name if k.images is None else f"{k.name}:<name>=<path>" for k in ARMS.values())
-        raise ValueError(f"unknown arm '{spec}' (use {usage})")
-
-
-def generator_recipe(recipe: Recipe, arm: str) -> Recipe:
-    """The recipe the generator of arm ``arm`` (``dm``, ``odm``) trains with."""
-    generator = parse_arm(arm).kind.generator
-    if generator is None:
-        raise OdmaugError(f"benchmark arm {arm} trains no generator")
-    return generator.recipe(recipe)
-
-
-def _external_images(argument: str, data: DataConfig) -> ImageTable:
-    """``<name>=<path>`` -> the training images at ``path``, marked synthetic.
-
-    Raises:
-        OdmaugError: a folder or manifest that is missing, unreadable, has no images or does not
-            fit ``data.num_classes``.
-    """
-    name, path = argument.split("=", 1)
-    try:
-        table = table_from_spec(path, data).split("train")
-    except OSError as err:  # e.g. a folder without read permission
-        raise OdmaugError(f"cannot read {path} ({err.strerror or err})") from None
-    if len(table) == 0:
-        raise OdmaugError(f"{path} has no training images")
-    table.frame["source"] = "synthetic"
-    table.name = f"{name} (external)"
-    return table
-
-
 register_arm("real", "the real training images alone", REAL_ONLY)
 register_arm("oversample", "real images of scarce grades repeated", OVERSAMPLED)
 register_arm("dm", "filled with images of a DM generator (ordinal weight 0)", WITH_SYNTHETIC, generator=DM)
 register_arm("odm", "filled with images of an ODM generator", WITH_SYNTHETIC, generator=ODM)
-register_arm("external", "filled with images of a folder or manifest: external:<name>=<path>", WITH_SYNTHETIC,
-             images=_external_images)
 register_arm("dm-translate", "filled with real training images translated by the DM generator", WITH_SYNTHETIC,
              generator=DM, synthesis=BY_TRANSLATION)
 register_arm("odm-translate", "filled with real training images translated by the ODM generator", WITH_SYNTHETIC,
              generator=ODM, synthesis=BY_TRANSLATION)
 
-
-def load_externals(arms: list[Arm], data: DataConfig) -> dict[str, ImageTable]:
-    """The ready synthetic images of every arm that brings its own (``external:``), by name.
-
-    Raises:
-        OdmaugError: a name that is taken (by a generator or another such arm), or images that
-            cannot be used (see :func:`_external_images`); the message names the arm.
-    """
-    generators = {k.generated_name for k in ARMS.values() if k.generator is not None}
-    tables: dict[str, ImageTable] = {}
-    for arm in (a for a in arms if a.kind.images is not None):
-        name = arm.synthetic_name
-        if name in generators or name in tables:
-            raise OdmaugError(f"benchmark arm {arm.spec}: the name '{name}' is taken (by the {name} generator "
-                              "or another external arm); give it another name")
-        try:
-            tables[name] = arm.kind.images(arm.argument, data)
-        except OdmaugError as err:
-            raise OdmaugError(f"benchmark arm {arm.spec}: {err}") from None
-    return tables
-
-
-import odmaug.benchmark.remedies  # noqa: E402,F401  (registers the rare-grade remedy arms)

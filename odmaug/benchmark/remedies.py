@@ -13,16 +13,26 @@ Registered kinds (each is :func:`~odmaug.benchmark.arms.register_arm` with ``tra
     focal              softmax focal loss, Lin et al. 2017 (classifier.loss: focal, focal_gamma 2)
     mixup              mixup of each batch, Zhang et al. 2018 (classifier.mixup_alpha: 0.2, timm)
     cutmix             CutMix of each batch, Yun et al. 2019 (classifier.cutmix_alpha: 1.0, timm)
+    corn               the ordinal CORN head, Shi, Cao & Raschka 2023 (classifier.head: corn;
+                       odmaug.classify.corn)
 
 An arm's ``training`` options replace those of the recipe's ``classifier`` section for its jobs
 only (:func:`arm_recipe`), so they enter its classifiers' store keys and no two arms share a
 stored classifier. A remedy's own options (say ``classifier.focal_gamma``) are taken from the
 recipe where the remedy does not fix them.
+
+Combinations (parsed by :mod:`odmaug.benchmark.arm_specs`): ``<arm>+<remedy>`` (e.g. ``odm+corn``, ``odm+balanced-sampler``,
+``external:sg=/data/sg+focal``) is the arm ``<arm>`` (its training table, generator, synthetic
+images and synthesis mode: the same generator store folder and the same images) trained with the
+remedy's classifier options (:func:`~odmaug.benchmark.arm_specs.combined_arm`). The remedy is the text after the last ``+``;
+``<arm>`` is any arm without options of its own other than ``real`` (``real+<remedy>`` is
+``<remedy>``).
 """
 
 from __future__ import annotations
 
-from odmaug.benchmark.arms import REAL_ONLY, Arm, register_arm
+
+from odmaug.benchmark.arms import Arm, REAL_ONLY, register_arm
 from odmaug.config import Recipe
 from odmaug.errors import OdmaugError
 
@@ -44,8 +54,8 @@ def arm_recipe(recipe: Recipe, arm: Arm) -> Recipe:
         out.classifier = type(recipe.classifier).model_validate(settings)
     except ValidationError as err:
         first = err.errors()[0]
-        raise OdmaugError(f"benchmark arm {arm.spec}: classifier.{'.'.join(map(str, first['loc']))}: "
-                          f"{first['msg']}") from None
+        where = ".".join(["classifier", *map(str, first["loc"])])  # a check of the whole section has no loc
+        raise OdmaugError(f"benchmark arm {arm.spec}: {where}: {first['msg'].removeprefix('Value error, ')}") from None
     return out
 
 
@@ -61,3 +71,4 @@ register_arm("mixup", "real images, mixup (Zhang et al. 2018, alpha 0.2) by timm
              training={"mixup_alpha": 0.2})
 register_arm("cutmix", "real images, CutMix (Yun et al. 2019, alpha 1.0) by timm", REAL_ONLY,
              training={"cutmix_alpha": 1.0})
+register_arm("corn", "real images, the ordinal CORN head (Shi et al. 2023)", REAL_ONLY, training={"head": "corn"})

@@ -61,11 +61,11 @@ def bootstrap_metrics(num_classes: int) -> dict:
 
 
 def benchmark_bootstrap(arms: dict[str, dict[str, Any]], num_classes: int, seed: int,
-                        n_boot: int = 2000) -> dict[str, Any]:
+                        n_boot: int = 2000, refs: tuple[str, ...] = ("real", "oversample")) -> dict[str, Any]:
     """The ``bootstrap`` entry of results.json, from each arm's ``classifiers`` (seed -> folder).
 
     Metric keys follow the per-seed records: ``qwk``, ``accuracy``, ``balanced_accuracy`` and
-    ``recall_grade_<C-1>`` (top-grade recall). Adds ``seeds`` (the seeds used) to
+    ``recall_grade_<C-1>`` (top-grade recall); differences against each of ``refs`` present. Adds ``seeds`` (the seeds used) to
     :func:`~odmaug.metrics.bootstrap.paired_bootstrap`'s dict; on unreadable or unpaired
     predictions returns ``{"error": why}`` (the seed-only figures still stand).
     """
@@ -74,4 +74,4 @@ def benchmark_bootstrap(arms: dict[str, dict[str, Any]], num_classes: int, seed:
         labels, preds, seeds = collect_predictions({arm: data["classifiers"] for arm, data in arms.items()})
     except (OSError, KeyError, ValueError, TypeError) as err:
         return {"error": f"no seeds × images bootstrap: {err}"}
-    return paired_bootstrap(preds, labels, num_classes, metrics, n_boot=n_boot, seed=seed) | {"seeds": seeds}
+    return paired_bootstrap(preds, labels, num_classes, metrics, refs, n_boot=n_boot, seed=seed) | {"seeds": seeds}

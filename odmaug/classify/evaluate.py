@@ -15,6 +15,7 @@ import pandas as pd
 import torch
 
 from odmaug.atomic import atomic_path, atomic_write_json
+from odmaug.classify.corn import grade_outputs
 from odmaug.classify.models import load_classifier, resolve_classifier_dir
 from odmaug.classify.predict import load_images, predict_logits, predictions_frame
 from odmaug.precision import resolve_precision
@@ -67,8 +68,7 @@ def evaluate_classifier(
     check_grades(table, meta.num_classes)
     images = load_images(table, meta.image_size, meta.crop_box)  # uint8 [N, 3, S, S]
     logits = predict_logits(model, meta, images, device, batch_size, resolve_precision(precision, device))
-    probs = torch.softmax(logits, 1).numpy()  # [N, C]
-    frame = predictions_frame(table, probs)
+    frame = predictions_frame(table, *grade_outputs(logits, meta.head))  # probabilities [N, C], grades [N]
     result = {
         "classifier": str(folder),
         "model": meta.model,

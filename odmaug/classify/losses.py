@@ -74,12 +74,19 @@ def _weighted_mean(per_image: torch.Tensor, labels: torch.Tensor, weight: Option
 
 def build_criterion(cfg: Any, counts: np.ndarray, device: torch.device) -> Optional[Criterion]:
     """The loss of ``cfg`` (ClassifierConfig) for a training table with grade ``counts`` [C], or
-    None for today's plain cross-entropy (neither ``loss: focal`` nor ``class_weights``)."""
-    if cfg.loss == "cross_entropy" and cfg.class_weights is None:
+    None for today's plain cross-entropy (softmax head, neither ``loss: focal`` nor
+    ``class_weights``). ``head: corn``: :func:`odmaug.classify.corn.corn_loss` (logits [B, C-1])."""
+    corn = getattr(cfg, "head", "softmax") == "corn"
+    if cfg.loss == "cross_entropy" and cfg.class_weights is None and not corn:
         return None
     weight = None
     if cfg.class_weights is not None:
         weight = grade_weights(counts, cfg.class_weights, cfg.class_weights_beta).to(device)
+    if corn:
+        from odmaug.classify.corn import corn_loss
+
+        return lambda logits, labels, smoothing: corn_loss(
+            logits, labels, weight, cfg.label_smoothing if smoothing is None else smoothing)
 
     def criterion(logits: torch.Tensor, labels: torch.Tensor, smoothing: Optional[torch.Tensor]) -> torch.Tensor:
         e = cfg.label_smoothing if smoothing is None else smoothing

@@ -14,6 +14,7 @@ from typing import Any, Optional
 import torch
 
 from odmaug.atomic import atomic_write_json, atomic_write_text
+from odmaug.classify.corn import grade_outputs
 from odmaug.classify.levers import SyntheticLevers
 from odmaug.classify.models import ClassifierMeta, save_classifier
 from odmaug.classify.predict import load_images, predict_logits, predictions_frame
@@ -73,11 +74,11 @@ def finish(recipe: Recipe, stepper: Stepper, state: TrainState, train: ImageTabl
     cfg, meta, model = recipe.classifier, stepper.meta, stepper.model
     device, amp_dtype = stepper.unit.device, stepper.amp_dtype
     logits = predict_logits(model, meta, val_images, device, cfg.eval_batch_size, amp_dtype)
-    frames, test_metrics = [predictions_frame(val, torch.softmax(logits, 1).numpy())], None
+    frames, test_metrics = [predictions_frame(val, *grade_outputs(logits, meta.head))], None
     if test is not None:
         test_images = load_images(test, meta.image_size, recipe.data.crop_box, cfg.num_workers)
         logits = predict_logits(model, meta, test_images, device, cfg.eval_batch_size, amp_dtype)
-        frames.append(predictions_frame(test, torch.softmax(logits, 1).numpy()))
+        frames.append(predictions_frame(test, *grade_outputs(logits, meta.head)))
         test_metrics = classification_metrics(test.labels, frames[-1]["predicted"].to_numpy(), meta.num_classes)
     meta.extra["precision"] = str(amp_dtype).removeprefix("torch.") if amp_dtype else "float32"
     save_classifier(model, meta, out_dir)

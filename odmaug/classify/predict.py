@@ -89,7 +89,9 @@ def predict_logits(
     batch_size: int = 256,
     amp_dtype: Optional[torch.dtype] = None,
 ) -> torch.Tensor:
-    """Logits float32 [N, C] on the CPU for uint8/uint16 images [N, channels, H, W] (resized to the model's size)."""
+    """Logits float32 [N, meta.outputs] on the CPU for uint8/uint16 images [N, channels, H, W] (resized
+    to the model's size): C per image for a softmax head, C - 1 for CORN
+    (:func:`odmaug.classify.corn.grade_outputs` turns either into grade probabilities and grades)."""
     was_training = model.training
     model.eval()
     out = []
@@ -99,18 +101,20 @@ def predict_logits(
         with autocast(device, amp_dtype):
             out.append(model(x).float().cpu())
     model.train(was_training)
-    return torch.cat(out) if out else torch.empty(0, meta.num_classes)
+    return torch.cat(out) if out else torch.empty(0, meta.outputs)
 
 
-def predictions_frame(table: ImageTable, probs: np.ndarray) -> pd.DataFrame:
-    """path, split, source, label (true grade), predicted, prob_0..prob_{C-1}: one row per image."""
+def predictions_frame(table: ImageTable, probs: np.ndarray, predicted: Optional[np.ndarray] = None) -> pd.DataFrame:
+    """path, split, source, label (true grade), predicted, prob_0..prob_{C-1}: one row per image.
+    ``probs`` float [N, C]; ``predicted`` int [N] (None: the argmax of ``probs``; a CORN head
+    passes its own rule's grades)."""
     frame = pd.DataFrame(
         {
             "path": table.frame["path"].to_numpy(),
             "split": table.frame["split"].to_numpy(),
             "source": table.frame["source"].to_numpy(),
             "label": table.labels,
-            "predicted": probs.argmax(1),
+            "predicted": probs.argmax(1) if predicted is None else predicted,
         }
     )
     for c in range(probs.shape[1]):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from odmaug.benchmark.report.verdict import verdict
+from odmaug.benchmark.report.verdict import remedy_lines, verdict
 from odmaug.metrics.generative_table import KID_SCALE_NOTE
 from odmaug.benchmark.report.tables import (
     ARM_HEADER,
@@ -57,6 +57,7 @@ def report_blocks(results: dict[str, Any]) -> list[tuple]:
     detail_header = ["arm", "QWK", "accuracy", "macro-F1", "balanced acc."] + [f"recall g{g}" for g in range(results["num_classes"])]
     blocks: list[tuple] = [
         ("p", verdict(results)),
+        *[("p", line) for line in remedy_lines(results)],  # the best cheap remedy against every generator arm
         ("p", f"Test split: {results.get('test_description', 'real test split')}; seeds {seeds}; "
               f"wall time {results.get('wall_time_s', 0) / 60:.1f} min."),
         ("h", 2, "Classifier per arm"), ("table", ARM_HEADER, arm_rows(results)),

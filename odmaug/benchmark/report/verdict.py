@@ -6,6 +6,9 @@ cannot say: at plumbing size (fewer than :data:`MIN_SEEDS` seeds or :data:`MIN_T
 images, or the smoke recipe) that it is not evidence; otherwise which arms change QWK against
 real-only training (the seeds × test images interval excludes 0) and the minimum detectable effect
 (MDE) that bounds the arms that do not.
+
+:func:`remedy_lines` follow it: the best cheap remedy (the non-generative arm with the best
+validation QWK) and every generator arm against it on test, for QWK and top-grade recall.
 """
 
 from __future__ import annotations
@@ -66,3 +69,31 @@ def verdict(results: dict[str, Any]) -> str:
     rest = "" if len(found) == len(diffs) else "; the other arms show no change larger than the MDE"
     return (f"Verdict: Δ QWK against real-only training excludes 0 for {', '.join(parts)} (95% intervals over "
             f"seeds × test images){rest} ({mde}).")
+
+
+def remedy_lines(results: dict[str, Any]) -> list[str]:
+    """The lines after the verdict: the best cheap remedy (chosen on validation) and every generator
+    arm against it on test, Δ QWK and Δ top-grade recall with the seeds × images interval and MDE
+    (results.json's ``cheap_remedy``, :mod:`odmaug.benchmark.cheap`); none for results without it."""
+    from odmaug.benchmark.report.tables import boot_interval, boot_mde
+
+    cheap = results.get("cheap_remedy")
+    if not cheap:
+        return []
+    best = cheap.get("arm")
+    if best is None:
+        return [f"Best cheap remedy: none ({cheap.get('why', 'no non-generative arm')})."]
+    val = cheap.get("val_qwk") or {}
+    others = ", ".join(f"{arm} {q:.3f}" for arm, q in val.items() if arm != best and q is not None)
+    lines = [f"Best cheap remedy, chosen on validation (never test): {best}, validation QWK {val[best]:.3f}"
+             + (f" (others: {others})." if others else ".")]
+    top = f"recall_grade_{results.get('num_classes', 0) - 1}"
+    for arm, diffs in (cheap.get("vs_generators") or {}).items():
+        qwk, recall = diffs.get("qwk"), diffs.get(top)
+        lines.append(f"{arm} vs {best} on test: Δ QWK {boot_interval(qwk)}, MDE {boot_mde(qwk)}; Δ top-grade "
+                     f"recall {boot_interval(recall)}, MDE {boot_mde(recall)} (95% intervals over seeds × test images).")
+    if not cheap.get("vs_generators"):
+        lines.append(f"No generator arm to compare with {best}.")
+    elif cheap.get("why"):  # e.g. unreadable predictions: the comparisons have no interval
+        lines.append(f"Comparisons without intervals: {cheap['why']}.")
+    return lines
