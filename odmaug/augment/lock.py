@@ -6,7 +6,9 @@ naming the first (pid, host, start time). The lock is ``<out>/.odmaug.lock``, cr
 (a fully written temporary file hard-linked to that name, which fails if it exists; ``O_EXCL``
 where links are not supported) and removed on exit. A lock left by a process that died (kill -9,
 a lost machine) names a pid that no longer runs on this host: it is taken over. One from another
-host cannot be judged from here, so the message says how to remove it.
+host cannot be judged from here, so the message says how to remove it, unless the lock has a
+lease (``lease_s``, the benchmark's stage jobs on a cluster): its holder renews it (:meth:`FolderLock.renew`)
+and a lock not renewed for ``lease_s`` seconds is a dead holder's, whichever host it names.
 """
 
 from __future__ import annotations
@@ -44,10 +46,19 @@ def _holder(path: Path) -> Optional[dict[str, Any]]:
     return record if isinstance(record, dict) else {}
 
 
-def _stale(record: dict[str, Any]) -> bool:
-    """Whether ``record`` names a process of this host that is gone."""
+def _stale(record: dict[str, Any], path: Optional[Path] = None) -> bool:
+    """Whether ``record`` names a process of this host that is gone, or (a lock at ``path`` with a
+    ``lease_s``) one whose holder has not renewed it for that long."""
     pid = record.get("pid")
-    return record.get("host") == socket.gethostname() and isinstance(pid, int) and not _alive(pid)
+    if record.get("host") == socket.gethostname() and isinstance(pid, int) and not _alive(pid):
+        return True
+    lease = record.get("lease_s")
+    if path is None or not isinstance(lease, (int, float)):
+        return False
+    try:
+        return time.time() - path.stat().st_mtime > lease
+    except FileNotFoundError:
+        return False
 
 
 class FolderLock:
@@ -57,10 +68,12 @@ class FolderLock:
     when nothing but the lock was put there, so a refused run leaves no empty folder behind.
     """
 
-    def __init__(self, root: str | Path, command: str = "augment") -> None:
+    def __init__(self, root: str | Path, command: str = "augment", lease_s: Optional[float] = None) -> None:
         self.root, self.path = Path(root), Path(root) / LOCK_FILE
         self.record = {"pid": os.getpid(), "host": socket.gethostname(),
                        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": command}
+        if lease_s is not None:  # kept out of the record otherwise: augment's lock files stay as they were
+            self.record["lease_s"] = lease_s
         self.made: list[Path] = []
         self.held = False
 
@@ -78,7 +91,7 @@ class FolderLock:
                 self.held = True
                 return
             record = _holder(self.path)
-            if record is not None and not _stale(record):
+            if record is not None and not _stale(record, self.path):
                 self.release()
                 raise OdmaugError(self._in_use(record))
             self._remove_dead(record)
@@ -125,6 +138,14 @@ class FolderLock:
         who = f"pid {record.get('pid')} on {record.get('host')}, started {record.get('started')}"
         there = "" if record.get("host") == socket.gethostname() else f"; if that process is gone, delete {self.path}"
         return f"{self.root} is in use by another odmaug {record.get('command', 'run')} ({who}){there}"
+
+    def renew(self) -> None:
+        """Mark the lock as still held now (its file's time); a lease holder calls it well within ``lease_s``."""
+        if self.held:
+            try:
+                os.utime(self.path)
+            except FileNotFoundError:
+                pass
 
     def release(self) -> None:
         """Remove the lock if this process holds it, and the folders :meth:`acquire` made if still empty."""

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Optional
 
 import typer
 
@@ -20,6 +20,11 @@ def benchmark(
     estimate: Annotated[bool, typer.Option(
         "--estimate/--no-estimate",
         help="With --dry-run: time each stage from a short probe on this machine (a few steps of each network).")] = True,
+    executor: Annotated[Optional[str], typer.Option(
+        "--executor", metavar="slurm|local",
+        help="Run the stages as scheduler jobs through submitit (pip install \"odmaug\\[slurm]\"): slurm "
+             "(sbatch, resources per stage kind from benchmark.executor.*) or local (processes on this "
+             "machine). Default: every stage in this process.")] = None,
 ) -> None:
     """Does augmentation help? QWK/accuracy per arm (real, oversample, DM, ODM) beside FID/KID.
 
@@ -34,8 +39,14 @@ def benchmark(
     the ranks; the -- keeps torchrun from parsing odmaug's options:
 
     torchrun --nproc_per_node K -m odmaug -- benchmark --recipe R.yaml
+
+    On a Slurm cluster, --executor slurm submits one job per generator, set of synthetic images,
+    classifier (arm x seed x fold) and one for the results, wave by wave, each with a lock on its
+    stage in the store; a failed or killed job is named with its log, and the same command again
+    resumes it: odmaug benchmark --recipe R.yaml --executor slurm
     """
     from odmaug.benchmark import run_benchmark
 
     cfg = options.load()
-    run_benchmark(cfg, options.runs_dir, cfg.device, dry_run=dry_run, show_progress=not quiet, estimate=estimate)
+    run_benchmark(cfg, options.runs_dir, cfg.device, dry_run=dry_run, show_progress=not quiet, estimate=estimate,
+                  executor=executor)
