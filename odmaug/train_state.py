@@ -6,6 +6,7 @@ classifier's best epoch so far). Learning-rate schedules are functions of the st
 trainers, so the step is their state. One encoding names every tensor by its role::
 
     model.<name>  ema.<name>  <extra group>.<name>  optim.<param index>.<moment>  rng.<stream>
+    emas/<ema name>/<name>   (more EMAs, e.g. ``ema-0.9995``: names may hold dots, never slashes)
 
 and one JSON object holds ``step``, the optimizer's ``param_groups`` and non-tensor state, and
 ``info``. It is stored in one of two containers:
@@ -13,7 +14,8 @@ and one JSON object holds ``step``, the optimizer's ``param_groups`` and non-ten
 * a file (:func:`save_state_file`): one safetensors file whose metadata holds the JSON under
   ``"state"``, replaced atomically (the classifier's ``train_state.safetensors``);
 * a folder (:func:`save_state_folder`): ``model.safetensors`` and ``ema.safetensors`` hold the
-  weights alone (sampling reads them without the rest), ``state.safetensors`` the optimizer, RNG
+  weights alone (sampling reads them without the rest), as does ``<ema name>.safetensors`` for
+  each further EMA (names start with ``ema-``), ``state.safetensors`` the optimizer, RNG
   and extra tensors, ``state.json`` the JSON; each file is replaced atomically and its sha256 is
   returned, so that a pointer written last can vouch for the set (the generator's checkpoints).
 """
@@ -21,6 +23,7 @@ and one JSON object holds ``step``, the optimizer's ``param_groups`` and non-ten
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -37,6 +40,8 @@ from odmaug.errors import OdmaugError
 WEIGHT_FILES = {"model": "model.safetensors", "ema": "ema.safetensors"}
 TENSOR_FILE, JSON_FILE = "state.safetensors", "state.json"
 _RESERVED = ("step", "optimizer")  # JSON keys of the format itself; ``info`` may not use them
+_EMAS = "emas"  # prefix of further EMAs' tensors in the one-file encoding and while decoding
+_EMA_NAME = re.compile(r"ema-[A-Za-z0-9_.+-]+")  # a further EMA's name: also its file's stem
 
 
 @dataclass
@@ -50,6 +55,8 @@ class TrainingState:
         ema: the EMA network's state dict, or None.
         rng: RNG states by stream name (uint8 tensors, e.g. ``generator.get_state()``).
         extra: more state dicts by group name (e.g. ``{"best": ...}``).
+        emas: more EMA networks' state dicts by name, each starting with ``ema-`` (e.g. ``ema-0.9995``;
+            the generator's ``train.ema_decays``); a folder keeps each in its own weights file.
         info: JSON-serialisable bookkeeping of the trainer (must not use ``step`` or ``optimizer``).
     """
 
@@ -60,6 +67,7 @@ class TrainingState:
     rng: dict[str, torch.Tensor] = field(default_factory=dict)
     extra: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+    emas: dict[str, dict[str, torch.Tensor]] = field(default_factory=dict)
 
 
 def _plain(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -103,8 +111,9 @@ def _optimizer_from_flat(tensors: dict[str, torch.Tensor], info: dict[str, Any])
 def _state_tensors(state: TrainingState) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """The optimizer, RNG and extra tensors by their encoded names, and the JSON object."""
     clash = [k for k in _RESERVED if k in state.info] + [g for g in state.extra if g in (*WEIGHT_FILES, "optim", "rng")]
+    clash += [name for name in state.emas if not _EMA_NAME.fullmatch(name)]
     if clash:
-        raise ValueError(f"training-state info or extra group uses a reserved name: {clash[0]}")
+        raise ValueError(f"training-state info, extra group or EMA uses a reserved or malformed name: {clash[0]}")
     optim_tensors, optim_json = _optimizer_to_flat(state.optimizer)
     tensors = {**optim_tensors, **_prefixed("rng", state.rng)}
     for group, values in state.extra.items():
@@ -116,10 +125,14 @@ def _from_tensors(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> Tra
     """Inverse of the encoding: a state from every tensor (weights prefixed) and the JSON object."""
     meta = dict(meta)
     step, optimizer = int(meta.pop("step")), _optimizer_from_flat(tensors, meta.pop("optimizer"))
+    emas: dict[str, dict[str, torch.Tensor]] = {}
+    for key in [k for k in tensors if k.startswith(_EMAS + "/")]:
+        _, name, param = key.split("/", 2)
+        emas.setdefault(name, {})[param] = tensors.pop(key)
     groups = {k.split(".", 1)[0] for k in tensors if "." in k} - {*WEIGHT_FILES, "optim", "rng"}
     ema = _group("ema", tensors)
     return TrainingState(step, _group("model", tensors), optimizer, ema or None, _group("rng", tensors),
-                         {g: _group(g, tensors) for g in sorted(groups)}, meta)
+                         {g: _group(g, tensors) for g in sorted(groups)}, meta, emas)
 
 
 # ----------------------------------------------------------------------------- one file
@@ -133,6 +146,8 @@ def save_state_file(path: str | Path, state: TrainingState) -> None:
     tensors.update(_prefixed("model", state.model))
     if state.ema is not None:
         tensors.update(_prefixed("ema", state.ema))
+    for name, values in state.emas.items():
+        tensors.update({f"{_EMAS}/{name}/{k}": v for k, v in values.items()})
     with atomic_path(path) as tmp:
         save_file(_plain(tensors), str(tmp), metadata={"state": json.dumps(meta)})
 
@@ -174,6 +189,7 @@ def save_state_folder(folder: Path, state: TrainingState,
     if state.ema is not None:
         files[WEIGHT_FILES["ema"]] = state.ema
     tensors, meta = _state_tensors(state)
+    files.update({f"{name}.safetensors": values for name, values in state.emas.items()})
     files[TENSOR_FILE] = tensors
     digests = {}
     for name, values in files.items():
@@ -215,6 +231,11 @@ def load_state_folder(folder: Path, digests: Optional[dict[str, str]] = None) ->
     for role, name in WEIGHT_FILES.items():
         if role == "model" or (folder / name).is_file() or name in digests:
             tensors.update(_prefixed(role, load_checked(folder / name, digests.get(name))))
+    # further EMAs: those the pointer vouches for, or (no digests given) those in the folder
+    names = list(digests) if digests else [p.name for p in folder.glob("ema-*.safetensors")]
+    for name in sorted(n for n in names if n.startswith("ema-") and n.endswith(".safetensors")):
+        values = load_checked(folder / name, digests.get(name))
+        tensors.update({f"{_EMAS}/{name.removesuffix('.safetensors')}/{k}": v for k, v in values.items()})
     tensors.update(load_checked(folder / TENSOR_FILE, digests.get(TENSOR_FILE)))
     json_path = folder / JSON_FILE
     if not json_path.is_file() or (JSON_FILE in digests and file_digest(json_path) != digests[JSON_FILE]):

@@ -12,7 +12,7 @@ Weights, optimizer state, EMA and losses stay fp32 in every precision (see :mod:
 from __future__ import annotations
 
 import copy
-from typing import Callable, Optional, TypeVar
+from typing import Callable, Optional, Sequence, TypeVar
 
 import torch
 from torch import nn
@@ -65,14 +65,16 @@ class TrainStep:
         amp_dtype: the autocast dtype (:func:`odmaug.precision.resolve_precision`); None: fp32.
             fp16 gets a gradient scaler.
         grad_clip: clip the global gradient norm to this value (None: no clipping).
-        ema: the :class:`EMA` to update after every optimizer step (None: none).
+        ema: the :class:`EMA` to update after every optimizer step (None: none); the primary one.
+        extra_emas: more :class:`EMA` of ``model`` (other decays), updated after ``ema``, so a decay
+            can be chosen after training (the generator's ``train.ema_decays``).
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, device: torch.device,
                  amp_dtype: Optional[torch.dtype] = None, *, grad_clip: Optional[float] = None,
-                 ema: Optional[EMA] = None) -> None:
+                 ema: Optional[EMA] = None, extra_emas: Sequence[EMA] = ()) -> None:
         self.model, self.optimizer, self.device, self.amp_dtype = model, optimizer, device, amp_dtype
-        self.grad_clip, self.ema = grad_clip, ema
+        self.grad_clip, self.ema, self.extra_emas = grad_clip, ema, tuple(extra_emas)
         self.scaler = torch.amp.GradScaler(device.type) if amp_dtype == torch.float16 else None
 
     def set_lr(self, lr: float) -> None:
@@ -100,7 +102,7 @@ class TrainStep:
         return out
 
     def apply(self, step: int) -> None:
-        """The optimizer update (skipped by the fp16 scaler on overflow) and the EMA update.
+        """The optimizer update (skipped by the fp16 scaler on overflow) and the EMA updates.
 
         Args:
             step: the optimizer steps done once this one is (1-based; it sets the EMA's decay).
@@ -112,6 +114,8 @@ class TrainStep:
             self.optimizer.step()
         if self.ema is not None:
             self.ema.update(step)
+        for ema in self.extra_emas:
+            ema.update(step)
 
     def __call__(self, compute: Callable[[], Output], step: int = 1) -> Output:
         """:meth:`backward` then :meth:`apply`: one whole step; returns what ``compute`` returned."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Literal, Optional
 
-from pydantic import Field, model_validator
+from pydantic import Field, model_serializer, model_validator
 
 from odmaug.config.section import MAX_BATCH, MAX_STEPS, Count, Fraction, Section
 
@@ -64,8 +64,9 @@ class DiffusionConfig(Section):
     training refuses a schedule whose last step keeps signal (sqrt(abar_{T-1}) >= 0.01)."""
     p_uncond: float = Field(0.1, ge=0.0, lt=1.0)
     """Probability of dropping a label to the null class (classifier-free guidance)."""
-    prediction: Literal["eps", "v"] = "eps"
-    """What the network outputs: eps, the noise (Ho et al. 2020), or v = sqrt(abar) eps - sqrt(1 - abar) x0
+    prediction: str = "eps"
+    """A registered objective (``odmaug.diffusion.parameterization.OBJECTIVES``), what the network
+    outputs: eps, the noise (Ho et al. 2020), or v = sqrt(abar) eps - sqrt(1 - abar) x0
     (Salimans & Ho 2022), the MSE target then. The ordinal term always compares eps estimates (v is
     converted first), so gamma keeps its meaning; the run records it and every sampler converts."""
     snr_gamma: Optional[float] = Field(None, gt=0.0, le=1000.0)
@@ -95,6 +96,17 @@ class TrainConfig(Section):
     """Adam learning rate."""
     lr_warmup: int = Field(0, ge=0, le=MAX_STEPS)
     """Linear learning-rate warm-up over this many steps (0: constant lr from the start)."""
+    lr_schedule: Literal["constant", "cosine", "inverse-sqrt"] = "constant"
+    """After the warm-up (:mod:`odmaug.diffusion.lr_schedule`, docs/method.md): constant lr; cosine
+    decay (diffusers' get_cosine_schedule_with_warmup) to ``lr_min_ratio * lr`` at step
+    ``lr_decay_steps``, then flat; inverse-sqrt, ``lr * min(s / lr_warmup, 1) / sqrt(max(s / t_ref, 1))``
+    with ``t_ref = lr_decay_steps or lr_warmup`` (EDM2's learning_rate_schedule, Karras et al. 2024). Neither depends on
+    ``train.steps``: a run resumed with more steps continues the same schedule, as the store assumes."""
+    lr_decay_steps: Optional[int] = Field(None, ge=1, le=MAX_STEPS)
+    """cosine: the step at which the decay ends (required; usually train.steps of the first run).
+    inverse-sqrt: t_ref, the step from which lr falls as 1/sqrt(step) (None: lr_warmup)."""
+    lr_min_ratio: float = Field(0.0, ge=0.0, le=1.0)
+    """cosine only: the lr at and after ``lr_decay_steps`` as a fraction of ``lr`` (diffusers: 0)."""
     betas: tuple[Fraction, Fraction] = (0.9, 0.999)
     """Adam's (beta1, beta2), each in [0, 1)."""
     weight_decay: float = Field(0.0, ge=0.0, le=10.0)
@@ -104,6 +116,10 @@ class TrainConfig(Section):
     ema_warmup: int = Field(100, ge=0, le=MAX_STEPS)
     """For the first ema_warmup steps the EMA copies the weights; afterwards, s steps later, its decay is
     min(ema_decay, (1 + s) / (10 + s))."""
+    ema_decays: list[Fraction] = Field(default_factory=list, max_length=8)
+    """Extra EMAs kept beside the primary ``ema_decay`` (same warm-up and ramp), each saved in every
+    checkpoint as ``ema-<decay>.safetensors``, so the best decay can be chosen after training
+    (``load_generator(run, ema=decay)``) without retraining. Each in [0, 1), distinct, not ema_decay."""
     hflip: bool = True
     """Random horizontal flips of training images."""
     vflip: bool = False
@@ -125,3 +141,32 @@ class TrainConfig(Section):
     log_every: int = Field(50, ge=1, le=MAX_STEPS)
     """Log losses and speed to log.jsonl every this many steps."""
 
+    @model_validator(mode="after")
+    def _check_schedule(self) -> "TrainConfig":
+        if self.lr_schedule == "cosine" and (self.lr_decay_steps is None or self.lr_decay_steps <= self.lr_warmup):
+            # not train.steps: a run continued to more steps would change its past schedule (odmaug.benchmark.store)
+            raise ValueError("train.lr_schedule=cosine needs train.lr_decay_steps above train.lr_warmup "
+                             "(the step where the decay ends, e.g. train.steps)")
+        if self.lr_schedule == "inverse-sqrt" and not (self.lr_decay_steps or self.lr_warmup):
+            raise ValueError("train.lr_schedule=inverse-sqrt needs train.lr_warmup or train.lr_decay_steps (t_ref)")
+        if self.lr_schedule == "constant" and self.lr_decay_steps is not None:
+            raise ValueError("train.lr_decay_steps does nothing with train.lr_schedule=constant")
+        if self.lr_schedule != "cosine" and self.lr_min_ratio != 0.0:
+            raise ValueError("train.lr_min_ratio applies to train.lr_schedule=cosine only")
+        if len(set(self.ema_decays)) != len(self.ema_decays) or self.ema_decay in self.ema_decays:
+            raise ValueError("train.ema_decays must be distinct and differ from train.ema_decay")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_later_options(self, handler):
+        # Options at the defaults they trained under before they existed are left out of every dump,
+        # so generator store keys (odmaug.benchmark.store.generator_key) of stored runs stay the same.
+        data = handler(self)
+        for name, default in LATER_TRAIN_DEFAULTS.items():
+            if name in data and data[name] == default:
+                del data[name]
+        return data
+
+
+LATER_TRAIN_DEFAULTS = {"lr_schedule": "constant", "lr_decay_steps": None, "lr_min_ratio": 0.0, "ema_decays": []}
+"""Train options added after generators were stored, with the defaults they trained under."""
