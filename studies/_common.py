@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Callable
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS_DIR = ROOT / "benchmarks" / "results"
+RESULTS_DIR = ROOT / "studies" / "results"
 
 
 def matmul_ceilings(n: int = 2048, reps: int = 5, budget_seconds: float = 3.0) -> dict[str, float]:
@@ -97,13 +97,13 @@ def vm_hwm_mb() -> float:
 
 
 def run_python(code: str, timeout: float | None = None, env: dict[str, str] | None = None) -> str:
-    """Run ``code`` in a fresh Python with ``benchmarks/`` importable; its last stdout line.
+    """Run ``code`` in a fresh Python with ``studies/`` importable; its last stdout line.
 
     Raises:
         subprocess.TimeoutExpired: after ``timeout`` seconds (the child is killed).
         SystemExit: when the child fails (with the end of its stderr).
     """
-    prelude = f"import sys; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); "
+    prelude = f"import sys; sys.path.insert(0, {str(ROOT / 'studies')!r}); "
     proc = subprocess.run([sys.executable, "-c", prelude + code], capture_output=True, text=True, timeout=timeout,
                           env=env)
     if proc.returncode != 0:

@@ -2,8 +2,8 @@
 
 Usage::
 
-    OMP_NUM_THREADS=2 python benchmarks/channel_cost.py                 # quickstart, 30 timed steps each
-    python benchmarks/channel_cost.py --recipe smoke --steps 10 --warmup 2   # a quick look
+    OMP_NUM_THREADS=2 python studies/channel_cost.py                 # quickstart, 30 timed steps each
+    python studies/channel_cost.py --recipe smoke --steps 10 --warmup 2   # a quick look
 
 Both networks are built from the recipe's generator section (only the U-Net's first and last
 convolutions differ) and timed with the trainer's own step unit (forward, backward, grad clip,

@@ -12,9 +12,9 @@ Measured side by side in one process, alternating, median of several repetitions
 Also: FLOPs of one training step (``FlopCounterMode``) and the achieved FLOP/s next to matmul
 ceilings measured in the same run, the bf16-vs-fp32 logit error of the fast path, the time to load
 the images into memory, and an end-to-end ``train_classifier`` run (wall time per epoch, validation
-included). Prints a table last; writes ``benchmarks/results/classifier_speed.json``.
+included). Prints a table last; writes ``studies/results/classifier_speed.json``.
 
-    python benchmarks/classifier_speed.py --recipe recipes/quickstart.yaml --epochs 3
+    python studies/classifier_speed.py --recipe recipes/quickstart.yaml --epochs 3
 """
 
 from __future__ import annotations
@@ -229,7 +229,7 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4, help="training steps per repetition")
     parser.add_argument("--epochs", type=int, default=3, help="epochs of the end-to-end run (0: skip it)")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "classifier_speed.json"))
+    parser.add_argument("--out", default=str(ROOT / "studies" / "results" / "classifier_speed.json"))
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

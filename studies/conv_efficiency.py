@@ -2,7 +2,7 @@
 
 Usage::
 
-    python benchmarks/conv_efficiency.py            # ~1 min on 2 cores
+    python studies/conv_efficiency.py            # ~1 min on 2 cores
 
 Profiles (``torch.profiler`` with shapes) one training step and one guided DDIM denoising step of
 odmaug's generator at the size of ``generator_speed.py`` (8.95 M parameters, 32 px, batch 32, the
@@ -12,7 +12,7 @@ asks for it) and reports GFLOP/s against the matmul ceiling of the compute preci
 the same run (bf16 on CPUs with native bf16, else fp32), plus the share of the step spent in
 convolutions. If convolutions already run near the ceiling, only the rest of the step (GroupNorm,
 SiLU, attention, dropout, optimizer) is left to optimise. Writes
-``benchmarks/results/conv_efficiency.json``.
+``studies/results/conv_efficiency.json``.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 from _common import RESULTS_DIR, best_ceilings, machine_record, matmul_ceilings
-from speed_cases import Case
+from speed.cases import Case
 
 RESULTS = RESULTS_DIR / "conv_efficiency.json"
 CONV_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward")  # the CPU forward and backward kernels

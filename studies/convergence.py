@@ -3,18 +3,18 @@
 Full study (hours; resumable: run the same command again to continue or extend it)::
 
     OMP_NUM_THREADS=1 ODMAUG_DATA_DIR=<folder holding retinamnist.npz> ODMAUG_OFFLINE=1 \\
-        python benchmarks/convergence.py --work /tmp/convergence
+        python studies/convergence.py --work /tmp/convergence
 
 Smoke (about two minutes: every stage at tiny size, recipes/smoke.yaml)::
 
-    python benchmarks/convergence.py --smoke            # again: no retraining, evaluations reused
-    python benchmarks/convergence.py --smoke --report   # tables and figure from the JSON alone
-    python benchmarks/convergence.py --smoke --diagnose today-odm
+    python studies/convergence.py --smoke            # again: no retraining, evaluations reused
+    python studies/convergence.py --smoke --report   # tables and figure from the JSON alone
+    python studies/convergence.py --smoke --diagnose today-odm
 
-What it does (benchmarks/convergence/ holds the parts):
+What it does (studies/convergence/ holds the parts):
 
 1. Runs: each ``--config NAME=SET;SET`` (default ``today`` = the quickstart recipe as the study began, frozen in
-   ``benchmarks/convergence/quickstart_before.yaml``, and
+   ``studies/convergence/quickstart_before.yaml``, and
    ``vpred-minsnr`` = v-prediction with min-SNR-5 weighting) in DM form (gamma 0) and ODM form.
 2. Equal wall time (convergence/probes.py): the launcher (one process of 2 threads, or torchrun
    with 2 processes of 1 thread) is the one faster in a probe of the baseline (the first config's
@@ -29,7 +29,7 @@ What it does (benchmarks/convergence/ holds the parts):
    FID [bootstrap] and KID overall and per grade, SWD on Laplacian-pyramid patches (ProGAN), grade
    fidelity QWK [bootstrap]; FID(UniPC-10) / FID(DDIM-50); a grid PNG under ``--work/grids``; and
    the eps-norm diagnosis per timestep bucket (convergence/diagnose.py).
-4. The JSON (``--out``, default benchmarks/results/convergence_<host flag>.json) is rewritten
+4. The JSON (``--out``, default studies/results/convergence_<host flag>.json) is rewritten
    atomically after every checkpoint evaluation; ``--report`` prints markdown tables per multiple
    and writes ``<out stem>_fid_vs_wall.png``.
 """

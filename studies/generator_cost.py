@@ -2,10 +2,10 @@
 
 Usage::
 
-    python benchmarks/generator_cost.py            # all cases, ~10-20 min on 2 busy cores
-    python benchmarks/generator_cost.py --quick    # 3 rounds, no 64 px fp32 case
-    python benchmarks/generator_cost.py --only qs-dm-fp32 qs-odm-fp32 qs-odm-include-true-fp32 \
-        qs-odm-frac0.25-fp32 qs-odm-include-true-frac0.25-fp32 --out benchmarks/results/generator_cost_fp32.json
+    python studies/generator_cost.py            # all cases, ~10-20 min on 2 busy cores
+    python studies/generator_cost.py --quick    # 3 rounds, no 64 px fp32 case
+    python studies/generator_cost.py --only qs-dm-fp32 qs-odm-fp32 qs-odm-include-true-fp32 \
+        qs-odm-frac0.25-fp32 qs-odm-include-true-frac0.25-fp32 --out studies/results/generator_cost_fp32.json
                                                    # the ODM/DM ratios in fp32 (CPUs without native bf16)
 
 All cases are built in one process and timed round-robin (every round times each case once), so
@@ -21,7 +21,7 @@ a fresh subprocess. Cases:
 - DDIM sampling with classifier-free guidance (conditional + unconditional in one batch of 2 x 32).
 
 FLOPs are counted with ``torch.utils.flop_counter.FlopCounterMode``; the bf16/fp32 matmul ceilings
-are measured in the same run. Prints a table, writes ``benchmarks/results/generator_cost.json``.
+are measured in the same run. Prints a table, writes ``studies/results/generator_cost.json``.
 The machine is shared: absolute times are hints, ratios measured in one run are the figures.
 """
 
@@ -210,7 +210,7 @@ def main() -> None:
         results[name]["peak_rss_mb"], results[name]["rss_before_first_step_mb"] = peak_memory_of(name)
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M"),
-        "command": ("python benchmarks/generator_cost.py " + " ".join(sys.argv[1:])).strip(),
+        "command": ("python studies/generator_cost.py " + " ".join(sys.argv[1:])).strip(),
         "machine": machine_record(),
         "note": "shared machine (other jobs running): absolute times are hints; ratios are paired within rounds",
         "matmul_ceiling_gflops": ceilings,

@@ -2,10 +2,10 @@
 
 Usage::
 
-    python benchmarks/generator_speed.py                  # everything (~25-30 min on 2 cores, compile included)
-    python benchmarks/generator_speed.py --no-compile     # without the torch.compile cases (saves minutes)
-    python benchmarks/generator_speed.py --quick          # 3 rounds, scaling at n = 16, 64
-    OMP_NUM_THREADS=1 python benchmarks/generator_speed.py --quick --threads 1 --batch 1 --rounds 1 \\
+    python studies/generator_speed.py                  # everything (~25-30 min on 2 cores, compile included)
+    python studies/generator_speed.py --no-compile     # without the torch.compile cases (saves minutes)
+    python studies/generator_speed.py --quick          # 3 rounds, scaling at n = 16, 64
+    OMP_NUM_THREADS=1 python studies/generator_speed.py --quick --threads 1 --batch 1 --rounds 1 \\
         --sampling-steps 1 --no-compile --no-memory --slow-bf16 skip --scaling-sizes 2 --scaling-steps 1 \\
         --loss-steps 2 --out /tmp/smoke.json               # a smoke check of the script itself (~1 min)
 
@@ -59,12 +59,12 @@ host's bf16 capability (lscpu flags, ``odmaug.precision`` detection, torch's CPU
 
 Compiles run under a watchdog (``--compile-timeout``, default 300 s): a compile that does not finish
 is reported as COMPILE TIMEOUT (output and JSON ``compile_timed_out``) and the case is dropped.
-``--device cuda`` runs the timing cases on a GPU (``benchmarks/gpu_speed.sh`` drives it).
+``--device cuda`` runs the timing cases on a GPU (``studies/gpu_speed.sh`` drives it).
 
-Prints tables (the targets last), writes ``benchmarks/results/generator_speed.json`` (or ``--out``).
+Prints tables (the targets last), writes ``studies/results/generator_speed.json`` (or ``--out``).
 The machine is shared: absolute times are hints, ratios measured in one run are the figures. The
-cases live in ``speed_cases.py`` (the diffusers peer in ``speed_peer.py``), the guards, scaling and
-profiles in ``speed_checks.py``, the derived figures and tables in ``speed_report.py``.
+cases live in ``speed/cases.py`` (the diffusers peer in ``speed/peer.py``), the guards, scaling and
+profiles in ``speed/checks.py``, the derived figures and tables in ``speed/report.py``.
 """
 
 from __future__ import annotations
@@ -79,11 +79,11 @@ from pathlib import Path
 import torch
 
 from _common import ROOT, RESULTS_DIR, best_ceilings, machine_record
-from speed_cases import CASES, Case, memory_of, odmaug_generator, parameters
-from speed_checks import bf16_capability, loss_guard, profile_top_ops, quality_guard, sampling_scaling
-from speed_peer import PEER_KWARGS, peer_generator
-from speed_plan import Plan, build_cases, cold_compile, time_cases
-from speed_report import Rounds, odm_step_cost, print_report, targets, time_ratios
+from speed.cases import CASES, Case, memory_of, odmaug_generator, parameters
+from speed.checks import bf16_capability, loss_guard, profile_top_ops, quality_guard, sampling_scaling
+from speed.peer import PEER_KWARGS, peer_generator
+from speed.plan import Plan, build_cases, cold_compile, time_cases
+from speed.report import Rounds, odm_step_cost, print_report, targets, time_ratios
 
 RESULTS = RESULTS_DIR / "generator_speed.json"
 
@@ -180,7 +180,7 @@ def main() -> None:
         peak_memory(cases, results, plan, args, compiled_cold)
     report = {
         "date": time.strftime("%Y-%m-%d %H:%M %Z"),
-        "command": ("python benchmarks/generator_speed.py " + " ".join(sys.argv[1:])).strip(),
+        "command": ("python studies/generator_speed.py " + " ".join(sys.argv[1:])).strip(),
         "machine": machine_record(), "device": str(plan.device), "bf16_capability": bf16_capability(plan.device),
         "native_bf16": plan.native_bf16,
         "note": "shared machine: absolute times are hints; ratios are paired within rounds. Identical optimizer "

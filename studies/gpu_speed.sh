@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # GPU check for one NVIDIA GPU (issue 17 item 5): odmaug's CUDA path, then generator_speed.py on CUDA.
 #
-#   bash benchmarks/gpu_speed.sh                 # on a machine with one CUDA GPU (budget < 6 min on one H200)
-#   DRY_RUN_CPU=1 bash benchmarks/gpu_speed.sh   # the same stages with --device cpu at a tiny size, no compile
+#   bash studies/gpu_speed.sh                 # on a machine with one CUDA GPU (budget < 6 min on one H200)
+#   DRY_RUN_CPU=1 bash studies/gpu_speed.sh   # the same stages with --device cpu at a tiny size, no compile
 #
 # Stages (elapsed time printed after each):
 #   1. CUDA tests: `pytest -q -k cuda` (the suite has none today: "no tests collected" is reported, not
@@ -13,7 +13,7 @@
 #      and torch.compile; DM and ODM loss) against diffusers UNet2DModel eager fp32 (dropout 0 and 0.1),
 #      eager bf16 (autocast and pure bf16) and torch.compile, for training and guided DDIM sampling.
 #      Compiles are capped by --compile-timeout (reported as COMPILE TIMEOUT, not a hang).
-# Results: $OUT/generator_speed_cuda.json if OUT is set, else benchmarks/results/generator_speed_cuda.json.
+# Results: $OUT/generator_speed_cuda.json if OUT is set, else studies/results/generator_speed_cuda.json.
 # Knobs (environment): BATCH (default 64), ROUNDS (7), SAMPLING_STEPS (5), COMPILE_TIMEOUT (90 s),
 # SPEED_TIMEOUT (330 s, the whole of stage 2), THREADS (CPU threads: nproc; 1 in the dry run).
 # With no CUDA device (and no DRY_RUN_CPU) it prints "no CUDA device: skipped" and exits 0.
@@ -39,7 +39,7 @@ elif ! "$PY" -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() and 
     exit 0
 fi
 
-RESULTS_DIR=${OUT:-benchmarks/results}
+RESULTS_DIR=${OUT:-studies/results}
 mkdir -p "$RESULTS_DIR"
 if [[ "$DEVICE" == "cuda" ]]; then
     command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
@@ -113,7 +113,7 @@ echo "== stage 2: generator_speed.py --device $DEVICE (batch $BATCH, $ROUNDS rou
 CASES=(odmaug-train-fast odmaug-train-odm odmaug-train-compiled
        peer-train-fp32 peer-train-fp32-dropout peer-train-bf16-autocast-cl peer-train-bf16-cl peer-train-compiled
        odmaug-sample-fast odmaug-sample-compiled peer-sample-fp32 peer-sample-bf16-cl peer-sample-compiled)
-timeout "$SPEED_TIMEOUT" "$PY" benchmarks/generator_speed.py --device "$DEVICE" --batch "$BATCH" --rounds "$ROUNDS" \
+timeout "$SPEED_TIMEOUT" "$PY" studies/generator_speed.py --device "$DEVICE" --batch "$BATCH" --rounds "$ROUNDS" \
     --sampling-steps "$SAMPLING_STEPS" --slow-bf16 full --compile-timeout "$COMPILE_TIMEOUT" "${COMPILE_ARGS[@]}" \
     --no-memory --no-profile --loss-steps 0 --scaling-sizes --only "${CASES[@]}" --out "$JSON"
 elapsed "stage 2"

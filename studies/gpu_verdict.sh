@@ -2,8 +2,8 @@
 # The RetinaMNIST verdict on one GPU (issue 19 item 4): install, the CUDA tests, then the 5-fold
 # cross-validated benchmark of recipes/retinamnist-gpu.yaml, its report and results in one folder.
 #
-#   bash benchmarks/gpu_verdict.sh OUT_DIR                 # one CUDA GPU (sized for < 8 min on one H200)
-#   DRY_RUN_CPU=1 bash benchmarks/gpu_verdict.sh OUT_DIR   # the same stages on the CPU at smoke size
+#   bash studies/gpu_verdict.sh OUT_DIR                 # one CUDA GPU (sized for < 8 min on one H200)
+#   DRY_RUN_CPU=1 bash studies/gpu_verdict.sh OUT_DIR   # the same stages on the CPU at smoke size
 #
 # OUT_DIR receives: install.log, tests.log, plan.txt (the --dry-run plan with time estimates),
 # benchmark.log, results.json, report/ (report.md, report.html, figures/) and runs/ (the run folders;
@@ -13,7 +13,7 @@
 set -euo pipefail
 
 if [[ $# -ne 1 ]]; then
-    echo "usage: bash benchmarks/gpu_verdict.sh OUT_DIR" >&2
+    echo "usage: bash studies/gpu_verdict.sh OUT_DIR" >&2
     exit 2
 fi
 OUT_DIR=$(mkdir -p "$1" && cd "$1" && pwd)

@@ -2,8 +2,8 @@
 
 Usage::
 
-    python benchmarks/layout_ab.py              # ~3 min on 2 cores
-    python benchmarks/layout_ab.py --rounds 3   # quicker, noisier
+    python studies/layout_ab.py              # ~3 min on 2 cores
+    python studies/layout_ab.py --rounds 3   # quicker, noisier
 
 The 8.95 M generator of ``generator_speed.py`` (32 px, batch 32, this machine's default precision),
 with each variant timed round-robin against the default in one process:
@@ -15,7 +15,7 @@ with each variant timed round-robin against the default in one process:
 - one guided denoising forward pass (batch 64): channels_last vs NCHW.
 
 Prints the median paired time ratio variant / default (above 1 = the variant is slower) and writes
-``benchmarks/results/layout_ab.json``. Ratios, not absolute times, are the figures on a shared machine.
+``studies/results/layout_ab.json``. Ratios, not absolute times, are the figures on a shared machine.
 """
 
 from __future__ import annotations
@@ -29,8 +29,8 @@ from pathlib import Path
 import torch
 
 from _common import RESULTS_DIR, machine_record, round_robin
-from speed_cases import bench_train_config, odmaug_generator
-from speed_peer import NUM_CLASSES
+from speed.cases import bench_train_config, odmaug_generator
+from speed.peer import NUM_CLASSES
 
 RESULTS = RESULTS_DIR / "layout_ab.json"
 

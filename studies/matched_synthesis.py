@@ -3,8 +3,8 @@ on the same weights (issue 17, item 2).
 
 Usage::
 
-    OMP_NUM_THREADS=1 python benchmarks/matched_synthesis.py --run /tmp/sampler_quality/runs/00000-sq-generator
-    python benchmarks/matched_synthesis.py --run RUN --n 10 --rounds 1 --out /tmp/ms.json   # smoke size
+    OMP_NUM_THREADS=1 python studies/matched_synthesis.py --run /tmp/sampler_quality/runs/00000-sq-generator
+    python studies/matched_synthesis.py --run RUN --n 10 --rounds 1 --out /tmp/ms.json   # smoke size
 
 Which settings reach DDIM-100's quality comes from ``sampler_quality.py`` (its JSON, ``--quality``):
 DDIM-50 with eta 1 matches DDIM-100 with eta 1 on every grade's domain FID/KID, and UniPC-10 matches
@@ -19,7 +19,7 @@ the one ``sampler_quality.py`` trained), in one process, round-robin over ``--ro
 - ``odmaug <sampler>``: :func:`odmaug.diffusion.generate` with the run's ``sample`` section
   (precision ``auto``: bf16 where the CPU has bf16 units; channels_last).
 
-Prints a table and writes ``benchmarks/results/matched_synthesis.json`` (or ``--out``) with
+Prints a table and writes ``studies/results/matched_synthesis.json`` (or ``--out``) with
 images/s per case and round, and each odmaug case's speed-up over the diffusers loop with the same
 eta (median and min-max over rounds). A shared machine: only the paired ratios count.
 """
@@ -37,12 +37,12 @@ from pathlib import Path
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "benchmarks"))
+sys.path.insert(0, str(ROOT / "studies"))
 
 from _common import machine_record  # noqa: E402
 
-RESULTS = ROOT / "benchmarks" / "results" / "matched_synthesis.json"
-QUALITY = ROOT / "benchmarks" / "results" / "sampler_quality_amx.json"
+RESULTS = ROOT / "studies" / "results" / "matched_synthesis.json"
+QUALITY = ROOT / "studies" / "results" / "sampler_quality_amx.json"
 PEERS = {"diffusers DDIM-100 eta 1": 1.0, "diffusers DDIM-100 eta 0": 0.0}
 ODMAUG = {  # case -> (sampler, steps, eta, the diffusers case it is compared with, the quality it matches)
     "odmaug DDIM-100 eta 1": ("ddim", 100, 1.0, "diffusers DDIM-100 eta 1", "the reference (the paper's step count)"),

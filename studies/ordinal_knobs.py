@@ -3,7 +3,7 @@
 Usage (the committed JSON; about 40 minutes of one CPU core, W = 450 s)::
 
     OMP_NUM_THREADS=1 ODMAUG_DATA_DIR=<folder holding retinamnist.npz> ODMAUG_OFFLINE=1 \\
-        python benchmarks/ordinal_knobs.py --work /tmp/ordinal_knobs --budget-s 450 --n 64 \\
+        python studies/ordinal_knobs.py --work /tmp/ordinal_knobs --budget-s 450 --n 64 \\
         --classifier /tmp/sampler_quality/classifier
 
 Smoke test (minutes): ``--budget-s 20 --probe-steps 6 --n 24 --kid-subset-size 12 --resamples 20
@@ -23,7 +23,7 @@ grade fidelity. Steps, all on one thread, quickstart's recipe apart from ``diffu
 3. Each EMA generator synthesizes ``--n`` images per grade with quickstart's sample settings
    (DDIM 50, eta 1, guidance 2) and the SAME seeds 0..n-1 for every grade and setting.
 4. Against the real TRAINING split: overall and per-grade FID and KID of the domain features
-   (:func:`odmaug.metrics.generative.metrics_from_features`); intervals as benchmarks/sampler_quality.py
+   (:func:`odmaug.metrics.generative.metrics_from_features`); intervals as studies/sampler_quality.py
    gives them (KID mean +- subset std; FID 2.5-97.5 percentile of ``--resamples`` bootstrap
    resamples of the generated images). Grade fidelity: the classifier's QWK and accuracy on the
    generated images (:func:`odmaug.classify.evaluate.evaluate_classifier`) with 95% bootstrap

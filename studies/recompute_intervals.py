@@ -10,8 +10,8 @@ bootstrap spreads the seed mean by (S-1)/S of SE_seeds²), so the intervals it w
 as wide as the exact ones (and never narrower than the seeds-only t-interval). Rerunning the
 benchmark gives the exact figures.
 
-    python benchmarks/recompute_intervals.py benchmarks/results/quickstart_benchmark_amx.json \
-        --out benchmarks/results/quickstart_benchmark_amx_recomputed.json --report benchmarks/results/quickstart_benchmark_amx_recomputed_report.md
+    python studies/recompute_intervals.py docs/results/quickstart_benchmark_amx.json \
+        --out docs/results/quickstart_benchmark_amx_recomputed.json --report docs/results/quickstart_benchmark_amx_recomputed_report.md
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Usage (the committed JSON; about an hour of one CPU core)::
 
     OMP_NUM_THREADS=1 ODMAUG_DATA_DIR=<folder holding retinamnist.npz> ODMAUG_OFFLINE=1 \\
-        python benchmarks/sampler_quality.py --work /tmp/sampler_quality
+        python studies/sampler_quality.py --work /tmp/sampler_quality
 
 Smoke test (minutes): ``--gen-steps 5 --epochs 1 --n 24 --kid-subset-size 12 --resamples 20
 --configs ddim:100,dpmpp-2m:10 --out /tmp/sq_smoke.json --work /tmp/sq_smoke``. All on one thread, with

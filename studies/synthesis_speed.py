@@ -2,8 +2,8 @@
 
 Usage::
 
-    python benchmarks/synthesis_speed.py                 # n = 32, 64, 128; DDIM 50 steps, guidance 2
-    python benchmarks/synthesis_speed.py --steps 10 --sizes 16 32 64 --precision fp32
+    python studies/synthesis_speed.py                 # n = 32, 64, 128; DDIM 50 steps, guidance 2
+    python studies/synthesis_speed.py --steps 10 --sizes 16 32 64 --precision fp32
 
 The generator has the quickstart recipe's network (32 px, 5 grades) with random weights: speed does
 not depend on training. For every n, in one process and alternating:
@@ -16,7 +16,7 @@ Then the folder-size check: ``n`` new images are synthesized into a folder alrea
 ``--prefill`` valid images of the same checkpoint; the extra wall time over an empty folder is the
 one directory scan + validation, paid once per run, so per-image cost must not grow with folder size.
 
-Prints a table, writes ``benchmarks/results/synthesis_speed.json`` (or ``--out``). The machine is shared: absolute
+Prints a table, writes ``studies/results/synthesis_speed.json`` (or ``--out``). The machine is shared: absolute
 times are hints; ratios measured in one run are the figures.
 """
 
@@ -36,7 +36,7 @@ import numpy as np
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-RESULTS = ROOT / "benchmarks" / "results" / "synthesis_speed.json"
+RESULTS = ROOT / "studies" / "results" / "synthesis_speed.json"
 
 
 def make_run(root: Path, seed: int = 0) -> Path:

@@ -2,8 +2,8 @@
 
 Usage::
 
-    OMP_NUM_THREADS=1 python benchmarks/unet_fusion.py               # ~5 min on a 2-core AMX host (7 rounds)
-    OMP_NUM_THREADS=1 python benchmarks/unet_fusion.py --rounds 3 --no-profile --out /tmp/smoke.json
+    OMP_NUM_THREADS=1 python studies/unet_fusion.py               # ~5 min on a 2-core AMX host (7 rounds)
+    OMP_NUM_THREADS=1 python studies/unet_fusion.py --rounds 3 --no-profile --out /tmp/smoke.json
 
 The network: odmaug's default ``GeneratorConfig()`` for 5 grades at 32 px (8.95 M parameters,
 seed 0, output layer re-initialised so that eps is not trivially 0), channels_last model and
@@ -21,7 +21,7 @@ are per-case medians and the per-round paired ratios reference / fused (above 1 
 
 Also recorded: the eps error of each path against fp32 on the same weights and input (and of
 the fused fp32 path against the reference fp32 path), and torch.profiler's top 8 ops (self CPU
-time) of the bf16 and fp32 units before and after. Writes ``benchmarks/results/unet_fusion_<host>.json``
+time) of the bf16 and fp32 units before and after. Writes ``studies/results/unet_fusion_<host>.json``
 (<host>: amx, avx512bf16 or avx2 by the CPU's flags, or ``--host``).
 """
 

@@ -20,10 +20,10 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from odmaug.augment import GradeFilter, run_synthesis
+from odmaug.augment import GradeFilter, SynthesisRequest, run_synthesis
 from odmaug.augment.store import MANIFEST_COLUMNS
 from odmaug.cli import app
-from odmaug.config import SampleConfig, load_recipe
+from odmaug.config import SampleConfig, load_recipe, merge_options
 from odmaug.data import load_table, to_uint8
 from odmaug.data.sources import read_manifest
 from odmaug.runs import create_run
@@ -34,6 +34,12 @@ FAST_ARGS = ["--steps", "2", "--no-grid"]
 
 
 ONE_THREAD_ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+def synth(run, out, classes, n, settings=FAST, **request):
+    """``run_synthesis`` on the CPU without a progress bar."""
+    return run_synthesis(SynthesisRequest(run, out, classes, n, settings=settings, **request), device="cpu",
+                         show_progress=False)
 
 
 
@@ -77,19 +83,19 @@ def test_cli_augment_writes_images_manifest_record_and_grid(smoke_run, tmp_path)
 
 
 def test_same_seed_same_image_whatever_batch_size(smoke_run, tmp_path):
-    one = run_synthesis(smoke_run, tmp_path / "a", "3,4", 3, settings=FAST, batch_size=1, device="cpu", show_progress=False)
-    six = run_synthesis(smoke_run, tmp_path / "b", [3, 4], 3, settings=FAST, batch_size=6, device="cpu", show_progress=False)
+    one = synth(smoke_run, tmp_path / "a", "3,4", 3, merge_options(FAST, batch_size=1))
+    six = synth(smoke_run, tmp_path / "b", [3, 4], 3, merge_options(FAST, batch_size=6))
     assert one.generated == six.generated == 6
     assert pngs(tmp_path / "a") == pngs(tmp_path / "b")  # bitwise-equal PNG files
     # seed_start: a later range reproduces the same (grade, seed) images.
-    run_synthesis(smoke_run, tmp_path / "c", [4], 2, seed_start=1, settings=FAST, device="cpu", show_progress=False)
+    synth(smoke_run, tmp_path / "c", [4], 2, seed_start=1)
     assert pngs(tmp_path / "c") == {k: v for k, v in pngs(tmp_path / "a").items() if k in ("4/1.png", "4/2.png")}
     # The PNG holds exactly what the generator makes for that grade and seed (in an aligned batch).
     from odmaug.diffusion import generate, load_generator
 
     gen = load_generator(smoke_run, device="cpu")
-    image = generate(gen.model, gen.schedule, [3, 0, 1, 2, 4, 4, 4, 4], [2, 5, 6, 7, 8, 9, 10, 11], sampler="ddim",
-                     steps=2, guidance_scale=2.0, precision=FAST.precision, batch_size=8)
+    image = generate(gen.model, gen.schedule, [3, 0, 1, 2, 4, 4, 4, 4], [2, 5, 6, 7, 8, 9, 10, 11],
+                     merge_options(FAST, batch_size=8))
     expected = to_uint8(image)[0].permute(1, 2, 0).numpy()
     assert np.array_equal(np.asarray(Image.open(tmp_path / "a" / "3" / "2.png")), expected)
     # Different seeds give different images.
@@ -102,13 +108,11 @@ def test_compiled_synthesis_matches_eager_and_auto_skips_small_jobs(smoke_run, t
     # fp32: in bf16 (precision auto on AMX CPUs) compiled and eager kernels differ by bf16 rounding,
     # which the first trailing step (x0 = (x - ...) / sqrt(abar_{T-1}), a 220x gain) makes visible
     fp32 = FAST.model_copy(update={"precision": "fp32"})
-    eager = run_synthesis(smoke_run, tmp_path / "eager", [3, 4], 10, settings=fp32, batch_size=8, device="cpu",
-                          show_progress=False, compile="auto")
+    eager = synth(smoke_run, tmp_path / "eager", [3, 4], 10, merge_options(fp32, batch_size=8, compile="auto"))
     assert not eager.compiled  # 20 images x 2 steps: far too small a job to pay for a compile
     if not can_compile(torch.device("cpu")):
         pytest.skip("no C++ compiler on PATH: torch.compile cannot build CPU kernels here")
-    compiled = run_synthesis(smoke_run, tmp_path / "compiled", [3, 4], 10, settings=fp32, batch_size=8,
-                             device="cpu", show_progress=False, compile=True)
+    compiled = synth(smoke_run, tmp_path / "compiled", [3, 4], 10, merge_options(fp32, batch_size=8, compile=True))
     assert compiled.compiled and compiled.generated == 20  # batches of 8, 8 and a last one padded to 8
     a, b = pngs(tmp_path / "eager"), pngs(tmp_path / "compiled")
     assert a.keys() == b.keys() and len(a) == 20
@@ -122,14 +126,14 @@ def test_compiled_synthesis_matches_eager_and_auto_skips_small_jobs(smoke_run, t
 
 def test_rerun_repairs_missing_corrupt_and_temporary_files(smoke_run, tmp_path):
     out = tmp_path / "syn"
-    run_synthesis(smoke_run, out, [4], 4, settings=FAST, device="cpu", show_progress=False)
+    synth(smoke_run, out, [4], 4)
     reference = pngs(out)
     (out / "4" / "1.png").unlink()
     data = (out / "4" / "2.png").read_bytes()
     (out / "4" / "2.png").write_bytes(data[: len(data) // 2])  # truncated
     (out / "4" / ".3.png.x1y2.tmp").write_bytes(b"partial")
     (out / "manifest.csv").write_text("path,label\n4/99.png,4\n")  # a stale manifest
-    summary = run_synthesis(smoke_run, out, [4], 4, settings=FAST, device="cpu", show_progress=False)
+    summary = synth(smoke_run, out, [4], 4)
     assert (summary.present, summary.generated) == (2, 2)
     assert pngs(out) == reference
     assert not list(out.glob("*/.*.tmp"))
@@ -161,7 +165,7 @@ def test_kill_9_mid_run_then_rerun_gives_exactly_the_requested_set(smoke_run, tm
                      "--steps", "10", "--batch-size", "5", "--no-grid", "--device", "cpu")
     assert result.exit_code == 0, result.output
     settings = SampleConfig(steps=10, guidance_scale=2.0)
-    run_synthesis(smoke_run, ref, [3, 4], n, settings=settings, batch_size=16, device="cpu", show_progress=False)
+    synth(smoke_run, ref, [3, 4], n, merge_options(settings, batch_size=16))
     assert pngs(out) == pngs(ref)  # no gaps, no duplicates, bitwise-equal images
     assert not list(out.glob("*/.*.tmp"))
     frame = read_manifest(out / "manifest.csv", 5)
@@ -268,7 +272,7 @@ def test_torchrun_shards_seeds_over_two_ranks(smoke_run, tmp_path):
     done = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env=ONE_THREAD_ENV)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "on 2 ranks" in done.stdout and done.stdout.count("wrote") == 1  # rank 0 alone reports
-    run_synthesis(smoke_run, ref, [3, 4], 5, settings=FAST, device="cpu", show_progress=False)
+    synth(smoke_run, ref, [3, 4], 5)
     assert pngs(out) == pngs(ref)
     assert not list(out.glob("manifest.rank*.csv"))  # merged, then removed
     assert pd.read_csv(out / "manifest.csv")["path"].tolist() == pd.read_csv(ref / "manifest.csv")["path"].tolist()
@@ -283,8 +287,7 @@ def test_grade_filter_keeps_images_graded_close(smoke_run, tmp_path):
     torch.manual_seed(0)
     save_classifier(create_model("resnet10t", 5, 16), ClassifierMeta("resnet10t", 5, 16), tmp_path / "clf")
     out = tmp_path / "syn"
-    summary = run_synthesis(smoke_run, out, [0, 4], 6, settings=FAST, device="cpu", show_progress=False,
-                            grade_filter=GradeFilter(tmp_path / "clf", max_grade_error=1))
+    summary = synth(smoke_run, out, [0, 4], 6, grade_filter=GradeFilter(tmp_path / "clf", max_grade_error=1))
     model, meta = load_classifier(tmp_path / "clf")
     files = sorted(out.glob("*/*.png"))
     predicted = predict_grades(model, meta, files, torch.device("cpu"))
@@ -301,11 +304,10 @@ def test_grade_filter_keeps_images_graded_close(smoke_run, tmp_path):
     # A re-run grades nothing again: the cache answers (edit it to prove it is read).
     grading["predicted_grade"] = [int(p.split("/")[0]) for p in grading["path"]]
     grading.to_csv(out / "grading.csv", index=False)
-    again = run_synthesis(smoke_run, out, [0, 4], 6, settings=FAST, device="cpu", show_progress=False,
-                          grade_filter=GradeFilter(tmp_path / "clf", max_grade_error=0))
+    again = synth(smoke_run, out, [0, 4], 6, grade_filter=GradeFilter(tmp_path / "clf", max_grade_error=0))
     assert again.generated == 0 and again.manifest_rows == 12
     # Without a filter the manifest lists every image again.
-    plain = run_synthesis(smoke_run, out, [0, 4], 6, settings=FAST, device="cpu", show_progress=False)
+    plain = synth(smoke_run, out, [0, 4], 6)
     assert plain.manifest_rows == 12 and "predicted_grade" not in pd.read_csv(out / "manifest.csv").columns
 
 

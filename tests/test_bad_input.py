@@ -231,7 +231,7 @@ def test_sixteen_bit_png_reads_like_its_eight_bit_twin(tmp_path):
 
 
 def test_exact_duplicate_rows_warn_once_and_keep_one(tmp_path, monkeypatch):
-    from odmaug.data import sources
+    from odmaug.data import manifest as sources
 
     said: list[str] = []
     monkeypatch.setattr(sources, "warn", said.append)

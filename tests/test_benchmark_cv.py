@@ -78,7 +78,7 @@ def test_gpu_verdict_script_usage_and_skip_without_cuda(tmp_path):
 
     import torch
 
-    script = Path(__file__).resolve().parents[1] / "benchmarks" / "gpu_verdict.sh"
+    script = Path(__file__).resolve().parents[1] / "studies" / "gpu_verdict.sh"
     usage = subprocess.run(["bash", str(script)], capture_output=True, text=True)
     assert usage.returncode == 2 and "usage:" in usage.stderr
     if torch.cuda.is_available():

@@ -47,9 +47,11 @@ def test_translation_arms_share_the_generator_and_key_their_folders(tmp_path, sm
     arm = parse_arm("odm-translate")
     assert arm.kind.generator is ODM and arm.kind.synthesis == BY_TRANSLATION
     assert arm.synthetic_name == "odm-translate" and parse_arm("dm-translate").synthetic_name == "dm-translate"
+    from odmaug.commands.names import check_names
+
     with pytest.raises(OdmaugError, match="unknown arm 'odm-translate:x'"):
-        load_recipe(smoke_recipe_path, ["benchmark.arms=[real, 'odm-translate:x']"])
-    with pytest.raises(OdmaugError, match=r"strengths: must each be in \(0, 1\]"):
+        check_names(load_recipe(smoke_recipe_path, ["benchmark.arms=[real, 'odm-translate:x']"]))
+    with pytest.raises(OdmaugError, match=r"benchmark\.translate\.strengths\.1: must be in \(0, 1\] \(got 1\.5\)"):
         load_recipe(smoke_recipe_path, ["benchmark.translate.strengths=[0.5, 1.5]"])
 
     recipe = load_recipe(smoke_recipe_path, ["benchmark.arms=[real, odm, odm-translate]",
@@ -197,8 +199,8 @@ def test_a_folds_translations_start_from_that_folds_training_part(tmp_path, smok
     plan = make_plan(recipe, tmp_path / "store", splits)
     seen = []
 
-    def record(**kwargs):  # stands in for the generator: only the sources it is given matter here
-        seen.append(kwargs["from_real"])
+    def record(request, **kwargs):  # stands in for the generator: only the sources it is given matter here
+        seen.append(request.from_real)
         raise RuntimeError("stop")
 
     monkeypatch.setattr(augment_synthesis, "run_synthesis", record)

@@ -11,7 +11,7 @@ import torch
 from typer.testing import CliRunner
 
 from odmaug.cli import app
-from odmaug.classify.command import parse_seeds
+from odmaug.commands.classify import parse_seeds
 from odmaug.errors import OdmaugError
 
 SMOKE = str(Path(__file__).resolve().parents[1] / "recipes" / "smoke.yaml")

@@ -9,7 +9,7 @@ import torch
 from safetensors.torch import save_file
 
 from odmaug.classify import ClassifierMeta, create_model, load_classifier, load_classifier_features, save_classifier
-from odmaug.classify.models import load_pretrained
+from odmaug.classify.pretrained import load_pretrained
 from odmaug.errors import OdmaugError
 
 

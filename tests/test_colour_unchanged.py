@@ -71,10 +71,11 @@ def test_the_smoke_generator_trains_to_the_same_losses_and_weights(smoke_generat
 
 @needs_torch
 def test_its_synthetic_pngs_are_the_same_rgb_pixels(smoke_generator, tmp_path):
-    from odmaug.augment.synthesis import run_synthesis
+    from odmaug.augment.synthesis import SynthesisRequest, run_synthesis
 
-    run_synthesis(smoke_generator.root, tmp_path / "s", "3,4", 3, device="cpu", show_progress=False,
-                  settings=SampleConfig(sampler="ddim", steps=2, eta=0.0, guidance_scale=2.0))
+    run_synthesis(SynthesisRequest(smoke_generator.root, tmp_path / "s", "3,4", 3,
+                                   settings=SampleConfig(sampler="ddim", steps=2, eta=0.0, guidance_scale=2.0)),
+                  device="cpu", show_progress=False)
     files = sorted((tmp_path / "s").glob("*/*.png"))
     assert len(files) == 6 and {Image.open(f).mode for f in files} == {"RGB"}
     assert hashlib.sha256(b"".join(np.asarray(Image.open(f)).tobytes() for f in files)).hexdigest() \

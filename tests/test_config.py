@@ -48,14 +48,19 @@ def test_unknown_section(tmp_path):
         ("data:\n  image_size: 4\n", "data.image_size"),
         ("diffusion:\n  ordinal:\n    distance: cosine\n", "diffusion.ordinal.distance"),
         ("data:\n  source: folder\n", "data.path is required"),
+        ("data:\n  source: dicomweb\n", "data.source: unknown data source 'dicomweb' (known: retinamnist, synthetic, folder, manifest)"),
+        ("sample:\n  sampler: euler\n", "sample.sampler: unknown sampler 'euler' (known: ddim, ddpm, dpmpp-2m, unipc)"),
+        ("generator:\n  name: dit\n", "generator.name: unknown generator 'dit' (known: unet)"),
         ("data:\n  val_fraction: 0.6\n  test_fraction: 0.5\n", "below 1"),
     ],
 )
 def test_wrong_types_and_ranges_are_one_line_errors(tmp_path, text, fragment):
     path = tmp_path / "r.yaml"
     path.write_text(text)
-    with pytest.raises(OdmaugError) as err:
-        load_recipe(path)
+    from odmaug.commands.names import check_names
+
+    with pytest.raises(OdmaugError) as err:  # types at load, registered names at the command boundary
+        check_names(load_recipe(path))
     assert fragment in str(err.value)
     assert "\n" not in str(err.value)
 

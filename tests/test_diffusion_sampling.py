@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from odmaug.config import DiffusionConfig, GeneratorConfig
+from odmaug.config import DiffusionConfig, GeneratorConfig, SampleConfig, merge_options
+from odmaug.diffusion.parameterization import to_x0
 from odmaug.diffusion import GENERATORS, NoiseSchedule, build_generator, generate, guided_eps, sample
 from odmaug.errors import OdmaugError
 
@@ -31,7 +32,8 @@ def test_linear_schedule_and_forward_noising():
     x0, noise, t = torch.randn(4, 3, 8, 8), torch.randn(4, 3, 8, 8), torch.tensor([0, 10, 500, 999])
     abar = s.alphas_cumprod[t].float().view(-1, 1, 1, 1)
     assert torch.allclose(s.q_sample(x0, t, noise), abar.sqrt() * x0 + (1 - abar).sqrt() * noise)
-    assert torch.allclose(s.predict_x0(s.q_sample(x0, t, noise), t, noise), x0, atol=1e-3)
+    alpha, sigma = s.alpha_sigma(t, x0.ndim)
+    assert torch.allclose(to_x0(noise, s.q_sample(x0, t, noise), alpha, sigma, "eps"), x0, atol=1e-3)
     cos = NoiseSchedule.from_config(DiffusionConfig(schedule="cosine", timesteps=200))
     assert cos.timesteps == 200 and bool((cos.alphas_cumprod[1:] < cos.alphas_cumprod[:-1]).all())
     assert s.sampling_timesteps(4) == [999, 749, 499, 249]  # trailing: from the last timestep
@@ -52,8 +54,8 @@ def test_ddim_eta_one_and_ddpm_give_the_same_samples(tiny_model):
     labels = torch.tensor([0, 2, 4])
     noise = torch.randn(3, 3, 8, 8, generator=torch.Generator().manual_seed(1))
     run = lambda sampler, eta: sample(  # noqa: E731
-        tiny_model, noise, labels, s, sampler=sampler, steps=20, eta=eta, guidance_scale=1.5,
-        generators=[torch.Generator().manual_seed(i) for i in range(3)],
+        tiny_model, noise, labels, s,
+        SampleConfig(sampler=sampler, steps=20, eta=eta, guidance_scale=1.5, precision="fp32"), rngs=[torch.Generator().manual_seed(i) for i in range(3)],
     )
     ddpm, ddim1, ddim0 = run("ddpm", 0.0), run("ddim", 1.0), run("ddim", 0.0)
     assert torch.allclose(ddpm, ddim1, atol=1e-5)  # same posterior mean and variance, same noise
@@ -70,8 +72,8 @@ def test_ddim_matches_diffusers_scheduler(tiny_model):
     assert ref.timesteps.tolist() == s.sampling_timesteps(steps, "leading")
     labels = torch.tensor([1, 3])
     noise = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(2))
-    ours = sample(tiny_model, noise, labels, s, sampler="ddim", steps=steps, eta=0.0, guidance_scale=1.0,
-                  timestep_spacing="leading")
+    ours = sample(tiny_model, noise, labels, s, SampleConfig(sampler="ddim", steps=steps, eta=0.0, guidance_scale=1.0,
+                                                             timestep_spacing="leading", precision="fp32"))
     x = noise.clone()
     with torch.no_grad():
         for t in ref.timesteps:
@@ -103,20 +105,20 @@ def test_guidance_one_is_the_conditional_prediction_and_passes_are_batched(tiny_
 def test_each_image_depends_only_on_its_seed(tiny_model):
     s = NoiseSchedule.from_config(DiffusionConfig(timesteps=20))
     labels, seeds = [0, 1, 2, 3, 4, 2, 1], [11, 12, 13, 14, 15, 16, 17]
-    kw = dict(sampler="ddpm", steps=10, guidance_scale=2.0, precision="fp32")
-    whole = generate(tiny_model, s, labels, seeds, batch_size=7, **kw)
+    kw = SampleConfig(sampler="ddpm", steps=10, guidance_scale=2.0, precision="fp32")
+    whole = generate(tiny_model, s, labels, seeds, merge_options(kw, batch_size=7))
     assert whole.shape == (7, 3, 8, 8) and whole.dtype == torch.float32
     assert whole.min() >= -1.0 and whole.max() <= 1.0
     for bs in (1, 3):
-        assert torch.allclose(generate(tiny_model, s, labels, seeds, batch_size=bs, **kw), whole, atol=1e-5)
-    alone = generate(tiny_model, s, [labels[4]], [seeds[4]], **kw)
+        assert torch.allclose(generate(tiny_model, s, labels, seeds, merge_options(kw, batch_size=bs)), whole, atol=1e-5)
+    alone = generate(tiny_model, s, [labels[4]], [seeds[4]], kw)
     assert torch.allclose(alone[0], whole[4], atol=1e-5)
-    other_seed = generate(tiny_model, s, [labels[4]], [99], **kw)
+    other_seed = generate(tiny_model, s, [labels[4]], [99], kw)
     assert not torch.allclose(other_seed[0], whole[4], atol=1e-3)
     with pytest.raises(OdmaugError, match="grades must be in"):
-        generate(tiny_model, s, [5], [0], **kw)
+        generate(tiny_model, s, [5], [0], kw)
     with pytest.raises(OdmaugError, match="one seed per image"):
-        generate(tiny_model, s, [1, 2], [0], **kw)
+        generate(tiny_model, s, [1, 2], [0], kw)
 
 
 # ---------------------------------------------------------------- network contract (every registry entry)
@@ -174,9 +176,9 @@ def test_compiled_sampling_matches_eager_and_auto_skips_small_jobs(tiny_model):
     assert getattr(model, "_compiled_call_impl", None) is None
     s = NoiseSchedule.from_config(DiffusionConfig(timesteps=20))
     labels, seeds = [0, 1, 2, 3, 4, 0, 1, 2], list(range(8))
-    kwargs = dict(sampler="ddim", steps=4, eta=1.0, guidance_scale=2.0, batch_size=8)
-    want = generate(eager, s, labels, seeds, **kwargs)
-    got = generate(model, s, labels, seeds, compile=True, **kwargs)
+    settings = SampleConfig(sampler="ddim", steps=4, eta=1.0, guidance_scale=2.0, batch_size=8, precision="fp32")
+    want = generate(eager, s, labels, seeds, settings)
+    got = generate(model, s, labels, seeds, merge_options(settings, compile=True))
     assert getattr(model, "_compiled_call_impl", None) is not None
     assert compile_for_sampling(model, False, 0, cpu)  # already compiled: stays compiled
     assert list(model.state_dict()) == list(eager.state_dict())  # checkpoints are unaffected

@@ -11,7 +11,7 @@ import pytest
 import torch
 from torch import nn
 
-from odmaug.config import DiffusionConfig
+from odmaug.config import DiffusionConfig, SampleConfig
 from odmaug.diffusion import NoiseSchedule, generate, sample
 from odmaug.errors import OdmaugError
 
@@ -38,8 +38,8 @@ class ExactGaussianDenoiser(nn.Module):
 
 
 def _moments(schedule: NoiseSchedule, **kw) -> tuple[float, float]:
-    images = generate(ExactGaussianDenoiser(schedule), schedule, [0] * 24, range(24), clip_x0=False,
-                      guidance_scale=1.0, batch_size=24, precision="fp32", **kw)
+    settings = SampleConfig(clip_x0=False, guidance_scale=1.0, batch_size=24, precision="fp32", **kw)
+    images = generate(ExactGaussianDenoiser(schedule), schedule, [0] * 24, range(24), settings)
     return images.mean().item(), images.std().item()
 
 
@@ -144,8 +144,9 @@ def test_the_default_spacing_starts_at_the_last_timestep_for_every_step_count(T)
 def _ours(model, s, steps, spacing, sampler="ddim", eta=0.0, clip=True, seed=3):
     g = torch.Generator().manual_seed(seed)
     noise = torch.randn(1, 3, 8, 8, generator=g)
-    return noise, sample(model, noise, torch.tensor([2]), s, sampler=sampler, steps=steps, eta=eta, clip_x0=clip,
-                         timestep_spacing=spacing, generators=[g])
+    settings = SampleConfig(sampler=sampler, steps=steps, eta=eta, clip_x0=clip, timestep_spacing=spacing,
+                            guidance_scale=1.0, precision="fp32")
+    return noise, sample(model, noise, torch.tensor([2]), s, settings, rngs=[g])
 
 
 def test_ddim_matches_diffusers_ddim_where_its_step_follows_its_list(tiny_unet):

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 
 from odmaug.config import DiffusionConfig, SampleConfig, merge_options
 from odmaug.diffusion import NoiseSchedule, generate, guided_eps, sample
+from odmaug.diffusion.sampling import sample_settings
 from odmaug.diffusion.solvers import SOLVERS, build_scheduler, solve
 from odmaug.errors import OdmaugError
 from test_diffusion_schedule import DATA_MEAN, DATA_STD, ExactGaussianDenoiser
@@ -63,13 +64,13 @@ def _close(ours, ref):
 def test_solvers_match_diffusers_with_the_same_timesteps(tiny_unet, name, guidance, clip):
     labels = torch.tensor([1, 3])
     noise = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(1))
-    kw = dict(sampler=name, guidance_scale=guidance, clip_x0=clip, null_label=NULL)
+    kw = dict(sampler=name, guidance_scale=guidance, clip_x0=clip, precision="fp32")
     # diffusers' own trailing list is odmaug's (T = 100, 10 steps; T = 1000, 20 steps)
     for T, steps in [(100, 10), (1000, 20)]:
         s = NoiseSchedule.from_config(DiffusionConfig(timesteps=T))
         ref_ts, ref = _reference(name, tiny_unet, noise, labels, T, guidance, clip, steps=steps, spacing="trailing")
         assert ref_ts == s.sampling_timesteps(steps, "trailing")
-        assert _close(sample(tiny_unet, noise, labels, s, steps=steps, **kw), ref), (T, steps)
+        assert _close(sample(tiny_unet, noise, labels, s, SampleConfig(steps=steps, **kw), null_label=NULL), ref), (T, steps)
     # non-uniform lists: diffusers' own leading/linspace lists (unlike odmaug's) and odmaug's through DPM's
     # custom timesteps; UniPC has no custom timesteps in diffusers 0.42, so odmaug sets list and sigmas itself
     s = NoiseSchedule.from_config(DiffusionConfig(timesteps=100))
@@ -82,7 +83,8 @@ def test_solvers_match_diffusers_with_the_same_timesteps(tiny_unet, name, guidan
         for spacing, steps in [("linspace", 13), ("trailing", 29), ("leading", 7)]:
             ts = s.sampling_timesteps(steps, spacing)
             _, ref = _reference(name, tiny_unet, noise, labels, 100, guidance, clip, timesteps=ts)
-            assert _close(sample(tiny_unet, noise, labels, s, steps=steps, timestep_spacing=spacing, **kw), ref)
+            settings = SampleConfig(steps=steps, timestep_spacing=spacing, **kw)
+            assert _close(sample(tiny_unet, noise, labels, s, settings, null_label=NULL), ref)
 
 
 def test_unipc_custom_list_is_the_state_diffusers_builds_itself():
@@ -100,17 +102,17 @@ def test_unipc_custom_list_is_the_state_diffusers_builds_itself():
 def test_each_image_depends_only_on_its_seed_and_no_state_leaks(tiny_unet, name):
     s = NoiseSchedule.from_config(DiffusionConfig(timesteps=100))
     labels, seeds = [0, 1, 2, 3, 4], [21, 22, 23, 24, 25]
-    kw = dict(sampler=name, steps=8, guidance_scale=2.0, eta=0.7, precision="fp32")  # eta: ignored
+    kw = SampleConfig(sampler=name, steps=8, guidance_scale=2.0, eta=0.7, precision="fp32")  # eta: ignored
     rng = torch.random.get_rng_state()
-    whole = generate(tiny_unet, s, labels, seeds, batch_size=5, **kw)
+    whole = generate(tiny_unet, s, labels, seeds, merge_options(kw, batch_size=5))
     assert torch.equal(torch.random.get_rng_state(), rng)  # the solver steps draw no random numbers
     assert whole.shape == (5, 3, 8, 8) and whole.min() >= -1.0 and whole.max() <= 1.0
-    assert torch.allclose(generate(tiny_unet, s, labels, seeds, batch_size=2, **kw), whole, atol=1e-5)
-    alone = generate(tiny_unet, s, [labels[3]], [seeds[3]], **kw)
+    assert torch.allclose(generate(tiny_unet, s, labels, seeds, merge_options(kw, batch_size=2)), whole, atol=1e-5)
+    alone = generate(tiny_unet, s, [labels[3]], [seeds[3]], kw)
     assert torch.allclose(alone[0], whole[3], atol=1e-5)
-    again = generate(tiny_unet, s, labels, seeds, batch_size=5, **kw)
+    again = generate(tiny_unet, s, labels, seeds, merge_options(kw, batch_size=5))
     assert torch.equal(again, whole)  # a fresh scheduler per call: no multistep history carried over
-    assert not torch.allclose(generate(tiny_unet, s, [labels[3]], [99], **kw)[0], whole[3], atol=1e-3)
+    assert not torch.allclose(generate(tiny_unet, s, [labels[3]], [99], kw)[0], whole[3], atol=1e-3)
 
 
 def _exact_ode(s: NoiseSchedule, noise: torch.Tensor, timesteps: list[int]) -> torch.Tensor:
@@ -131,8 +133,9 @@ def test_an_exact_gaussian_denoiser_is_solved_more_accurately_than_by_ddim():
     noise = torch.stack([torch.randn(3, 16, 16, generator=torch.Generator().manual_seed(i)) for i in range(24)])
     labels, steps = torch.zeros(24, dtype=torch.long), 20
     exact = _exact_ode(s, noise, s.sampling_timesteps(steps))
-    run = lambda name: sample(ExactGaussianDenoiser(s), noise, labels, s, sampler=name, steps=steps,  # noqa: E731
-                              clip_x0=False).double()
+    run = lambda name: sample(ExactGaussianDenoiser(s), noise, labels, s,  # noqa: E731
+                              SampleConfig(sampler=name, steps=steps, clip_x0=False, guidance_scale=1.0,
+                                           precision="fp32")).double()
     ddim = run("ddim")
     ddim_err = (ddim - exact).pow(2).mean().sqrt()
     for name in SOLVERS:
@@ -150,13 +153,13 @@ def test_the_new_names_are_accepted_everywhere_and_bad_ones_are_clear_errors(tin
     for name in SOLVERS:
         assert SampleConfig(sampler=name).sampler == name
         merge_options(SampleConfig(), sampler=name)
-    with pytest.raises(OdmaugError, match="--sampler must be one of ddim, ddpm, dpmpp-2m, unipc"):
-        merge_options(SampleConfig(), sampler="euler")
+    with pytest.raises(OdmaugError, match=r"unknown sampler 'euler' \(known: ddim, ddpm, dpmpp-2m, unipc\)"):
+        sample_settings(SampleConfig(), sampler="euler")
     s = NoiseSchedule.from_config(DiffusionConfig(timesteps=100))
-    with pytest.raises(OdmaugError, match="unknown solver 'euler'"):
+    with pytest.raises(OdmaugError, match=r"unknown solver 'euler' \(known: dpmpp-2m, unipc\)"):
         build_scheduler("euler", s, [99, 49])
     with pytest.raises(OdmaugError, match="unknown sampler 'dpm'"):
-        sample(tiny_unet, torch.zeros(1, 3, 8, 8), torch.tensor([0]), s, sampler="dpm", steps=2)
+        sample(tiny_unet, torch.zeros(1, 3, 8, 8), torch.tensor([0]), s, SampleConfig(sampler="dpm", steps=2))
 
 
 def test_cli_samples_with_dpm_solver(tmp_path, smoke_recipe_path):

@@ -14,7 +14,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from odmaug.cli import app
-from odmaug.config import load_recipe
+from odmaug.config import SampleConfig, load_recipe
 from odmaug.diffusion import NoiseSchedule, generate, load_generator
 from odmaug.runs import open_run
 
@@ -51,9 +51,9 @@ def test_a_loaded_generator_samples_as_a_v_network(v_run):
     assert gen.schedule.prediction == "v" and gen.schedule.zero_terminal_snr
     explicit = NoiseSchedule.from_config(load_recipe(SMOKE, OBJECTIVE).diffusion)
     assert torch.equal(gen.schedule.alphas_cumprod, explicit.alphas_cumprod)
-    kw = dict(sampler="ddim", steps=5, guidance_scale=2.0, precision="fp32")
-    images = generate(gen.model, gen.schedule, [0, 4], [0, 1], **kw)
-    assert torch.equal(images, generate(gen.model, explicit, [0, 4], [0, 1], **kw)) and bool(torch.isfinite(images).all())
+    kw = SampleConfig(sampler="ddim", steps=5, guidance_scale=2.0, precision="fp32")
+    images = generate(gen.model, gen.schedule, [0, 4], [0, 1], kw)
+    assert torch.equal(images, generate(gen.model, explicit, [0, 4], [0, 1], kw)) and bool(torch.isfinite(images).all())
 
 
 def test_cli_sample_translate_and_augment_a_v_generator(v_run, tmp_path):
@@ -77,7 +77,7 @@ def test_cli_sample_translate_and_augment_a_v_generator(v_run, tmp_path):
 
 def test_generator_store_keys_change_only_when_an_objective_is_set(smoke_recipe_path):
     from odmaug.benchmark.store import LATER_DIFFUSION_OPTIONS, generator_key
-    from odmaug.config import load_recipe
+    from odmaug.config import SampleConfig, load_recipe
     from odmaug.digest import json_digest
 
     recipe = load_recipe(smoke_recipe_path)

@@ -102,7 +102,8 @@ def test_ddim_chain_with_guidance_in_v_space_matches_diffusers(tiny_unet):
     with torch.no_grad():
         for t in ref.timesteps:
             x = ref.step(guided(tiny_unet, x, t, labels, 2.0), t, x, eta=0.0, use_clipped_model_output=True).prev_sample
-    ours = sample(tiny_unet, noise, labels, s, sampler="ddim", steps=10, eta=0.0, guidance_scale=2.0, null_label=NULL)
+    settings = SampleConfig(sampler="ddim", steps=10, eta=0.0, guidance_scale=2.0, precision="fp32")
+    ours = sample(tiny_unet, noise, labels, s, settings, null_label=NULL)
     assert (ours - x).abs().max() <= 1e-6  # measured 2.4e-7
 
 
@@ -137,8 +138,8 @@ def test_solvers_match_diffusers_with_v_prediction(tiny_unet, name, zero_termina
     with torch.no_grad():
         for t in ref.timesteps:
             x = ref.step(guided(tiny_unet, x, t, labels, guidance), t, x).prev_sample
-    ours = sample(tiny_unet, noise, labels, s, sampler=name, steps=8, guidance_scale=guidance, clip_x0=clip,
-                  null_label=NULL)
+    settings = SampleConfig(sampler=name, steps=8, guidance_scale=guidance, clip_x0=clip, precision="fp32")
+    ours = sample(tiny_unet, noise, labels, s, settings, null_label=NULL)
     # measured: bit for bit without zero terminal SNR; up to 1.2e-6 with it (odmaug hands diffusers betas it
     # rescaled in float64, which diffusers rescales again in float32; the reference rescales the raw betas once)
     assert (ours - x).abs().max() <= 1e-6 * max(1.0, x.abs().max().item())
@@ -149,9 +150,9 @@ def test_solvers_match_diffusers_with_v_prediction(tiny_unet, name, zero_termina
 def test_every_sampler_treats_a_v_network_as_its_eps_twin(tiny_unet, sampler, eta):
     v_s, eps_s = v_schedule(), NoiseSchedule.from_config(DiffusionConfig(timesteps=T))
     twin = EpsTwin(tiny_unet, v_s)
-    kw = dict(sampler=sampler, eta=eta, steps=10, guidance_scale=2.0, precision="fp32", clip_x0=False)
+    kw = SampleConfig(sampler=sampler, eta=eta, steps=10, guidance_scale=2.0, precision="fp32", clip_x0=False)
     with torch.no_grad():
-        ours, theirs = (generate(m, s, [0, 2, 4], [7, 8, 9], **kw) for m, s in ((tiny_unet, v_s), (twin, eps_s)))
+        ours, theirs = (generate(m, s, [0, 2, 4], [7, 8, 9], kw) for m, s in ((tiny_unet, v_s), (twin, eps_s)))
     # measured: up to 2.1e-6 (images reach 2.7); the same network read as eps gives images 600 apart
     assert (ours - theirs).abs().max() <= 1e-5 * theirs.abs().max(), (ours - theirs).abs().max()
 
@@ -161,9 +162,9 @@ def test_translation_and_inversion_treat_a_v_network_as_its_eps_twin(tiny_unet, 
     v_s, eps_s = v_schedule(), NoiseSchedule.from_config(DiffusionConfig(timesteps=T))
     twin = EpsTwin(tiny_unet, v_s)
     source = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(6)) * 2 - 1
-    kw = dict(sampler=sampler, steps=10, guidance_scale=2.0, precision="fp32", invert=invert)
+    kw = SampleConfig(sampler=sampler, steps=10, guidance_scale=2.0, precision="fp32")
     with torch.no_grad():
-        ours, theirs = (translate(m, s, source, [0, 4], [1, 2], 0.6, **kw) for m, s in ((tiny_unet, v_s), (twin, eps_s)))
+        ours, theirs = (translate(m, s, source, [0, 4], [1, 2], 0.6, kw, invert=invert) for m, s in ((tiny_unet, v_s), (twin, eps_s)))
         up_v = ddim_invert(tiny_unet, v_s, source, [59, 49, 29, 9], NULL)
         up_eps = ddim_invert(twin, eps_s, source, [59, 49, 29, 9], NULL)
     assert (ours - theirs).abs().max() <= 1e-5 and ours.abs().max() <= 1.0
@@ -173,12 +174,14 @@ def test_translation_and_inversion_treat_a_v_network_as_its_eps_twin(tiny_unet, 
 @pytest.mark.parametrize("sampler, eta", [("ddim", 0.0), ("ddim", 0.5), ("ddpm", 1.0), ("dpmpp-2m", 0.0), ("unipc", 0.0)])
 def test_zero_terminal_snr_sampling_is_finite_for_every_sampler(tiny_unet, sampler, eta):
     s = v_schedule(True)
-    kw = dict(sampler=sampler, eta=eta, steps=10, guidance_scale=2.0, precision="fp32", clip_x0=False)
-    images = generate(tiny_unet, s, [0, 4], [1, 2], **kw)
+    kw = SampleConfig(sampler=sampler, eta=eta, steps=10, guidance_scale=2.0, precision="fp32", clip_x0=False)
+    images = generate(tiny_unet, s, [0, 4], [1, 2], kw)
     assert bool(torch.isfinite(images).all())
     if sampler in ("ddim", "ddpm"):
         source = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(6)) * 2 - 1
         for invert in (False, True):
             for strength in (0.5, 1.0):
-                out = translate(tiny_unet, s, source, [0, 4], [1, 2], strength, sampler=sampler, steps=10, invert=invert)
+                out = translate(tiny_unet, s, source, [0, 4], [1, 2], strength,
+                                SampleConfig(sampler=sampler, steps=10, guidance_scale=1.0, precision="fp32"),
+                                invert=invert)
                 assert bool(torch.isfinite(out).all()), (invert, strength)

@@ -114,7 +114,7 @@ def test_inception_sees_gray_as_three_equal_channels_and_a_gray_classifier_sees_
 
 
 def test_sixteen_bit_radiographs_train_a_generator_that_writes_sixteen_bit_pngs(tmp_path):
-    from odmaug.augment.synthesis import run_synthesis
+    from odmaug.augment.synthesis import SynthesisRequest, run_synthesis
     from odmaug.config import SampleConfig
     from odmaug.diffusion import load_generator, train_generator
     from odmaug.runs import create_run
@@ -134,7 +134,8 @@ def test_sixteen_bit_radiographs_train_a_generator_that_writes_sixteen_bit_pngs(
     loaded = load_generator(run.root)
     assert loaded.pixels == PixelFormat(1, 16) and loaded.model.in_channels == 1
     assert run.read_log("train_start")[0]["bits"] == 16
-    run_synthesis(run.root, tmp_path / "made", "4", 2, device="cpu", show_progress=False,
-                  settings=SampleConfig(sampler="ddim", steps=2, eta=0.0))
+    run_synthesis(SynthesisRequest(run.root, tmp_path / "made", "4", 2,
+                                   settings=SampleConfig(sampler="ddim", steps=2, eta=0.0)),
+                  device="cpu", show_progress=False)
     made = sorted((tmp_path / "made" / "4").glob("*.png"))
     assert len(made) == 2 and {Image.open(p).mode for p in made} == {"I;16"}

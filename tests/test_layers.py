@@ -1,13 +1,16 @@
-"""The package's import layers, checked on the source: lower packages never import higher ones.
+"""The package's import floors, checked on the source: no module imports a higher floor, and no
+group of modules imports itself in a circle.
 
 Every module under ``odmaug/`` is parsed (imports inside functions count too, since a lazy import
-is still a dependency); a module name held in a string, as the extractor registry's plug-ins are,
-is not an import and is allowed.
+is still a dependency); a module name held in a string is not an import. Floors, lowest first::
 
-    data/, diffusion/  ->  none of classify, metrics, benchmark*, augment, cli
-    data/              ->  not runs (data does not know about run folders)
-    metrics/           ->  not classify (classify imports metrics, one way)
-    anything but cli/ and __main__  ->  not cli
+    foundation  errors, registry, atomic, yaml_strict, device, digest, precision, probe,
+                tensorboard, distributed, figures, download, train_step (and the package face)
+    config, console
+    runs, train_state
+    data  <  metrics  <  diffusion  <  classify  <  augment  <  benchmark
+    commands    what each command does (settings merged once, names checked)
+    cli, __main__
 """
 
 from __future__ import annotations
@@ -20,12 +23,16 @@ import pytest
 import odmaug
 
 PACKAGE = Path(odmaug.__file__).resolve().parent
-HIGHER = ("classify", "metrics", "benchmark", "augment", "cli")
-FORBIDDEN = {
-    "data": HIGHER + ("runs",),
-    "diffusion": HIGHER,
-    "metrics": ("classify",),
-}
+FLOORS = [
+    {"", "errors", "registry", "atomic", "yaml_strict", "device", "digest", "precision", "probe", "tensorboard",
+     "distributed", "figures", "download", "train_step"},
+    {"config", "console"},
+    {"runs", "train_state"},
+    {"data"}, {"metrics"}, {"diffusion"}, {"classify"}, {"augment"}, {"benchmark"},
+    {"commands"},
+    {"cli", "__main__"},
+]
+FLOOR = {name: i for i, names in enumerate(FLOORS) for name in names}
 
 
 def _module_name(path: Path) -> str:
@@ -34,7 +41,8 @@ def _module_name(path: Path) -> str:
 
 
 def _imports(path: Path) -> set[str]:
-    """Every odmaug module ``path`` imports, as dotted names (relative imports resolved)."""
+    """Every odmaug module or package ``path`` imports, as dotted names (relative imports resolved;
+    ``from package import submodule`` names the submodule, not the package face)."""
     module = _module_name(path)
     package = module if path.name == "__init__.py" else module.rpartition(".")[0]
     found = set()
@@ -46,39 +54,81 @@ def _imports(path: Path) -> set[str]:
             if node.level:
                 anchor = package.split(".")[: len(package.split(".")) - (node.level - 1)]
                 base = ".".join(anchor + ([base] if base else []))
-            found.add(base)
-            found.update(f"{base}.{alias.name}" for alias in node.names)  # "from odmaug import cli"
+            named = {f"{base}.{alias.name}" for alias in node.names}
+            found |= named & KNOWN  # submodules
+            if named - KNOWN:  # names defined in (or re-exported by) the module ``base`` itself
+                found.add(base)
     return {name for name in found if name == "odmaug" or name.startswith("odmaug.")}
 
 
-def _layer(name: str) -> str:
-    """The first part below ``odmaug`` ("benchmark_plan" counts as "benchmark")."""
-    part = name.split(".")[1] if "." in name else ""
-    return "benchmark" if part.startswith("benchmark") else part
-
-
 MODULES = sorted(PACKAGE.rglob("*.py"))
+KNOWN = {_module_name(p) for p in MODULES}
 
 
-def test_modules_found():
-    assert {_layer(_module_name(p)) for p in MODULES} >= {"data", "diffusion", "metrics", "classify", "cli"}
+def _layer(name: str) -> str:
+    """The part below ``odmaug`` (``""`` for the package face)."""
+    return name.split(".")[1] if "." in name else ""
+
+
+def _graph() -> dict[str, set[str]]:
+    """Module -> the modules it imports (an imported attribute counts as its module)."""
+    def owner(name: str) -> str:
+        while name not in KNOWN:
+            name = name.rpartition(".")[0]
+        return name
+
+    return {_module_name(p): {owner(n) for n in _imports(p)} - {_module_name(p)} for p in MODULES}
+
+
+def _circles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Strongly connected groups of more than one module (Tarjan), each sorted."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    found: list[list[str]] = []
+
+    def visit(v: str) -> None:
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        for w in graph[v]:
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in stack:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while not group or group[-1] != v:
+                group.append(stack.pop())
+            if len(group) > 1:
+                found.append(sorted(group))
+
+    for v in sorted(graph):
+        if v not in index:
+            visit(v)
+    return found
+
+
+def test_every_module_has_a_floor():
+    assert {_layer(_module_name(p)) for p in MODULES} <= set(FLOOR)
 
 
 @pytest.mark.parametrize("path", MODULES, ids=lambda p: str(p.relative_to(PACKAGE)))
-def test_layer_rule(path):
-    layer = _layer(_module_name(path))
-    imported = _imports(path)
-    bad = sorted(name for name in imported if _layer(name) in FORBIDDEN.get(layer, ()))
-    assert not bad, f"odmaug/{path.relative_to(PACKAGE)} ({layer}/) imports {bad}"
-    if layer != "cli" and path.name != "__main__.py":
-        callers_of_cli = sorted(name for name in imported if _layer(name) == "cli")
-        assert not callers_of_cli, f"odmaug/{path.relative_to(PACKAGE)} imports the CLI: {callers_of_cli}"
+def test_no_import_goes_up(path):
+    floor = FLOOR[_layer(_module_name(path))]
+    up = sorted(name for name in _imports(path) if FLOOR[_layer(name)] > floor)
+    assert not up, f"odmaug/{path.relative_to(PACKAGE)} (floor {floor}) imports higher floors: {up}"
 
 
-def test_the_rule_sees_lazy_and_relative_imports(tmp_path, monkeypatch):
+def test_no_circles():
+    assert _circles(_graph()) == []
+
+
+def test_the_rules_see_lazy_and_relative_imports_and_circles(tmp_path, monkeypatch):
     fake = tmp_path / "odmaug" / "data"
     fake.mkdir(parents=True)
     source = fake / "x.py"
     source.write_text("def f():\n    from ..classify import models\n    import odmaug.runs\n")
     monkeypatch.setattr(f"{__name__}.PACKAGE", tmp_path / "odmaug")
-    assert {"odmaug.classify", "odmaug.classify.models", "odmaug.runs"} <= _imports(source)
+    assert {"odmaug.classify.models", "odmaug.runs"} <= _imports(source)
+    assert _circles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]

@@ -108,7 +108,7 @@ def test_cache_misses_when_image_preparation_changes(tmp_path, monkeypatch, chan
 
 @pytest.fixture(scope="module")
 def domain_classifier(tmp_path_factory) -> str:
-    spec, _ = REGISTRY["domain"].example(tmp_path_factory.mktemp("domain"))
+    spec, _ = REGISTRY.get("domain").example(tmp_path_factory.mktemp("domain"))
     return spec
 
 
@@ -135,7 +135,7 @@ def test_cli_domain_extractor_on_synthetic_data(tmp_path, smoke_recipe_path, dom
 
 
 def test_cli_inception_end_to_end_with_a_local_weights_file(tmp_path, monkeypatch):
-    _, cfg = REGISTRY["inception"].example(tmp_path)  # random network saved to disk: the loading path
+    _, cfg = REGISTRY.get("inception").example(tmp_path)  # random network saved to disk: the loading path
     real = write_folder(tmp_path / "real", per_grade=3, seed=0, grades=2, size=20)
     fake = write_folder(tmp_path / "fake", per_grade=3, seed=1, grades=2, size=28)  # another resolution
     Image.open(fake / "0" / "0.png").convert("L").save(fake / "0" / "0.png")  # and a grayscale file

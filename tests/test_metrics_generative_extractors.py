@@ -21,7 +21,7 @@ from odmaug.metrics.generative import evaluate_generated
 def built(tmp_path_factory):
     """Every registered extractor, built once from its own tiny example."""
     out = {}
-    for name, entry in REGISTRY.items():
+    for name, entry in zip(REGISTRY.names(), REGISTRY.values()):
         spec, cfg = entry.example(tmp_path_factory.mktemp(name))
         out[name] = (spec, cfg, build_extractor(spec, cfg))
     return out

@@ -107,7 +107,7 @@ def test_seeds_table_shows_the_reason_not_a_zero_width_interval():
 
 @pytest.fixture(scope="module")
 def domain_spec(tmp_path_factory) -> str:
-    spec, _ = REGISTRY["domain"].example(tmp_path_factory.mktemp("domain"))
+    spec, _ = REGISTRY.get("domain").example(tmp_path_factory.mktemp("domain"))
     return spec
 
 

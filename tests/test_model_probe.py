@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from torch import nn
 from typer.testing import CliRunner
 
+from odmaug.registry import Entry
 from odmaug.classify.models import check_classifier, create_model
 from odmaug.cli import app
 from odmaug.config import GeneratorConfig
@@ -95,7 +96,7 @@ class _NeedsTwentyFour(nn.Module):
 
 
 def test_any_generator_that_fails_its_forward_pass_names_the_smallest_size(monkeypatch):
-    monkeypatch.setitem(GENERATORS, "picky", lambda cfg, num_classes, size, channels: _NeedsTwentyFour())
+    monkeypatch.setitem(GENERATORS._entries, "picky", Entry("picky", lambda cfg, num_classes, size, channels: _NeedsTwentyFour(), ""))
     with pytest.raises(OdmaugError) as info:
         build_generator(GeneratorConfig(name="picky"), 5, 16)
     message = str(info.value)

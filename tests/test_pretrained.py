@@ -8,7 +8,8 @@ import torch
 from safetensors.torch import save_file
 from timm.layers import resample_abs_pos_embed
 
-from odmaug.classify.models import create_model, load_pretrained
+from odmaug.classify.models import create_model
+from odmaug.classify.pretrained import load_pretrained
 from odmaug.errors import OdmaugError
 
 

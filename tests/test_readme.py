@@ -24,7 +24,7 @@ key, checked by loading the recipe with the overrides.
 
 Cited documents: paths under ``docs/`` ending in ``.md``, all-capitals names ending in ``.md``
 (the convention for top-level documents, as README.md) and markdown link targets ending in ``.md``,
-in README.md, docs/, odmaug/, benchmarks/, recipes/ and tests/, must exist relative to the
+in README.md, docs/, odmaug/, studies/, recipes/ and tests/, must exist relative to the
 repository or to the citing file. Other lower-case ``.md`` names are files odmaug writes
 (``report/report.md``), not citations.
 """
@@ -210,7 +210,7 @@ def test_help_shows_the_torchrun_launch(command):
 
 CITED_DOC = re.compile(r"(?<![\w/.-])(docs/[\w./-]+\.md|(?:[\w.-]+/)*[A-Z][A-Z0-9_-]*\.md)(?![\w/-])")
 LINKED_DOC = re.compile(r"\]\(([^)\s#]+\.md)(?:#[^)]*)?\)")
-CITING_FILES = ["README.md", "docs/*.md", "odmaug/**/*.py", "benchmarks/**/*.py", "recipes/*.yaml", "tests/*.py"]
+CITING_FILES = ["README.md", "docs/*.md", "odmaug/**/*.py", "studies/**/*.py", "studies/README.md", "recipes/*.yaml", "tests/*.py"]
 
 
 def test_cited_documents_exist():

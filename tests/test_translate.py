@@ -13,8 +13,8 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from odmaug.augment import run_synthesis
-from odmaug.config import SampleConfig
+from odmaug.augment import SynthesisRequest, run_synthesis
+from odmaug.config import SampleConfig, merge_options
 from odmaug.augment.from_real import FromReal, parse_source_grades
 from odmaug.cli import app
 from odmaug.data import load_table, to_uint8
@@ -49,12 +49,12 @@ def test_strength_limits_source_and_generation(smoke_run):
     assert steps[0] <= 60 and steps == sorted(steps, reverse=True)
     source = torch.rand(8, 3, gen.image_size, gen.image_size, generator=torch.Generator().manual_seed(0)) * 2 - 1
     labels, seeds = [4] * 8, list(range(8))
-    kwargs = dict(steps=5, guidance_scale=2.0, precision="fp32")
-    assert torch.equal(translate(gen.model, gen.schedule, source, labels, seeds, 0.0, **kwargs), source)
-    near = translate(gen.model, gen.schedule, source, labels, seeds, 0.01, **kwargs)  # t0 = 1: one tiny step
+    settings = SampleConfig(steps=5, guidance_scale=2.0, precision="fp32")
+    assert torch.equal(translate(gen.model, gen.schedule, source, labels, seeds, 0.0, settings), source)
+    near = translate(gen.model, gen.schedule, source, labels, seeds, 0.01, settings)  # t0 = 1: one tiny step
     assert (to_uint8(near).int() - to_uint8(source).int()).abs().float().mean() < 8
-    full = translate(gen.model, gen.schedule, source, labels, seeds, 1.0, **kwargs)
-    noise = generate(gen.model, gen.schedule, labels, seeds, batch_size=8, **kwargs)
+    full = translate(gen.model, gen.schedule, source, labels, seeds, 1.0, settings)
+    noise = generate(gen.model, gen.schedule, labels, seeds, merge_options(settings, batch_size=8))
     assert torch.equal(to_uint8(full), to_uint8(noise))
 
 
@@ -70,11 +70,13 @@ class ConstantEps(torch.nn.Module):
 def test_ddim_inversion_reconstructs_and_ignores_the_seed(smoke_run):
     gen = load_generator(smoke_run, device="cpu")
     source = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * 1.6 - 0.8
-    back = translate(ConstantEps(), gen.schedule, source, [0, 4], [0, 1], 0.6, steps=10, invert=True)
+    exact = SampleConfig(guidance_scale=1.0, precision="fp32")
+    back = translate(ConstantEps(), gen.schedule, source, [0, 4], [0, 1], 0.6, merge_options(exact, steps=10),
+                     invert=True)
     assert torch.allclose(back, source, atol=1e-4)
     x0 = torch.zeros(2, 3, gen.image_size, gen.image_size)
-    one = translate(gen.model, gen.schedule, x0, [4, 4], [0, 1], 0.6, steps=4, invert=True)
-    two = translate(gen.model, gen.schedule, x0, [4, 4], [7, 9], 0.6, steps=4, invert=True)
+    one = translate(gen.model, gen.schedule, x0, [4, 4], [0, 1], 0.6, merge_options(exact, steps=4), invert=True)
+    two = translate(gen.model, gen.schedule, x0, [4, 4], [7, 9], 0.6, merge_options(exact, steps=4), invert=True)
     assert torch.equal(one, two)
 
 
@@ -84,8 +86,8 @@ def _train_paths(run: Path) -> set[str]:
 
 def test_from_real_sources_determinism_and_resume(smoke_run, tmp_path):
     real = FromReal(0.6, "auto")
-    a = run_synthesis(smoke_run, tmp_path / "a", [0, 4], 5, settings=FAST, device="cpu", show_progress=False,
-                      from_real=real)
+    a = run_synthesis(SynthesisRequest(smoke_run, tmp_path / "a", [0, 4], 5, settings=FAST, from_real=real),
+                      device="cpu", show_progress=False)
     frame = pd.read_csv(a.manifest)
     assert len(frame) == 10 and set(frame["strength"]) == {0.6}
     assert set(frame["source_path"]) <= _train_paths(smoke_run)  # never a val/test image
@@ -93,18 +95,20 @@ def test_from_real_sources_determinism_and_resume(smoke_run, tmp_path):
     assert set(labels[frame[frame.label == 4].source_path]) == {3}  # auto: the next grade
     assert set(labels[frame[frame.label == 0].source_path]) == {1}
     # the same images, whatever the batch size; a rerun adds nothing
-    b = run_synthesis(smoke_run, tmp_path / "b", [0, 4], 5, settings=FAST, device="cpu", show_progress=False,
-                      batch_size=1, from_real=real)
+    b = run_synthesis(SynthesisRequest(smoke_run, tmp_path / "b", [0, 4], 5,
+                                       settings=merge_options(FAST, batch_size=1), from_real=real),
+                      device="cpu", show_progress=False)
     for p in sorted((tmp_path / "a").glob("*/*.png")):
         assert p.read_bytes() == (tmp_path / "b" / p.relative_to(tmp_path / "a")).read_bytes()
     assert pd.read_csv(b.manifest)["source_path"].tolist() == frame["source_path"].tolist()
-    again = run_synthesis(smoke_run, tmp_path / "a", [0, 4], 5, settings=FAST, device="cpu", show_progress=False,
-                          from_real=real)
+    again = run_synthesis(SynthesisRequest(smoke_run, tmp_path / "a", [0, 4], 5, settings=FAST, from_real=real),
+                          device="cpu", show_progress=False)
     assert again.generated == 0 and again.present == 10
     # another strength is another identity: refused without --force
     with pytest.raises(OdmaugError, match="strength"):
-        run_synthesis(smoke_run, tmp_path / "a", [0, 4], 5, settings=FAST, device="cpu", show_progress=False,
-                      from_real=dataclasses.replace(real, strength=0.5))
+        run_synthesis(SynthesisRequest(smoke_run, tmp_path / "a", [0, 4], 5, settings=FAST,
+                                       from_real=dataclasses.replace(real, strength=0.5)),
+                      device="cpu", show_progress=False)
 
 
 def test_cli_from_real_and_translate_strip(smoke_run, tmp_path):

@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from typer.testing import CliRunner
 
-from odmaug.augment.translation_check import CHECK_FILE, STRIPS_FILE, draw_sources, parse_strengths, translation_check
+from odmaug.commands.translation_check import CHECK_FILE, STRIPS_FILE, draw_sources, parse_strengths, translation_check
 from odmaug.classify import ClassifierMeta, create_model, save_classifier
 from odmaug.cli import app
 from odmaug.data import load_table

@@ -9,7 +9,7 @@ from odmaug.augment.filter import GradeFilter
 from odmaug.augment.plan import Item, images_per_grade, parse_target_classes, requested_items
 from odmaug.augment.space import estimate_png_bytes
 from odmaug.augment.store import MANIFEST_FILE, SYNTHESIS_FILE, SynthesisFolder
-from odmaug.augment.synthesis import SynthesisSummary, run_synthesis
+from odmaug.augment.synthesis import SynthesisRequest, SynthesisSummary, run_synthesis
 
 __all__ = [
     "GradeFilter",
@@ -17,6 +17,7 @@ __all__ = [
     "MANIFEST_FILE",
     "SYNTHESIS_FILE",
     "SynthesisFolder",
+    "SynthesisRequest",
     "SynthesisSummary",
     "estimate_png_bytes",
     "images_per_grade",

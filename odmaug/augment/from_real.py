@@ -16,10 +16,12 @@ import numpy as np
 import torch
 
 from odmaug.augment.plan import Item
+from odmaug.config import check_strength
 from odmaug.data import ImageTable, load_table, to_model_range
 from odmaug.data.images import prepared
 from odmaug.diffusion.schedule import NoiseSchedule
-from odmaug.diffusion.translate import TRANSLATE_SAMPLERS, check_strength, effective_strength
+from odmaug.diffusion.samplers import mid_chain_names, mid_chain_sampler
+from odmaug.diffusion.translate import effective_strength
 from odmaug.digest import json_digest
 from odmaug.errors import OdmaugError
 
@@ -62,20 +64,31 @@ class FromReal:
     """``--from-real`` settings: SDEdit strength (t0 / T), the source grades (``auto`` or ``"2,3"``)
     and, optionally, the training images to draw from.
 
+    ``strength``: from a recipe (``augment.strength``, or one of ``benchmark.translate.strengths``),
+    checked again here by the same rule (:func:`odmaug.config.check_strength`: in (0, 1]).
     ``train``: the real training rows to translate (its ``train`` split rows are used; any other
     row is dropped), e.g. a cross-validation fold's training part. None: the ``train`` split of the
     generator run's recipe's data, loaded afresh.
+
+    Raises:
+        OdmaugError: a strength outside (0, 1].
     """
 
-    strength: float = 0.6
+    strength: float
     source_grades: str = "auto"
     train: Optional[ImageTable] = field(default=None, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        try:
+            check_strength(self.strength)
+        except ValueError as err:
+            raise OdmaugError(f"strength {err} (got {self.strength:g})") from None
 
 
 def translation_sample(settings):
     """``settings`` (a ``sample`` section) with a sampler translation can run: a multistep solver
     gives way to ddim (a translation starts mid-chain, which only single-step samplers can)."""
-    if settings.sampler in TRANSLATE_SAMPLERS:
+    if mid_chain_sampler(settings.sampler):
         return settings
     return settings.model_copy(update={"sampler": "ddim"})
 
@@ -131,11 +144,10 @@ def source_pools(recipe, data_dir: Optional[str], targets: Sequence[int], from_r
     :func:`parse_source_grades`).
 
     Raises:
-        OdmaugError: strength outside (0, 1], a sampler that cannot start mid-chain, bad source grades.
+        OdmaugError: a sampler that cannot start mid-chain, bad source grades.
     """
-    check_strength(from_real.strength)
-    if settings.sampler not in TRANSLATE_SAMPLERS:
-        raise OdmaugError(f"--from-real needs --sampler {' or '.join(TRANSLATE_SAMPLERS)} (got {settings.sampler!r})")
+    if not mid_chain_sampler(settings.sampler):
+        raise OdmaugError(f"--from-real needs --sampler {mid_chain_names()} (got {settings.sampler!r})")
     strength, spec = from_real.strength, from_real.source_grades
     cfg = recipe.data if data_dir is None else recipe.data.model_copy(update={"data_dir": str(data_dir)})
     given = from_real.train

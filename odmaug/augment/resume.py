@@ -22,13 +22,13 @@ from odmaug.errors import OdmaugError
 
 
 def prepare_folder(folder: SynthesisFolder, record: dict, request: Request, force: bool,
-                   ranks: Context, lock: Optional[FolderLock] = None) -> tuple[dict[str, Any], set[Item]]:
+                   context: Context, lock: Optional[FolderLock] = None) -> tuple[dict[str, Any], set[Item]]:
     """Rank 0 alone touches the folder's existing files, then tells every rank which requested
     images are already there (``state["present"]``); also returns rank 0's valid images (others: empty).
     ``lock`` (rank 0's) is taken first: a folder another run writes is refused before anything is read."""
     state: dict[str, Any] = {"error": None}
     valid: set[Item] = set()
-    if ranks.is_main:
+    if context.is_main:
         try:
             if lock is not None:
                 lock.acquire()
@@ -50,14 +50,14 @@ def prepare_folder(folder: SynthesisFolder, record: dict, request: Request, forc
             state = {"error": str(err)}
         except OSError as err:  # e.g. an unwritable --out: one line, and the other ranks stop too
             state = {"error": f"cannot use {folder.root}: {err.strerror or err}"}
-    state = broadcast_object(state, ranks)
+    state = broadcast_object(state, context)
     if state["error"]:
         raise OdmaugError(state["error"])
     return state, valid
 
 
 def finish_folder(folder: SynthesisFolder, record: dict, request: Request, valid: set[Item],
-                  grade_filter: Optional[GradeFilter], device: torch.device, ranks: Context,
+                  grade_filter: Optional[GradeFilter], device: torch.device, context: Context,
                   sources=None) -> dict[str, Any]:
     """Rank 0: rebuild the manifest from one listing of the folder (and apply the filter); with
     ``sources`` (:class:`odmaug.augment.from_real.SourcePools`) each row names its source image."""
@@ -79,7 +79,7 @@ def finish_folder(folder: SynthesisFolder, record: dict, request: Request, valid
     extra.update({} if sources is None else sources.manifest_columns(on_disk))
     frame = folder.manifest_frame(on_disk, record, extra)
     folder.write_manifest(frame)
-    for rank in range(ranks.world_size if ranks.enabled else 0):
+    for rank in range(context.world_size if context.enabled else 0):
         (folder.root / rank_manifest_name(rank)).unlink(missing_ok=True)
     per_grade = frame["label"].value_counts().sort_index()
     return {

@@ -77,8 +77,8 @@ def _batch(loaded, items: list[Item], labels: torch.Tensor, settings: SampleConf
         from odmaug.diffusion import generate
 
         # synthesis has compiled the network already when it pays (for the whole job, not one batch)
-        return generate(loaded.model, loaded.schedule, labels, seeds, settings, device=device, batch_size=len(items),
-                        compile=False)
+        one_batch = settings.model_copy(update={"batch_size": len(items), "compile": False})
+        return generate(loaded.model, loaded.schedule, labels, seeds, one_batch, device=device)
     from odmaug.diffusion.translate import translate
 
     return translate(loaded.model, loaded.schedule, sources.images(items), labels, seeds, sources.strength, settings,

@@ -21,9 +21,9 @@ from odmaug.augment.from_real import FromReal, SourcePools, source_pools
 from odmaug.augment.lock import FolderLock
 from odmaug.augment.plan import Amounts, Item, Request, iter_shard, shard_size
 from odmaug.augment.resume import finish_folder, prepare_folder
-from odmaug.augment.sampler import BATCH_ALIGN, aligned, generate_batches  # noqa: F401 - re-exported
+from odmaug.augment.sampler import generate_batches
 from odmaug.augment.store import SynthesisFolder, rank_manifest_name
-from odmaug.config import Recipe, SampleConfig, merge_options
+from odmaug.config import Recipe, SampleConfig
 from odmaug.data import load_table
 from odmaug.data.pixels import png_mode
 from odmaug.errors import OdmaugError
@@ -73,49 +73,59 @@ def real_train_counts(recipe: Recipe, data_dir: Optional[str], num_classes: int)
     return table.split("train").counts()
 
 
-def run_synthesis(
-    run: str | Path,
-    out_dir: str | Path | None = None,
-    target_classes: str | int | Sequence[int] = "auto",
-    n_per_grade: Optional[int] = None,
-    to_count: Optional[int] = None,
-    seed_start: int = 0,
-    settings: Optional[SampleConfig] = None,
-    use_ema: Optional[bool] = None,
-    batch_size: Optional[int] = None,
-    force: bool = False,
-    device: str = "auto",
-    data_dir: Optional[str] = None,
-    grade_filter: Optional[GradeFilter] = None,
-    show_progress: bool = True,
-    compile: Optional[bool | str] = None,
-    from_real: Optional[FromReal] = None,
-    counts: Optional[Mapping[int, int]] = None,
-    context: Optional[Context] = None,
-) -> SynthesisSummary:
-    """Synthesize images of chosen grades into ``out_dir`` and (re)build its manifest.
+@dataclass(frozen=True)
+class SynthesisRequest:
+    """One synthesis job, built by a command from its merged recipe sections
+    (:func:`odmaug.commands.augment.run_synthesis_with_options`, the benchmark's synthesis stage).
 
-    Args:
+    Attributes:
         run: generator run folder (``odmaug train-generator``).
         out_dir: output folder (default ``<run>/synthetic``).
         target_classes, n_per_grade, to_count: the grades (``auto``: every grade below the target
             count, a grade, ``"3,4"`` or a list) and either images per grade or a count to fill
             each up to, real training images included (neither: the largest real grade count).
         seed_start: first seed of every grade.
-        settings: the sampler settings, a ``sample`` section (default: the run's recipe's).
-        use_ema, batch_size, compile: override those fields of ``settings`` (None keeps them); the
-            batch size is rounded up to a multiple of :data:`BATCH_ALIGN` and does not change the
-            images; compile ``auto`` compiles when this rank's images x steps pay for it.
+        settings: the sampler settings, a ``sample`` section with the command's options merged in
+            (None: the run's recipe's, unchanged). Its batch size is rounded up to a multiple of
+            :data:`BATCH_ALIGN` and does not change the images; compile ``auto`` compiles when
+            this rank's images x steps pay for it.
         force: replace a folder's images made with another checkpoint or settings.
-        device: ``auto``, ``cpu``, ``cuda``... (under torchrun ``cuda:<LOCAL_RANK>``); not with ``context``.
         data_dir: folder of ``retinamnist.npz`` if the run's recipe needs one for the real counts.
         grade_filter: keep only images a real-data classifier grades within ``k`` of their grade.
-        show_progress: draw a progress bar on stderr.
         from_real: translate real TRAINING images of other grades (SDEdit, Meng et al. 2022) instead
             of sampling from pure noise (see :mod:`odmaug.augment.from_real`); None: from noise.
-        counts: ``{grade: images}`` instead of the three above: every amount in one call, one load.
+        counts: ``{grade: images}`` instead of the three amounts: every amount in one call, one load.
+    """
+
+    run: str | Path
+    out_dir: str | Path | None = None
+    target_classes: str | int | Sequence[int] = "auto"
+    n_per_grade: Optional[int] = None
+    to_count: Optional[int] = None
+    seed_start: int = 0
+    settings: Optional[SampleConfig] = None
+    force: bool = False
+    data_dir: Optional[str] = None
+    grade_filter: Optional[GradeFilter] = None
+    from_real: Optional[FromReal] = None
+    counts: Optional[Mapping[int, int]] = None
+
+    def amounts(self) -> Amounts:
+        """The amounts asked for (checked by :meth:`Amounts.check`)."""
+        counts = None if self.counts is None else dict(self.counts)
+        return Amounts(self.target_classes, self.n_per_grade, self.to_count, counts)
+
+
+def run_synthesis(request: SynthesisRequest, device: str = "auto", context: Optional[Context] = None,
+                  show_progress: bool = True) -> SynthesisSummary:
+    """Synthesize the images of ``request`` into its folder and (re)build its manifest.
+
+    Args:
+        request: what to make, how and where (:class:`SynthesisRequest`).
+        device: ``auto``, ``cpu``, ``cuda``... (under torchrun ``cuda:<LOCAL_RANK>``); not with ``context``.
         context: the caller's device and process group (:func:`odmaug.distributed.init_distributed`);
             default: joined here from ``device`` and torchrun's environment, and left at the end.
+        show_progress: draw a progress bar on stderr.
 
     Returns:
         A :class:`SynthesisSummary`; ``summary.manifest`` is ``<out_dir>/manifest.csv``.
@@ -124,73 +134,70 @@ def run_synthesis(
         OdmaugError: bad grades or amounts, a run without a generator checkpoint, a grade-count
             mismatch, a folder of another checkpoint/settings without ``force``, too little disk.
     """
-    amounts = Amounts(target_classes, n_per_grade, to_count, None if counts is None else dict(counts))
-    options = dict(use_ema=use_ema, batch_size=batch_size, compile=compile)
-    ranks = context or init_distributed(device)
+    own = context is None  # started here, so shut down here
+    context = context or init_distributed(device)
     try:
-        return _synthesize(ranks, run, out_dir, amounts, seed_start, settings, options, force, data_dir,
-                           grade_filter, show_progress, from_real)
+        return _synthesize(context, request, show_progress)
     finally:
-        if context is None:
-            shutdown(ranks)
+        if own:
+            shutdown(context)
 
 
-def _synthesize(ranks: Context, run, out_dir, amounts: Amounts, seed_start: int, settings: Optional[SampleConfig],
-                options: dict[str, Any], force: bool, data_dir, grade_filter, show_progress: bool,
-                from_real) -> SynthesisSummary:
+def _synthesize(context: Context, job: SynthesisRequest, show_progress: bool) -> SynthesisSummary:
     from odmaug.diffusion import load_generator
 
     # Checks that need no model come first, identically on every rank.
-    gen_run: Run = open_run(run)
+    gen_run: Run = open_run(job.run)
     recipe = gen_run.recipe()
+    amounts = job.amounts()
     amounts.check()
-    Request({}, seed_start)  # checks --seed-start
-    settings = merge_options(settings or recipe.sample, **options)
-    dev = ranks.device
+    Request({}, job.seed_start)  # checks --seed-start
+    settings = job.settings or recipe.sample
+    dev = context.device
     loaded = load_generator(gen_run.root, use_ema=settings.use_ema, device=dev)
-    real, request = _plan(loaded, recipe, settings, amounts, seed_start, data_dir)
-    pools = _pools(from_real, recipe, data_dir, request, settings, loaded.image_size)
-    out = Path(out_dir) if out_dir is not None else gen_run.root / "synthetic"
+    real, request = _plan(loaded, recipe, settings, amounts, job.seed_start, job.data_dir)
+    pools = _pools(job.from_real, recipe, job.data_dir, request, settings, loaded.image_size)
+    out = Path(job.out_dir) if job.out_dir is not None else gen_run.root / "synthetic"
     folder = SynthesisFolder(out, loaded.image_size, loaded.num_classes, png_mode(loaded.pixels)[0])
     record = _record(gen_run, loaded, settings, dev, pools)
-    lock = FolderLock(out) if ranks.is_main else None  # one writer per folder: a second run stops at once
+    lock = FolderLock(out) if context.is_main else None  # one writer per folder: a second run stops at once
     try:
-        state, valid = prepare_folder(folder, record, request, force, ranks, lock)
-        return _fill(ranks, gen_run, folder, loaded, settings, record, request, state, valid, grade_filter,
+        state, valid = prepare_folder(folder, record, request, job.force, context, lock)
+        return _fill(context, gen_run, folder, loaded, settings, record, request, state, valid, job.grade_filter,
                      show_progress, pools, real)
     finally:
         if lock is not None:
             lock.release()
 
 
-def _fill(ranks: Context, gen_run: Run, folder: SynthesisFolder, loaded, settings: SampleConfig, record, request,
+def _fill(context: Context, gen_run: Run, folder: SynthesisFolder, loaded, settings: SampleConfig, record, request,
           state, valid, grade_filter, show_progress: bool, pools, real) -> SynthesisSummary:
     """Generate the missing images of a prepared (and locked) folder, then write its manifest."""
     from odmaug.diffusion.sampling import compile_for_sampling
 
-    dev, out = ranks.device, folder.root
+    dev, out = context.device, folder.root
     present: set[Item] = state["present"]
 
     # The missing pairs are walked lazily, never listed: memory does not grow with --n.
-    mine = shard_size(request.total - len(present), ranks.rank, ranks.world_size)
+    mine = shard_size(request.total - len(present), context.rank, context.world_size)
     started = time.perf_counter()
     # Compiling is an execution detail, not part of the identity: it changes no setting of the
     # images (only float rounding, ~1e-6 relative in fp32). Kernels build on the first batch.
     compiled = compile_for_sampling(loaded.model, settings.compile, mine * settings.steps, dev)
-    label = "synthesize" if not ranks.enabled else f"synthesize (rank 0 of {ranks.world_size})"
-    generate_batches(loaded, folder, iter_shard(request.missing(present), ranks.rank, ranks.world_size), mine,
-                     settings, dev, label, show_progress and ranks.is_main, compiled, pools)
+    label = "synthesize" if not context.enabled else f"synthesize (rank 0 of {context.world_size})"
+    generate_batches(loaded, folder, iter_shard(request.missing(present), context.rank, context.world_size), mine,
+                     settings, dev, label, show_progress and context.is_main, compiled, pools)
     seconds = time.perf_counter() - started
-    if ranks.enabled:
-        _write_rank_manifest(folder, record, request, present, ranks, pools)
-    barrier(ranks)  # every rank's images and manifest part are on disk
-    fields = _finish(folder, record, request, valid, grade_filter, dev, ranks, pools)
-    summary = _summary_of(folder, request, present, state["removed"], seconds, loaded.checkpoint_id, ranks,
+    if context.enabled:
+        _write_rank_manifest(folder, record, request, present, context, pools)
+    barrier(context)  # every rank's images and manifest part are on disk
+    fields = _finish(folder, record, request, valid, grade_filter, dev, context, pools)
+    summary = _summary_of(folder, request, present, state["removed"], seconds, loaded.checkpoint_id, context,
                           compiled, fields, real)
-    if ranks.is_main:
+    if context.is_main:
         gen_run.log(
             "synthesis", out=str(out), requested=request.counts, present=summary.present, generated=summary.generated,
-            seconds=round(seconds, 3), checkpoint_id=loaded.checkpoint_id, world_size=ranks.world_size,
+            seconds=round(seconds, 3), checkpoint_id=loaded.checkpoint_id, world_size=context.world_size,
             manifest_rows=summary.manifest_rows, compiled=compiled, **settings.pixel_settings(),
             **({} if pools is None else pools.identity()),
         )
@@ -198,15 +205,15 @@ def _fill(ranks: Context, gen_run: Run, folder: SynthesisFolder, loaded, setting
 
 
 def _finish(folder: SynthesisFolder, record: dict[str, Any], request: Request, valid, grade_filter, dev,
-            ranks: Context, pools) -> dict[str, Any]:
+            context: Context, pools) -> dict[str, Any]:
     """Rank 0 filters and writes the manifest; every rank gets its summary fields, or its error."""
     state: dict[str, Any] = {"error": None}
-    if ranks.is_main:
+    if context.is_main:
         try:
-            state = finish_folder(folder, record, request, valid, grade_filter, dev, ranks, pools)
+            state = finish_folder(folder, record, request, valid, grade_filter, dev, context, pools)
         except OdmaugError as err:
             state = {"error": str(err)}
-    state = broadcast_object(state, ranks)
+    state = broadcast_object(state, context)
     if state["error"]:
         raise OdmaugError(state["error"])
     return state["fields"]
@@ -221,22 +228,22 @@ def _pools(from_real: Optional[FromReal], recipe: Recipe, data_dir: Optional[str
 
 
 def _write_rank_manifest(folder: SynthesisFolder, record: dict[str, Any], request: Request, present: set[Item],
-                         ranks: Context, pools: Optional[SourcePools]) -> None:
+                         context: Context, pools: Optional[SourcePools]) -> None:
     """This rank's part of the manifest (under torchrun): the images it generated now."""
-    mine_items = list(iter_shard(request.missing(present), ranks.rank, ranks.world_size))
+    mine_items = list(iter_shard(request.missing(present), context.rank, context.world_size))
     extra = None if pools is None else pools.manifest_columns(mine_items)
-    folder.write_manifest(folder.manifest_frame(mine_items, record, extra), rank_manifest_name(ranks.rank))
+    folder.write_manifest(folder.manifest_frame(mine_items, record, extra), rank_manifest_name(context.rank))
 
 
 def _summary_of(folder: SynthesisFolder, request: Request, present: set[Item], removed: int, seconds: float,
-             checkpoint_id: str, ranks: Context, compiled: bool, fields: dict[str, Any],
+             checkpoint_id: str, context: Context, compiled: bool, fields: dict[str, Any],
              counts: Optional[np.ndarray]) -> SynthesisSummary:
     there = request.per_grade(present)
     return SynthesisSummary(
         manifest=folder.manifest_path, out_dir=folder.root, requested=request.counts, present=len(present),
         generated=request.total - len(present), removed=removed, seconds=seconds,
         generated_per_grade={g: request.counts[g] - there[g] for g in request.counts},
-        checkpoint_id=checkpoint_id, world_size=ranks.world_size, compiled=compiled, **fields,
+        checkpoint_id=checkpoint_id, world_size=context.world_size, compiled=compiled, **fields,
         real_counts=None if counts is None else {g: int(c) for g, c in enumerate(counts)},
     )
 

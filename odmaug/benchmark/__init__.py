@@ -17,7 +17,10 @@ alone and a protocol can run them over several splits:
 6. :mod:`~odmaug.benchmark.results`: results.json, tables and the benchmark report
    (:mod:`odmaug.benchmark.report`).
 
-Arms are a registry (:mod:`~odmaug.benchmark.arms`): a new arm is one registration. Expensive
+Arms are a registry (:mod:`~odmaug.benchmark.arms`): a new arm is one registration; the cheap
+remedies and ``<arm>+<remedy>`` combinations are :mod:`~odmaug.benchmark.remedies`, and the
+report's opening comparison of every generator arm with the best of them is
+:mod:`~odmaug.benchmark.cheap`. Expensive
 outputs live in a store keyed by their inputs (:mod:`~odmaug.benchmark.store`): a stage whose
 inputs are unchanged is reused, an interrupted one resumes (generators from their last checkpoint,
 synthesis image by image, classifiers from their last epoch), and a generator asked for more
@@ -26,10 +29,12 @@ synthesis image by image, classifiers from their last epoch), and a generator as
 :mod:`~odmaug.benchmark.estimate`; :func:`run_benchmark` runs the stages in order.
 """
 
-from odmaug.benchmark.arms import ARMS, Arm, ArmKind, generator_recipe, parse_arm, register_arm
+from odmaug.benchmark.arms import ARMS, Arm, ArmKind, register_arm
+from odmaug.benchmark.arm_specs import generator_recipe, parse_arm
 from odmaug.benchmark.generative import composition_matched
 from odmaug.benchmark.plan import make_plan, plan_table
-from odmaug.benchmark.results import seed_record, summarise_arms
+from odmaug.benchmark.results import summarise_arms
+from odmaug.benchmark.seed_records import seed_record
 from odmaug.benchmark.run import run_benchmark
 from odmaug.benchmark.stage import Plan, Splits, Stage
 from odmaug.benchmark.store import generator_folder, generator_key, generator_status, synthesis_folder

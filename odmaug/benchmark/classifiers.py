@@ -18,7 +18,8 @@ from pathlib import Path
 from typing import Any
 
 from odmaug.atomic import atomic_write_json
-from odmaug.benchmark.arms import Arm, parse_arm
+from odmaug.benchmark.arms import Arm
+from odmaug.benchmark.arm_specs import parse_arm
 from odmaug.benchmark.datasets import training_table, write_dataset
 from odmaug.benchmark.stage import Plan, Splits, Stage, say
 from odmaug.benchmark.store import classifier_folder
@@ -81,18 +82,18 @@ def _train_one(job: Job, recipe: Recipe, splits: Splits, synthetic: dict[str, Im
 
 
 def train_classifiers(plan: Plan, recipe: Recipe, splits: Splits, synthetic: dict[str, ImageTable], bench_run: Run,
-                      device: str, show_progress: bool, dist: Context) -> Results:
+                      device: str, show_progress: bool, context: Context) -> Results:
     """Train this rank's jobs; on rank 0, return every job's result (after every rank is done)."""
     jobs = classifier_jobs(plan, recipe)
     mine: dict[int, dict[str, Any]] = {}
     for index, job in enumerate(jobs):
-        if index % dist.world_size != dist.rank:  # rank 0 speaks for every job: where it runs
-            say(f"classifier {job.arm.label}, seed {job.seed}: on rank {index % dist.world_size}")
+        if index % context.world_size != context.rank:  # rank 0 speaks for every job: where it runs
+            say(f"classifier {job.arm.label}, seed {job.seed}: on rank {index % context.world_size}")
             continue
         mine[index] = _train_one(job, recipe, splits, synthetic, bench_run, plan.store, device, show_progress)
-    barrier(dist)
+    barrier(context)
     results: Results = {}
-    if dist.is_main:
+    if context.is_main:
         for index, job in enumerate(jobs):
             stored = bench_run.root / "classifiers" / f"{splits.prefix}{job.file_name}.json"
             record = mine.get(index) or json.loads(stored.read_text())

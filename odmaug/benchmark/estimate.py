@@ -26,7 +26,8 @@ from typing import Callable
 
 import torch
 
-from odmaug.benchmark.arms import Arm, parse_arm
+from odmaug.benchmark.arms import Arm
+from odmaug.benchmark.arm_specs import parse_arm
 from odmaug.benchmark.plan import format_duration
 from odmaug.benchmark.stage import Plan, Splits
 from odmaug.config import Recipe
@@ -78,15 +79,15 @@ def _generator_step(recipe: Recipe, device: torch.device) -> tuple[float, float,
     from odmaug.diffusion.unet import build_generator
     from odmaug.precision import autocast, resolve_precision
 
-    c, size, batch = recipe.data.num_classes, recipe.data.image_size, recipe.train.batch_size
+    c, size, batch = recipe.data.num_classes, recipe.image_size("generator"), recipe.train.batch_size
     start = time.perf_counter()
     model = build_generator(recipe.generator, c, size).to(device=device, memory_format=torch.channels_last)
     optimizer = torch.optim.Adam(model.parameters(), lr=recipe.train.lr, foreach=True)
     loss_fn, schedule = DiffusionLoss(recipe.diffusion, c), NoiseSchedule.from_config(recipe.diffusion)
     dtype = resolve_precision(recipe.train.precision, device)
-    generator = torch.Generator().manual_seed(0)
+    rng = torch.Generator().manual_seed(0)
     labels = torch.arange(batch) % c
-    x = (torch.rand(batch, 3, size, size, generator=generator) * 2 - 1).to(device)
+    x = (torch.rand(batch, 3, size, size, generator=rng) * 2 - 1).to(device)
     x = x.contiguous(memory_format=torch.channels_last)
     pool = None
     if recipe.diffusion.ordinal.mode == "cross-image":
@@ -95,7 +96,7 @@ def _generator_step(recipe: Recipe, device: torch.device) -> tuple[float, float,
 
     def step() -> None:
         with autocast(device, dtype):
-            loss = loss_fn(model, x, labels, schedule, generator, pool)["loss"]
+            loss = loss_fn(model, x, labels, schedule, rng, pool)["loss"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -117,9 +118,10 @@ def _sample_step(recipe: Recipe, model: torch.nn.Module, device: torch.device) -
     model.eval()
     schedule = NoiseSchedule.from_config(recipe.diffusion)  # built once, outside the timed calls
 
+    one_step = s.model_copy(update={"steps": 1, "batch_size": batch, "compile": False})
+
     def step() -> None:
-        generate(model, schedule, labels, list(range(batch)), s,
-                 steps=1, batch_size=batch, compile=False, device=device)
+        generate(model, schedule, labels, list(range(batch)), one_step, device=device)
 
     per_step, first_excess = timed(step, device, max_runs=2)
     return per_step, first_excess, batch
@@ -133,17 +135,17 @@ def _classifier(recipe: Recipe, device: torch.device, n_train: int) -> tuple[flo
     from odmaug.data.images import CLASSIFIER_MEAN, CLASSIFIER_STD
 
     cfg, c = recipe.classifier, recipe.data.num_classes
-    size = cfg.image_size or recipe.data.image_size
+    size = recipe.image_size("classifier")
     start = time.perf_counter()
     model = create_model(cfg.model, c, size)
     meta = ClassifierMeta(cfg.model, c, size, CLASSIFIER_MEAN, CLASSIFIER_STD, recipe.data.crop_box)
     stepper = Stepper.build(model, meta, cfg, device)
-    generator = torch.Generator().manual_seed(0)
+    rng = torch.Generator().manual_seed(0)
     batch = max(2, min(cfg.batch_size, n_train))
-    images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=generator).to(device)
+    images = torch.randint(0, 256, (batch, 3, size, size), dtype=torch.uint8, generator=rng).to(device)
     labels = (torch.arange(batch) % c).to(device)
     build = time.perf_counter() - start
-    train_s, first_excess = timed(lambda: stepper.step(images, labels, generator), device)
+    train_s, first_excess = timed(lambda: stepper.step(images, labels, rng), device)
     n_eval = min(cfg.eval_batch_size, 256)
     eval_images = images.repeat(-(-n_eval // batch), 1, 1, 1)[:n_eval]
     eval_s = timed(lambda: predict_logits(stepper.model, meta, eval_images, device, n_eval, stepper.amp_dtype), device)[0]

@@ -77,8 +77,9 @@ def generator_metrics(generated: ImageTable, real_train: ImageTable, recipe: Rec
     matched = composition_matched_rows(generated.labels, real_train.counts(), recipe.seed)
     out: dict[str, Any] = {"n_generated": len(generated), "metrics": {}}
     for spec, extractor in extractors.items():
-        found = compute_generative_metrics(real_train, generated, extractor, recipe.metrics, image_size=recipe.data.image_size,
-                                           crop_box=recipe.data.crop_box, seed=recipe.seed, overall_rows=matched)
+        found = compute_generative_metrics(real_train, generated, extractor, recipe.metrics,
+                                           image_size=recipe.image_size("metrics"), crop_box=recipe.data.crop_box,
+                                           seed=recipe.seed, overall_rows=matched)
         out["metrics"][spec] = {"overall": found["overall"], "per_grade": found["per_grade"], "extractor": extractor.name}
     fidelity = evaluate_classifier(domain_dir, generated, device=device)["overall"]
     out["fidelity"] = {"qwk": fidelity["qwk"], "accuracy": fidelity["accuracy"],
@@ -91,7 +92,7 @@ def sample_grid(real_train: ImageTable, synthetic: dict[str, ImageTable], recipe
     from odmaug.data.images import prepare
     from odmaug.figures import grade_grid
 
-    size = recipe.data.image_size
+    size = recipe.image_size("data")
     rows, labels = [], []
     for grade in range(real_train.num_classes):
         for name, table in [("real", real_train), *synthetic.items()]:

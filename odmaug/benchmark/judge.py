@@ -53,8 +53,9 @@ def plan_judge(plan: Plan, recipe: Recipe) -> None:
 
     if not recipe.benchmark.judge.separate or not any(a.synthetic_name is not None for a in plan.arms):
         return
-    cfg = judge_recipe(recipe).classifier
-    check_classifier(cfg.model, recipe.data.num_classes, cfg.image_size or recipe.data.image_size, cfg.pretrained)
+    judge = judge_recipe(recipe)
+    cfg = judge.classifier
+    check_classifier(cfg.model, recipe.data.num_classes, judge.image_size("classifier"), cfg.pretrained)
     plan.stages.append(Stage("classifier", f"judge ({cfg.model}, seed {judge_seed(recipe)})", plan.store, "planned",
                              f"{cfg.epochs} epochs on the real images: judges the generators", cfg.epochs, arm="real"))
 
@@ -95,7 +96,7 @@ def real_reference(extractor, splits: Splits, recipe: Recipe) -> dict[str, Any]:
     from odmaug.metrics.features import as_extractor
     from odmaug.metrics.generative import extract_table_features, fid_from_features, precision_recall
 
-    cfg, size, crop_box = recipe.metrics, recipe.data.image_size, recipe.data.crop_box
+    cfg, size, crop_box = recipe.metrics, recipe.image_size("metrics"), recipe.data.crop_box
     adapted = as_extractor(extractor, cfg.batch_size)
 
     def features(table) -> tuple[np.ndarray, np.ndarray]:

@@ -13,7 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from odmaug.benchmark.arms import load_externals, parse_arm
+from odmaug.benchmark.externals import load_externals
+from odmaug.benchmark.arm_specs import parse_arm
 from odmaug.benchmark.classifiers import plan_classifiers
 from odmaug.benchmark.generative import plan_metrics
 from odmaug.benchmark.generators import plan_generators
@@ -41,8 +42,8 @@ def make_plan(recipe: Recipe, store: Path, splits: Splits) -> Plan:
     arms = [parse_arm(spec) for spec in recipe.benchmark.arms]
     for arm in arms:  # an arm's own classifier options (remedy arms) must fit the recipe's section
         arm_recipe(recipe, arm)
-    check_classifier(recipe.classifier.model, recipe.data.num_classes,
-                     recipe.classifier.image_size or recipe.data.image_size, recipe.classifier.pretrained)
+    check_classifier(recipe.classifier.model, recipe.data.num_classes, recipe.image_size("classifier"),
+                     recipe.classifier.pretrained)
     if any(arm.kind.generator is not None for arm in arms):
         # the generators differ only in recipe changes that do not change the network (the ordinal weight)
         check_training_recipe(recipe)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from odmaug.benchmark.classifiers import Results
-from odmaug.benchmark.results import seed_record
+from odmaug.benchmark.seed_records import seed_record
 from odmaug.benchmark.stage import Splits
 from odmaug.config import Recipe
 from odmaug.console import warn
@@ -73,9 +73,10 @@ def _pooled(by_fold: list[tuple[Splits, Results]], arm: str, seeds: list[int]) -
     return np.stack(rows), labels
 
 
-def pooled_arms(by_fold: list[tuple[Splits, Results]], arm_labels: list[str],
-                recipe: Recipe) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Every arm's per-seed figures on the pooled test parts, and the fold-stratified bootstrap.
+def pooled_arms(by_fold: list[tuple[Splits, Results]], arm_labels: list[str], recipe: Recipe,
+                refs: tuple[str, ...] = ("real", "oversample")) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Every arm's per-seed figures on the pooled test parts, and the fold-stratified bootstrap
+    (differences against each of ``refs`` present).
 
     Returns:
         (arms, bootstrap) in the shape :func:`odmaug.benchmark.results.collect_results` writes:
@@ -98,5 +99,5 @@ def pooled_arms(by_fold: list[tuple[Splits, Results]], arm_labels: list[str],
             "classifiers": {fold: {s: r["dir"] for s, r in runs.items()} for fold, runs in per_fold.items()},
             "training_counts": {fold: {s: r["counts"] for s, r in runs.items()} for fold, runs in per_fold.items()},
         }
-    bootstrap = paired_bootstrap(preds, labels, c, bootstrap_metrics(c), seed=recipe.seed, strata=strata)
+    bootstrap = paired_bootstrap(preds, labels, c, bootstrap_metrics(c), refs, seed=recipe.seed, strata=strata)
     return arms, bootstrap | {"seeds": seeds, "folds": len(by_fold)}

@@ -22,19 +22,7 @@ from odmaug.config import Recipe
 from odmaug.console import console, warn
 from odmaug.data import ImageTable
 from odmaug.runs import Run
-
-METRICS = ("qwk", "accuracy", "macro_f1", "balanced_accuracy", "mae")
-
-
-def seed_record(test: dict[str, Any], num_classes: int) -> dict[str, Any]:
-    """The per-seed figures the report uses, from a classifier's test metrics."""
-    record = {k: test[k] for k in METRICS}
-    recalls = {int(r["grade"]): r["recall"] for r in test["per_grade"]}
-    for g in range(num_classes):
-        record[f"recall_grade_{g}"] = recalls.get(g)
-    record["confusion"] = test["confusion"]
-    return record
-
+from odmaug.benchmark.seed_records import METRICS, seed_record
 
 def summarise_arms(arms: dict[str, dict[str, Any]], num_classes: int) -> dict[str, Any]:
     """Per arm: mean, std and 95% interval of every metric over seeds (set as ``summary``); returns
@@ -99,16 +87,24 @@ def _test_description(recipe: Recipe, passes: list[Pass]) -> str:
             "classifiers never saw it")
 
 
-def _classification(recipe: Recipe, passes: list[Pass]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Per-arm figures and the bootstrap: on the test split (holdout) or pooled over folds (cv)."""
+def _classification(recipe: Recipe, passes: list[Pass]) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """Per-arm figures, the bootstrap (on the test split, holdout, or pooled over folds, cv) and
+    the best cheap remedy against every generator arm (:mod:`odmaug.benchmark.cheap`)."""
+    from odmaug.benchmark.cheap import best_cheap_arm, cheap_remedy_record, validation_qwk
     from odmaug.benchmark.protocol import pooled_arms
     from odmaug.benchmark.uncertainty import benchmark_bootstrap  # seeds x test images
 
+    plan_arms, c = passes[0].plan.arms, recipe.data.num_classes
+    val = validation_qwk(plan_arms, [p.classifiers for p in passes])  # chosen on validation, never test
+    best = best_cheap_arm(val)
+    refs = ("real", "oversample") + ((best,) if best else ())
     if passes[0].splits.fold is None:
-        arms = arm_results(passes[0].plan, passes[0].classifiers, recipe.data.num_classes)
-        return arms, benchmark_bootstrap(arms, recipe.data.num_classes, recipe.seed)
-    labels = [arm.label for arm in passes[0].plan.arms]
-    return pooled_arms([(p.splits, p.classifiers) for p in passes], labels, recipe)
+        arms = arm_results(passes[0].plan, passes[0].classifiers, c)
+        bootstrap = benchmark_bootstrap(arms, c, recipe.seed, refs=refs)
+    else:
+        labels = [arm.label for arm in plan_arms]
+        arms, bootstrap = pooled_arms([(p.splits, p.classifiers) for p in passes], labels, recipe, refs)
+    return arms, bootstrap, cheap_remedy_record(plan_arms, val, best, bootstrap, c)
 
 
 def _shortfall_notes(recipe: Recipe, passes: list[Pass]) -> list[str]:
@@ -136,7 +132,7 @@ def collect_results(recipe: Recipe, passes: list[Pass], bench_run: Run, device: 
     real training images; every fold trains its own generators).
     """
     num_classes = recipe.data.num_classes
-    arms, bootstrap = _classification(recipe, passes)
+    arms, bootstrap, cheap = _classification(recipe, passes)
     paired = summarise_arms(arms, num_classes)
     first = passes[0]
     judge = choose_judge(recipe, first.splits, first.classifiers["real"], first.plan.store, device, bool(first.synthetic))
@@ -159,6 +155,7 @@ def collect_results(recipe: Recipe, passes: list[Pass], bench_run: Run, device: 
         "arms": arms,
         "paired": paired,
         "bootstrap": bootstrap,
+        "cheap_remedy": cheap,  # the best non-generative arm (by validation) against every generator arm
         "generators": generative["generators"],
         "generator_runs": {f"{p.splits.prefix}{name}": str(root) for p in passes for name, root in p.plan.generators.items()},
         # per pass ("holdout", "fold0"...): each translation arm's candidates, val QWKs and choice
@@ -178,7 +175,7 @@ def collect_results(recipe: Recipe, passes: list[Pass], bench_run: Run, device: 
 def _report(results: dict[str, Any], bench_run: Run) -> None:
     """Write the benchmark report and print its tables."""
     from odmaug.benchmark.report import arm_table, generator_table, write_benchmark_report
-    from odmaug.benchmark.report.verdict import verdict
+    from odmaug.benchmark.report.verdict import remedy_lines, verdict
 
     env = json.loads(bench_run.env_path.read_text())
     paths = write_benchmark_report(results, bench_run.subdir("report"), bench_run.config_path.read_text(), env)
@@ -187,4 +184,6 @@ def _report(results: dict[str, Any], bench_run: Run) -> None:
         console.print(generator_table(results))
     console.print(arm_table(results))
     console.print(verdict(results), markup=False, highlight=False)  # the report's first sentence too
+    for line in remedy_lines(results):  # and the lines after it
+        console.print(line, markup=False, highlight=False)
     console.print(f"report: {paths['markdown']}  {paths['html']}")

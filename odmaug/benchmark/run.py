@@ -1,4 +1,4 @@
-"""``odmaug benchmark`` end to end: plan, then each stage in order, once per pass (holdout: one; cv: one per fold)."""
+"""``odmaug benchmark`` end to end: plan, then the passes (:mod:`odmaug.benchmark.passes`) in this process, or as stage jobs (:mod:`odmaug.benchmark.executor`)."""
 
 from __future__ import annotations
 
@@ -6,54 +6,22 @@ import time
 from pathlib import Path
 from typing import Any, Optional
 
-from odmaug.benchmark.classifiers import train_classifiers
-from odmaug.benchmark.generators import train_generators
-from odmaug.benchmark.plan import make_plan, merge_plans, plan_table
+from odmaug.benchmark.passes import benchmark_run, print_plan, run_passes
+from odmaug.benchmark.plan import make_plan, merge_plans
 from odmaug.benchmark.protocol import benchmark_splits
-from odmaug.benchmark.results import Pass, collect_results
-from odmaug.benchmark.selection import filter_classifier
-from odmaug.benchmark.stage import Plan, Splits, say
-from odmaug.benchmark.synthesis import synthesize
 from odmaug.config import Recipe
-from odmaug.console import console
 from odmaug.data import load_table
-from odmaug.runs import Run, create_run, default_runs_dir
-
-
-def _print_plan(plan: Plan) -> None:
-    console.print(plan_table(plan))
-    if plan.note:
-        console.print(plan.note, markup=False, highlight=False)
-
-
-def _benchmark_run(recipe: Recipe, base: Path, plan: Plan, dist) -> Run:
-    """The benchmark's run folder: made (and the plan printed and logged) on rank 0, named to every rank."""
-    from odmaug.distributed import broadcast_object
-
-    bench_run = None
-    if dist.is_main:
-        bench_run = create_run(recipe, base, f"benchmark-{recipe.name}")
-        _print_plan(plan)
-        bench_run.log("benchmark_plan", stages=plan.records())
-    return Run(Path(broadcast_object(str(bench_run.root) if bench_run else None, dist)))
-
-
-def _run_pass(plan: Plan, splits: Splits, recipe: Recipe, bench_run: Run, context, progress: bool) -> Pass:
-    """Every stage of one pass (the holdout's, or one fold's), in order."""
-    if splits.fold is not None:
-        say(f"fold {splits.fold}: {len(splits.train)} training, {len(splits.val)} val, {len(splits.test)} test images")
-    train_generators(plan, recipe, splits, progress, context)
-    # benchmark.filter: the real arm's first classifier grades the synthetic images, so it trains first
-    grade_filter = filter_classifier(plan, recipe, splits, context, progress)
-    synthetic, strengths = synthesize(plan, recipe, splits, context, progress, grade_filter)
-    classifiers = train_classifiers(plan, recipe, splits, synthetic, bench_run, context.device, progress, context)
-    return Pass(plan, splits, synthetic, classifiers, strengths)
+from odmaug.runs import Run, default_runs_dir
 
 
 def run_benchmark(recipe: Recipe, runs_dir: Optional[str | Path] = None, device: str = "auto",
-                  dry_run: bool = False, show_progress: bool = True, estimate: bool = True) -> tuple[Optional[Run], dict[str, Any]]:
+                  dry_run: bool = False, show_progress: bool = True, estimate: bool = True,
+                  executor: Optional[str] = None) -> tuple[Optional[Run], dict[str, Any]]:
     """Run (or plan, with ``dry_run``) the whole benchmark of ``recipe``; a dry run with ``estimate``
     also times each stage from a short probe on this machine (:mod:`odmaug.benchmark.estimate`).
+
+    ``executor`` (``local`` or ``slurm``) runs the stages as submitit jobs instead of in this
+    process (:mod:`odmaug.benchmark.executor`); None runs them here (under torchrun: over the ranks).
 
     ``benchmark.protocol: cv`` runs the stages once per fold (:mod:`odmaug.benchmark.protocol`)
     and pools the folds' results. Translation arms choose their strength on each pass's
@@ -66,12 +34,18 @@ def run_benchmark(recipe: Recipe, runs_dir: Optional[str | Path] = None, device:
 
     Raises:
         OdmaugError: any input the plan refuses (see :func:`odmaug.benchmark.plan.make_plan`),
-            real data without validation or test images (holdout), or too few images for the folds (cv).
+            real data without validation or test images (holdout), or too few images for the folds (cv);
+            with ``executor``: another name than ``local``/``slurm``, submitit missing, no Slurm here,
+            or a stage job that failed (naming it and its log).
     """
     from odmaug.device import resolve_device
     from odmaug.distributed import init_distributed, shutdown
 
     started = time.perf_counter()
+    if executor is not None:
+        from odmaug.benchmark.executor import check_executor
+
+        check_executor(executor)  # before any data is read or anything written
     base = default_runs_dir(runs_dir)
     passes = benchmark_splits(recipe, load_table(recipe.data))
     plans = [make_plan(recipe, base / "store", splits) for splits in passes]
@@ -81,16 +55,17 @@ def run_benchmark(recipe: Recipe, runs_dir: Optional[str | Path] = None, device:
             from odmaug.benchmark.estimate import estimate_plan
 
             estimate_plan(shown, recipe, passes, plans, resolve_device(device))
-        _print_plan(shown)
+        print_plan(shown)
         return None, {"plan": shown.records()}
 
+    if executor is not None:
+        from odmaug.benchmark.executor import run_with_executor
+
+        return run_with_executor(recipe, base, plans, passes, shown, executor, device)  # job logs: no progress bars
     context = init_distributed(resolve_device(device))
     try:
-        bench_run = _benchmark_run(recipe, base, shown, context)
+        bench_run = benchmark_run(recipe, base, shown, context)
         progress = show_progress and context.is_main
-        done = [_run_pass(plan, splits, recipe, bench_run, context, progress) for plan, splits in zip(plans, passes)]
-        if not context.is_main:
-            return bench_run, {}
-        return bench_run, collect_results(recipe, done, bench_run, context.device, started)
+        return bench_run, run_passes(recipe, plans, passes, bench_run, context, progress, started)
     finally:
         shutdown(context)

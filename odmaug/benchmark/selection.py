@@ -20,7 +20,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from odmaug.benchmark.arms import Arm, parse_arm
+from odmaug.benchmark.arms import Arm
+from odmaug.benchmark.arm_specs import parse_arm
 from odmaug.benchmark.datasets import training_table
 from odmaug.benchmark.stage import Plan, Splits, Stage, say
 from odmaug.benchmark.store import classifier_folder
@@ -148,7 +149,12 @@ def effective_strengths(recipe: Recipe) -> dict[float, float]:
 
 
 def translation_arms(plan: Plan) -> list[Arm]:
-    """The plan's arms whose images are translations (their kind's synthesis mode)."""
+    """The plan's arms whose images are translations (their kind's synthesis mode) and that choose
+    their strength: the first listed per set of images (``odm-translate+corn`` after
+    ``odm-translate`` shares its images and strength, as :func:`odmaug.benchmark.synthesis.synthesize` does)."""
     from odmaug.benchmark.arms import BY_TRANSLATION
 
-    return [a for a in plan.arms if a.kind.synthesis == BY_TRANSLATION]
+    first = {}
+    for arm in (a for a in plan.arms if a.kind.synthesis == BY_TRANSLATION):
+        first.setdefault(arm.synthetic_name, arm)
+    return list(first.values())

@@ -111,7 +111,7 @@ def classifier_folder(store: Path, file_label: str, recipe: Recipe, tables: tupl
     from odmaug.classify.levers import keyed_settings
 
     # the synthetic-image levers count only where they act (not for the real arm's table)
-    settings = {"classifier": keyed_settings(recipe.classifier, tables[0]), "image_size": recipe.data.image_size,
+    settings = {"classifier": keyed_settings(recipe.classifier, tables[0]), "image_size": recipe.image_size("data"),
                 "crop_box": recipe.data.crop_box}
     return store / f"classifier-{file_label}-seed{seed}-{stage_key(settings, tables, seed)}"
 

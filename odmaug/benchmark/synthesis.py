@@ -30,7 +30,7 @@ from odmaug.augment.from_real import FromReal, parse_source_grades, translation_
 from odmaug.benchmark.arms import FROM_NOISE, balancing_need
 from odmaug.benchmark.stage import Plan, Splits, Stage, say
 from odmaug.benchmark.store import synthesis_folder
-from odmaug.config import Recipe
+from odmaug.config import Recipe, merge_options
 from odmaug.data import ImageTable
 from odmaug.errors import OdmaugError
 
@@ -145,9 +145,11 @@ def _requested_rows(manifest, request: dict[int, int], recipe: Recipe, name: str
 def _make_set(item: SyntheticSet, plan: Plan, recipe: Recipe, splits: Splits, counts: list[int], context,
               show_progress: bool, grade_filter) -> ImageTable:
     """Synthesize one set's images (topped up under the filter); returns the requested rows kept."""
-    from odmaug.augment.synthesis import run_synthesis
+    from odmaug.augment.synthesis import SynthesisRequest, run_synthesis
 
-    s = recipe.sample if item.from_real is None else translation_sample(recipe.sample)
+    # The benchmark's sample section, merged here once: translations need a mid-chain sampler, and
+    # the benchmark always samples the EMA weights.
+    s = merge_options(recipe.sample if item.from_real is None else translation_sample(recipe.sample), use_ema=True)
     # The pass's own training split: a cv fold's sources are its training part, never val or test.
     from_real = None if item.from_real is None else dataclasses.replace(item.from_real, train=splits.train)
     mode = "" if from_real is None else f", translated (strength {from_real.strength:g}, sources {from_real.source_grades})"
@@ -158,9 +160,10 @@ def _make_set(item: SyntheticSet, plan: Plan, recipe: Recipe, splits: Splits, co
     for _ in range(1 + (FILTER_ROUNDS if grade_filter is not None else 0)):
         # The benchmark's own sample section, not the generator run's: the generator folder is kept
         # across sampler changes (its key leaves the section out), so its config.yaml may name an older one.
-        manifest = run_synthesis(run=plan.generators[item.generator], out_dir=plan.synthesis[item.key], counts=request,
-                                 settings=s, use_ema=True, data_dir=recipe.data.data_dir, grade_filter=grade_filter,
-                                 show_progress=show_progress, from_real=from_real, context=context).manifest
+        job = SynthesisRequest(plan.generators[item.generator], plan.synthesis[item.key], settings=s,
+                               data_dir=recipe.data.data_dir, grade_filter=grade_filter, from_real=from_real,
+                               counts=request)
+        manifest = run_synthesis(job, context=context, show_progress=show_progress).manifest
         table = _requested_rows(manifest, request, recipe, item.name)
         bigger = top_up(need, request, table.counts()) if grade_filter is not None else None
         if bigger is None:

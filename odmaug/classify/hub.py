@@ -57,7 +57,7 @@ def _hub_file(name: str) -> tuple[str, str, str]:
     """(repo id, revision or "main", safetensors file name) of timm's pretrained weights for ``name``."""
     from timm.models import get_pretrained_cfg
 
-    from odmaug.classify.models import check_model_name
+    from odmaug.classify.timm_build import check_model_name
 
     check_model_name(name)
     cfg = get_pretrained_cfg(name)
@@ -128,11 +128,11 @@ def load_hub(model: nn.Module, name: str, num_classes: int, image_size: int, cha
     """
     from safetensors import safe_open
 
-    from odmaug.classify.models import _build
+    from odmaug.classify.timm_build import build_timm_model
     from odmaug.classify.pretrained import _head_names
 
     weights = hub_weights(name)
-    built = _build(name, num_classes, image_size, channels, pretrained=True,
+    built = build_timm_model(name, num_classes, image_size, channels, pretrained=True,
                    pretrained_cfg_overlay={"file": str(weights.path), "source": ""})
     model.load_state_dict(built.state_dict())
     with safe_open(str(weights.path), framework="pt") as f:

@@ -71,18 +71,18 @@ def synthetic_per_batch(share: float, batch_size: int, steps: int) -> list[int]:
 
 
 def _stream(pool: torch.Tensor, labels: torch.Tensor, count: int, balanced: bool,
-            generator: torch.Generator) -> torch.Tensor:
+            rng: torch.Generator) -> torch.Tensor:
     """``count`` rows of ``pool`` (row indices [P]): shuffled passes over it (or class-balanced
     draws within it), as many as ``count`` needs."""
     parts, have = [], 0
     while have < count:
-        parts.append(pool[epoch_order(labels[pool], balanced, generator)])
+        parts.append(pool[epoch_order(labels[pool], balanced, rng)])
         have += len(parts[-1])
     return torch.cat(parts)[:count] if parts else pool[:0]
 
 
 def mixed_epoch_order(labels: torch.Tensor, synthetic: torch.Tensor, share: float, batch_size: int, steps: int,
-                      balanced: bool, generator: torch.Generator) -> torch.Tensor:
+                      balanced: bool, rng: torch.Generator) -> torch.Tensor:
     """Row indices of one epoch [steps * batch_size], batch after batch, each batch with its
     :func:`synthetic_per_batch` count from the synthetic rows and the rest from the others.
 
@@ -90,7 +90,7 @@ def mixed_epoch_order(labels: torch.Tensor, synthetic: torch.Tensor, share: floa
     learning-rate schedule and the compute do not depend on the share: a share above the table's
     own repeats synthetic images within the epoch and shows fewer real ones. Each pool is drawn
     from shuffled passes (``balanced``: class-balanced draws within the pool), every draw from
-    ``generator``, so the order follows from its state at the start of the epoch (which a resumed
+    ``rng``, so the order follows from its state at the start of the epoch (which a resumed
     run restores). Inside a batch the synthetic rows come first: the loss is a mean, and
     augmentation draws are independent per image, so the place in a batch changes nothing.
 
@@ -105,7 +105,7 @@ def mixed_epoch_order(labels: torch.Tensor, synthetic: torch.Tensor, share: floa
         raise OdmaugError("a synthetic batch share needs both synthetic and other training rows")
     per_batch = synthetic_per_batch(share, batch_size, steps)
     needed = sum(per_batch), steps * batch_size - sum(per_batch)
-    fake, real = (_stream(pool, labels, n, balanced, generator) for pool, n in zip(pools, needed))
+    fake, real = (_stream(pool, labels, n, balanced, rng) for pool, n in zip(pools, needed))
     batches, f, r = [], 0, 0
     for k in per_batch:
         batches += [fake[f : f + k], real[r : r + batch_size - k]]

@@ -48,9 +48,9 @@ class Mixer:
         return cls(Mixup(mixup_alpha=cfg.mixup_alpha, cutmix_alpha=cfg.cutmix_alpha, mode="batch",
                          label_smoothing=cfg.label_smoothing, num_classes=num_classes))
 
-    def __call__(self, x: torch.Tensor, labels: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(self, x: torch.Tensor, labels: torch.Tensor, rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """x float [B, C, H, W] (mixed in place), labels int64 [B] -> (x, soft targets float [B, K])."""
-        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=generator))
+        seed = int(torch.randint(0, 2**31 - 1, (1,), generator=rng))
         state = np.random.get_state()
         np.random.seed(seed)
         try:

@@ -9,7 +9,6 @@ A classifier folder holds everything needed to use the model again, and nothing 
 
 from __future__ import annotations
 
-import difflib
 import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -18,8 +17,9 @@ from typing import Any, Optional
 import torch
 from torch import nn
 
-from odmaug.classify.pretrained import load_pretrained  # noqa: F401  (re-exported: it lived here)
+
 from odmaug.data.images import CLASSIFIER_MEAN, CLASSIFIER_STD
+from odmaug.classify.timm_build import build_timm_model, check_model_name
 from odmaug.errors import OdmaugError
 
 WEIGHTS_FILE = "model.safetensors"
@@ -40,6 +40,8 @@ class ClassifierMeta:
         crop_box: crop applied to source images before resizing (None: none).
         extra: free-form facts (training data name, seed, ...).
         channels: input channels (timm's ``in_chans``): 3 RGB, 1 grayscale.
+        head: ``softmax`` (C logits) or ``corn`` (C - 1 ordinal logits, :mod:`odmaug.classify.corn`);
+            absent from ``classifier.json`` for softmax (files written before heads existed).
     """
 
     model: str
@@ -51,9 +53,20 @@ class ClassifierMeta:
     extra: dict[str, Any] = field(default_factory=dict)
     format_version: int = FORMAT_VERSION
     channels: int = 3
+    head: str = "softmax"
+
+    @property
+    def outputs(self) -> int:
+        """Logits the network emits: C (softmax) or C - 1 (corn)."""
+        from odmaug.classify.corn import head_outputs
+
+        return head_outputs(self.head, self.num_classes)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if self.head == "softmax":
+            del out["head"]
+        return out
 
     @classmethod
     def from_json(cls, raw: dict[str, Any], origin: str) -> "ClassifierMeta":
@@ -68,23 +81,14 @@ class ClassifierMeta:
                 extra=dict(raw.get("extra") or {}),
                 format_version=int(raw.get("format_version", FORMAT_VERSION)),
                 channels=int(raw.get("channels", 3)),
+                head=str(raw.get("head", "softmax")),
             )
+            meta.outputs  # an unknown head is a ValueError
         except (KeyError, TypeError, ValueError) as err:
             raise OdmaugError(f"{origin}: not a valid classifier description ({err!r})") from None
         if meta.channels not in (1, 3) or len(meta.mean) != meta.channels or len(meta.std) != meta.channels:
             raise OdmaugError(f"{origin}: channels must be 1 or 3, with as many mean and std values")
         return meta
-
-
-def check_model_name(name: str) -> None:
-    """Raise a one-line error naming close timm matches when ``name`` is not a timm model."""
-    import timm
-
-    if timm.is_model(name):
-        return
-    close = difflib.get_close_matches(name, timm.list_models(), n=5, cutoff=0.6)
-    hint = f"; close matches: {', '.join(close)}" if close else "; see timm.list_models()"
-    raise OdmaugError(f"unknown timm model '{name}'{hint}")
 
 
 def create_model(name: str, num_classes: int, image_size: int, channels: int = 3) -> nn.Module:
@@ -102,7 +106,7 @@ def create_model(name: str, num_classes: int, image_size: int, channels: int = 3
 
     check_model_name(name)
     try:
-        model = _build(name, num_classes, image_size, channels)
+        model = build_timm_model(name, num_classes, image_size, channels)
     except OdmaugError as err:  # fixed-size models refuse some sizes in their constructors
         hint = size_hint(lambda size: _runs_at(None, name, num_classes, size, channels), image_size,
                          "classifier.image_size or data.image_size")
@@ -138,27 +142,10 @@ def _built_at(model: nn.Module, name: str, num_classes: int, size: int) -> Optio
 
     if get_pretrained_cfg_value(name, "fixed_input_size"):
         try:
-            model = _build(name, num_classes, size)
+            model = build_timm_model(name, num_classes, size)
         except OdmaugError:
             return None
     return model if forward_error(model, _zeros(size)) is None else None
-
-
-def _build(name: str, num_classes: int, image_size: int, channels: int = 3, **extra: Any) -> nn.Module:
-    """``timm.create_model`` for ``image_size`` and ``channels``; ``extra`` (e.g. ``pretrained=True``) is passed on."""
-    import timm
-    from timm.models import get_pretrained_cfg_value
-
-    kwargs: dict[str, Any] = {"num_classes": num_classes, "pretrained": False, **extra}
-    if channels != 3:  # left out for RGB: timm's default, so colour models are built exactly as before
-        kwargs["in_chans"] = channels
-    if get_pretrained_cfg_value(name, "fixed_input_size"):
-        kwargs["img_size"] = image_size
-    try:
-        return timm.create_model(name, **kwargs)
-    except (TypeError, ValueError, RuntimeError, ArithmeticError, AssertionError) as err:
-        # fixed-size models check img_size in their constructors (patch grids, windows)
-        raise OdmaugError(f"timm could not build '{name}' for {image_size}px inputs: {err}") from None
 
 
 def _zeros(size: int, channels: int = 3) -> list[torch.Tensor]:
@@ -172,7 +159,7 @@ def _runs_at(model: Optional[nn.Module], name: str, num_classes: int, size: int,
     from odmaug.probe import forward_error, rebuilt_runs_at
 
     if model is None or get_pretrained_cfg_value(name, "fixed_input_size"):
-        return rebuilt_runs_at(lambda s: _build(name, num_classes, s, channels), lambda s: _zeros(s, channels))(size)
+        return rebuilt_runs_at(lambda s: build_timm_model(name, num_classes, s, channels), lambda s: _zeros(s, channels))(size)
     return forward_error(model, _zeros(size, channels)) is None  # other models take any size: no rebuild
 
 
@@ -248,7 +235,7 @@ def load_classifier(classifier_dir: str | Path, device: str | torch.device = "cp
     weights_path = folder / WEIGHTS_FILE
     if not weights_path.is_file():
         raise OdmaugError(f"{folder}: {WEIGHTS_FILE} is missing")
-    model = create_model(meta.model, meta.num_classes, meta.image_size, meta.channels)
+    model = create_model(meta.model, meta.outputs, meta.image_size, meta.channels)
     try:
         state = load_file(str(weights_path))
         model.load_state_dict(state, strict=True)

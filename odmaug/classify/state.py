@@ -46,7 +46,7 @@ def fingerprint(recipe: Recipe, train: ImageTable, val: ImageTable, test: Option
         "version": KEY_VERSION,
         "classifier": keyed_settings(recipe.classifier, train, exclude=frozenset({"num_workers"})),
         "num_classes": recipe.data.num_classes,
-        "image_size": recipe.data.image_size,
+        "image_size": recipe.image_size("data"),  # the images as loaded; the classifier's own size is in its settings
         "crop_box": recipe.data.crop_box,
     }
     return stage_key(settings, [train, val, test], seed)
@@ -76,14 +76,14 @@ def save_state(
     state: TrainState,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
+    rng: torch.Generator,
     best: dict[str, torch.Tensor],
     step: int,
 ) -> None:
     """Write the resumable state of the epoch just finished (``step``: optimizer steps so far)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     save_state_file(out_dir / STATE_FILE, TrainingState(
-        step, model.state_dict(), optimizer.state_dict(), rng={"data": generator.get_state()},
+        step, model.state_dict(), optimizer.state_dict(), rng={"data": rng.get_state()},
         extra={"best": best}, info=asdict(state),
     ))
 
@@ -93,9 +93,9 @@ def load_state(
     key: str,
     model: nn.Module,
     optimizer: torch.optim.Optimizer,
-    generator: torch.Generator,
+    rng: torch.Generator,
 ) -> Optional[tuple[TrainState, dict[str, torch.Tensor]]]:
-    """Restore an interrupted run with this key into ``model``, ``optimizer`` and ``generator``.
+    """Restore an interrupted run with this key into ``model``, ``optimizer`` and ``rng``.
 
     Returns:
         (state, best model state dict), or None when there is nothing (matching) to resume.
@@ -105,7 +105,7 @@ def load_state(
         return None
     model.load_state_dict(saved.model)
     optimizer.load_state_dict(saved.optimizer)
-    generator.set_state(saved.rng["data"])
+    rng.set_state(saved.rng["data"])
     state = TrainState(**{f.name: saved.info[f.name] for f in fields(TrainState) if f.name in saved.info})
     return state, saved.extra["best"]
 

@@ -39,16 +39,16 @@ def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, An
     return [{"params": decay, "weight_decay": weight_decay}, {"params": rest, "weight_decay": 0.0}]
 
 
-def epoch_order(labels: torch.Tensor, balanced: bool, generator: torch.Generator) -> torch.Tensor:
+def epoch_order(labels: torch.Tensor, balanced: bool, rng: torch.Generator) -> torch.Tensor:
     """Indices of one epoch [N]: a permutation, or class-balanced draws with replacement."""
     n = labels.shape[0]
     if not balanced:
-        return torch.randperm(n, generator=generator)
+        return torch.randperm(n, generator=rng)
     from torch.utils.data import WeightedRandomSampler
 
     counts = torch.bincount(labels).double()
     weights = (1.0 / counts)[labels]  # every grade equally likely
-    return torch.tensor(list(WeightedRandomSampler(weights, n, replacement=True, generator=generator)))
+    return torch.tensor(list(WeightedRandomSampler(weights, n, replacement=True, generator=rng)))
 
 
 def training_precision(model: nn.Module, name: str, precision: str, image_size: int,
@@ -106,16 +106,16 @@ class Stepper:
     def amp_dtype(self) -> Optional[torch.dtype]:
         return self.unit.amp_dtype
 
-    def step(self, images: torch.Tensor, labels: torch.Tensor, generator: torch.Generator,
+    def step(self, images: torch.Tensor, labels: torch.Tensor, rng: torch.Generator,
              smoothing: Optional[torch.Tensor] = None) -> torch.Tensor:
         """images uint8 or uint16 [B, C, S, S] and labels [B] on the device -> the batch loss (scalar tensor).
         ``smoothing``: float [B] label smoothing per image (None: ``label_smoothing`` for all)."""
-        x = augment_batch(images, self.augment, generator) if self.augment else to_unit_range(images)
+        x = augment_batch(images, self.augment, rng) if self.augment else to_unit_range(images)
         x = normalize(x, self.meta).contiguous(memory_format=torch.channels_last)
         if self.mixer is not None:
             from odmaug.classify.mixing import soft_cross_entropy
 
-            x, target = self.mixer(x, labels, generator)
+            x, target = self.mixer(x, labels, rng)
             return self.unit(lambda: soft_cross_entropy(self.model(x).float(), target))
         if self.criterion is not None:
             return self.unit(lambda: self.criterion(self.model(x).float(), labels, smoothing))

@@ -18,8 +18,8 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from odmaug.classify.corn import corn_labels, head_loss, head_outputs
 from odmaug.classify.losses import build_criterion
 from odmaug.classify.mixing import Mixer
 from odmaug.classify.levers import SyntheticLevers, mixed_epoch_order, row_smoothing, synthetic_rows
@@ -49,7 +49,7 @@ class _Training:
 
     recipe: Recipe
     stepper: Stepper
-    generator: torch.Generator  # batch order and augmentation
+    rng: torch.Generator  # batch order and augmentation
     train_images: torch.Tensor  # uint8 [N, 3, S, S] on the device
     train_labels: torch.Tensor  # [N] on the CPU
     synthetic: torch.Tensor  # bool [N] on the CPU: the rows with source "synthetic"
@@ -105,7 +105,7 @@ def train_classifier(
         return ClassifierResult(out_dir=out_dir, resumed_from=-1, **finished)
     run = _prepare(recipe, train, val, seed, device)
     state, best_state = TrainState(key=key), None
-    resumed = load_state(out_dir, key, run.stepper.model, run.stepper.optimizer, run.generator)
+    resumed = load_state(out_dir, key, run.stepper.model, run.stepper.optimizer, run.rng)
     if resumed is not None:
         state, best_state = resumed
     resumed_from = state.epoch
@@ -124,14 +124,15 @@ def _prepare(recipe: Recipe, train: ImageTable, val: ImageTable, seed: int, devi
     size = recipe.image_size("classifier")
     torch.manual_seed(seed)  # timm initialises from the global generator
     pixels = train.pixel_format()
-    model = create_model(cfg.model, num_classes, size, pixels.channels)
+    outputs = head_outputs(cfg.head, num_classes)  # C logits, or C - 1 for a CORN head
+    model = create_model(cfg.model, outputs, size, pixels.channels)
     extra = {"train": train.name, "seed": seed, "train_counts": train.counts().tolist(), "bits": pixels.bits}
     if cfg.pretrained == HUB:  # classifier.json says which weights it started from and which stayed random
-        extra |= load_hub(model, cfg.model, num_classes, size, pixels.channels)
+        extra |= load_hub(model, cfg.model, outputs, size, pixels.channels)
     elif cfg.pretrained:
         extra |= {"pretrained": str(cfg.pretrained), "pretrained_random": load_pretrained(model, cfg.pretrained)}
     meta = ClassifierMeta(cfg.model, num_classes, size, *classifier_norm(pixels.channels), recipe.data.crop_box,
-                          extra=extra, channels=pixels.channels)
+                          extra=extra, channels=pixels.channels, head=cfg.head)
     stepper = Stepper.build(model, meta, cfg, device)
     stepper.criterion = build_criterion(cfg, np.bincount(train.labels, minlength=num_classes), device)
     crop = recipe.data.crop_box
@@ -176,7 +177,7 @@ def _run_epochs(run: _Training, state: TrainState, best_state: Optional[dict[str
                 state.best, state.best_epoch = val_metrics, epoch + 1
                 best_state = {k: v.detach().clone().cpu() for k, v in stepper.model.state_dict().items()}
             state.epoch = epoch + 1
-            save_state(out_dir, state, stepper.model, stepper.optimizer, run.generator, best_state,
+            save_state(out_dir, state, stepper.model, stepper.optimizer, run.rng, best_state,
                        step=state.epoch * run.steps_per_epoch)
             if log is not None:
                 log("classifier_epoch", **record)
@@ -198,7 +199,7 @@ def _train_epoch(run: _Training, epoch: int, bar: "_Bar") -> tuple[torch.Tensor,
         idx = order[i * run.batch_size : (i + 1) * run.batch_size]
         on_device = idx.to(device)  # one host-to-device copy of the batch's indices per step
         smoothing = None if run.smoothing is None else run.smoothing[on_device]
-        loss = stepper.step(run.train_images[on_device], run.train_labels[idx].to(device), run.generator, smoothing)
+        loss = stepper.step(run.train_images[on_device], run.train_labels[idx].to(device), run.rng, smoothing)
         loss_sum += loss.detach()
         bar.advance(run.batch_size)
     return loss_sum, time.perf_counter() - started
@@ -209,9 +210,9 @@ def _epoch_order(run: _Training) -> torch.Tensor:
     composition; else today's shuffle (or class-balanced draws) of all rows."""
     cfg = run.recipe.classifier
     if run.levers.batch_share is None:
-        return epoch_order(run.train_labels, cfg.balanced_sampling, run.generator)
+        return epoch_order(run.train_labels, cfg.balanced_sampling, run.rng)
     return mixed_epoch_order(run.train_labels, run.synthetic, run.levers.batch_share, run.batch_size,
-                             run.steps_per_epoch, cfg.balanced_sampling, run.generator)
+                             run.steps_per_epoch, cfg.balanced_sampling, run.rng)
 
 
 class _Bar:
@@ -242,11 +243,13 @@ class _Bar:
 
 
 def _score(stepper: Stepper, images: torch.Tensor, labels, batch_size: int) -> tuple[dict[str, Any], float]:
-    """Validation metrics and mean cross-entropy of the current weights."""
+    """Validation metrics and mean loss of the current weights (cross-entropy; CORN's loss and
+    grades for a CORN head)."""
     meta = stepper.meta
-    logits = predict_logits(stepper.model, meta, images, stepper.unit.device, batch_size, stepper.amp_dtype)  # [N, C]
+    logits = predict_logits(stepper.model, meta, images, stepper.unit.device, batch_size, stepper.amp_dtype)  # [N, outputs]
     target = torch.from_numpy(np.array(labels, dtype=np.int64))
-    loss = float(F.cross_entropy(logits, target))
-    return classification_metrics(target.numpy(), logits.argmax(1).numpy(), meta.num_classes), loss
+    loss = float(head_loss(logits, target, meta.head))
+    predicted = corn_labels(logits) if meta.head == "corn" else logits.argmax(1)
+    return classification_metrics(target.numpy(), predicted.numpy(), meta.num_classes), loss
 
 

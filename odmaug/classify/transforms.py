@@ -42,11 +42,11 @@ class AugmentSettings:
         return self.hflip or self.vflip or self.rotation_degrees > 0
 
 
-def _uniform(n: int, low: float, high: float, generator: torch.Generator) -> torch.Tensor:
-    return torch.rand(n, generator=generator) * (high - low) + low
+def _uniform(n: int, low: float, high: float, rng: torch.Generator) -> torch.Tensor:
+    return torch.rand(n, generator=rng) * (high - low) + low
 
 
-def geometric_transform(x: torch.Tensor, settings: AugmentSettings, generator: torch.Generator) -> torch.Tensor:
+def geometric_transform(x: torch.Tensor, settings: AugmentSettings, rng: torch.Generator) -> torch.Tensor:
     """Random flips and rotation about the centre, as one affine resampling.
 
     Args:
@@ -56,9 +56,9 @@ def geometric_transform(x: torch.Tensor, settings: AugmentSettings, generator: t
     """
     b = x.shape[0]
     # All draws happen on the CPU generator in a fixed order, whatever the settings' device.
-    flip_x = torch.where(torch.rand(b, generator=generator) < 0.5, -1.0, 1.0) if settings.hflip else torch.ones(b)
-    flip_y = torch.where(torch.rand(b, generator=generator) < 0.5, -1.0, 1.0) if settings.vflip else torch.ones(b)
-    angle = _uniform(b, -settings.rotation_degrees, settings.rotation_degrees, generator) * (math.pi / 180.0)
+    flip_x = torch.where(torch.rand(b, generator=rng) < 0.5, -1.0, 1.0) if settings.hflip else torch.ones(b)
+    flip_y = torch.where(torch.rand(b, generator=rng) < 0.5, -1.0, 1.0) if settings.vflip else torch.ones(b)
+    angle = _uniform(b, -settings.rotation_degrees, settings.rotation_degrees, rng) * (math.pi / 180.0)
     cos, sin = torch.cos(angle), torch.sin(angle)
     # theta maps output coords to input coords: rotation R(angle) then flip diag(fx, fy); [B, 2, 3].
     theta = torch.zeros(b, 2, 3)
@@ -69,7 +69,7 @@ def geometric_transform(x: torch.Tensor, settings: AugmentSettings, generator: t
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
 
 
-def color_transform(x: torch.Tensor, strength: float, generator: torch.Generator) -> torch.Tensor:
+def color_transform(x: torch.Tensor, strength: float, rng: torch.Generator) -> torch.Tensor:
     """Mild random brightness, contrast and saturation per image (torchvision's definitions).
 
     Args:
@@ -77,7 +77,7 @@ def color_transform(x: torch.Tensor, strength: float, generator: torch.Generator
         strength: s; each factor is drawn in [1 - s, 1 + s].
     """
     b = x.shape[0]
-    factors = _uniform(3 * b, 1.0 - strength, 1.0 + strength, generator).view(3, b, 1, 1, 1).to(x.device, x.dtype)
+    factors = _uniform(3 * b, 1.0 - strength, 1.0 + strength, rng).view(3, b, 1, 1, 1).to(x.device, x.dtype)
     luma = torch.tensor(_LUMA if x.shape[1] == 3 else (1.0,), device=x.device, dtype=x.dtype).view(1, -1, 1, 1)
     x = (x * factors[0]).clamp(0.0, 1.0)  # brightness
     mean_gray = (x * luma).sum(1, keepdim=True).mean(dim=(2, 3), keepdim=True)  # [B, 1, 1, 1]
@@ -86,11 +86,11 @@ def color_transform(x: torch.Tensor, strength: float, generator: torch.Generator
     return (factors[2] * x + (1 - factors[2]) * gray).clamp(0.0, 1.0)  # saturation
 
 
-def augment_batch(images_uint8: torch.Tensor, settings: AugmentSettings, generator: torch.Generator) -> torch.Tensor:
+def augment_batch(images_uint8: torch.Tensor, settings: AugmentSettings, rng: torch.Generator) -> torch.Tensor:
     """uint8 or uint16 [B, C, H, W] -> augmented float [B, C, H, W] in [0, 1] (same device)."""
     x = images_uint8.float().div_(peak(images_uint8.dtype))
     if settings.geometric:
-        x = geometric_transform(x, settings, generator)
+        x = geometric_transform(x, settings, rng)
     if settings.color_jitter > 0:
-        x = color_transform(x, settings.color_jitter, generator)
+        x = color_transform(x, settings.color_jitter, rng)
     return x

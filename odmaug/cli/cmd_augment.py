@@ -44,7 +44,7 @@ def balance_command(
     synthetic: Annotated[Optional[List[str]], typer.Option(
         "--synthetic", help="Synthetic manifest .csv (or folder <grade>/*.png) to draw from (repeatable).")] = None,
     strategy: Annotated[Optional[str], typer.Option(
-        "--strategy", help=f"{' | '.join(STRATEGIES)} (default: the recipe's augment.strategy).")] = None,
+        "--strategy", help=f"{' | '.join(STRATEGIES.names())} (default: the recipe's augment.strategy).")] = None,
     to_count: Annotated[Optional[int], typer.Option(
         "--to-count", help="Training images per grade (to-count, oversample).")] = None,
     max_share: Annotated[Optional[float], typer.Option(
@@ -58,7 +58,7 @@ def balance_command(
     """
     from dataclasses import replace
 
-    from odmaug.augment.command import balance_with_options
+    from odmaug.commands.augment import balance_with_options
 
     done = balance_with_options(replace(options, seed=seed).load(), out, synthetic or (), strategy, to_count, max_share)
     console.print(balance_table(done.counts, done.strategy, f"{done.real_name} training split: {done.strategy}"))
@@ -110,7 +110,7 @@ def augment_command(
     grid: Annotated[bool, typer.Option("--grid/--no-grid", help="Write <out>/grid.png (8 images per grade).")] = True,
     from_real: Annotated[bool, typer.Option("--from-real", help="Translate real training images (SDEdit).")] = False,
     source_grades: Annotated[Optional[str], typer.Option("--source-grades", help="Grades to start from.")] = None,
-    strength: Annotated[Optional[float], typer.Option("--strength", help="t0 / T in (0, 1], default 0.6.")] = None,
+    strength: Annotated[Optional[float], typer.Option("--strength", help="t0 / T in (0, 1] (default augment.strength).")] = None,
 ) -> None:
     """Synthesize new images of chosen grades from a trained generator: <out>/<grade>/<seed>.png + manifest.csv.
 
@@ -126,7 +126,7 @@ def augment_command(
 
     torchrun --nproc_per_node K -m odmaug -- augment --run RUN --n N   (the -- keeps torchrun off --run and --n)
     """
-    from odmaug.augment.command import run_synthesis_with_options, write_grid
+    from odmaug.commands.augment import run_synthesis_with_options, write_grid
 
     summary = run_synthesis_with_options(
         run, out=out, target_classes=target_class, n=n, to_count=to_count, seed_start=seed_start, force=force,

@@ -27,7 +27,7 @@ def train_classifier_cmd(
         "--force", help="Replace a finished classifier of other settings in --out (same settings: reused).")] = False,
 ) -> None:
     """Train a timm severity classifier (best validation QWK is kept) and report its test metrics."""
-    from odmaug.classify.command import classifier_job
+    from odmaug.commands.classify import classifier_job
 
     job = classifier_job(options.load(), manifest, seeds, out, options.runs_dir, force)
     train = job.train
@@ -85,7 +85,7 @@ def evaluate_cmd(
     classifier recovers the grades a generator was asked for. Without --recipe, the data settings
     are the ones the classifier was trained with.
     """
-    from odmaug.classify.command import evaluate_spec
+    from odmaug.commands.classify import evaluate_spec
     from odmaug.classify.report import confusion_rich, per_grade_rich, summary_table
 
     result = evaluate_spec(classifier, data, lambda trained: options.load(default=trained), out)

@@ -81,4 +81,4 @@ def info(
         console.print("only a train split: the source gives only train rows, or is too small to draw the "
                       "recipe's val/test splits (then a recipe using it as data stops with an error)", highlight=False)
     if grid is not None:
-        console.print(f"wrote {example_grid(table, split, grid, per_grade, cfg.data.image_size, cfg.data.crop_box, cfg.seed)}")
+        console.print(f"wrote {example_grid(table, split, grid, per_grade, cfg.image_size('data'), cfg.data.crop_box, cfg.seed)}")

@@ -45,7 +45,7 @@ def train_generator_cmd(
 
     torchrun --nproc_per_node K -m odmaug -- train-generator --recipe R.yaml
     """
-    from odmaug.diffusion.train_run import train_generator_run
+    from odmaug.commands.train_generator import train_generator_run
     from odmaug.runs import legacy_overrides, open_run
 
     if resume is not None and options.recipe is not None:
@@ -79,7 +79,7 @@ def sample_cmd(
 
     Sampling options left out take the run's recipe values (its sample section).
     """
-    from odmaug.diffusion.grids import sample_grid_for_run
+    from odmaug.commands.sample import sample_grid_for_run
 
     grid = sample_grid_for_run(run, out, per_grade, seed, options.device, sample)
     s = grid.settings

@@ -39,7 +39,7 @@ def metrics(
         "--no-cache", help="Recompute the real set's features instead of reusing them.")] = False,
 ) -> None:
     """Compare generated images with real ones: FID, KID, precision and recall, overall and per grade."""
-    from odmaug.metrics.command import compare_specs
+    from odmaug.commands.metrics import compare_specs
     from odmaug.metrics.generative_table import generative_table
 
     cfg = merge_options(options.load(), "metrics", inception_weights=inception_weights, image_size=size,

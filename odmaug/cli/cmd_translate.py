@@ -4,7 +4,7 @@ and ``odmaug translate-check`` (is that translation trustworthy, judged by a rea
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, List
+from typing import Annotated, List, Optional
 
 import typer
 from rich.table import Table
@@ -25,8 +25,8 @@ def translate_command(
     out: Annotated[Path, typer.Option(
         "--out", "-o", help="Strip PNG to write: the source, then one column per grade.")],
     grades: Annotated[str, typer.Option("--grades", help="Grades to show: 0-4, 0,2,4 or all.")] = "all",
-    strength: Annotated[float, typer.Option(
-        "--strength", help="t0 / T in (0, 1]: how much of the source is noised away.")] = 0.6,
+    strength: Annotated[Optional[float], typer.Option(
+        "--strength", help="t0 / T in (0, 1]: how much of the source is noised away (default augment.strength).")] = None,
     seed: Annotated[int, typer.Option("--seed", help="Seed of the forward noise (the same for every grade).")] = 0,
     invert: Annotated[bool, typer.Option(
         "--invert", help="Find the noise by deterministic DDIM inversion instead of drawing it (seed unused).")] = False,
@@ -35,11 +35,11 @@ def translate_command(
     towards each grade (SDEdit). One strip per image; the same seed for every grade, so the
     columns differ only by the grade. Options left out take the run's recipe values, but the
     sampler is DDIM with eta 0 unless --sampler or --eta say otherwise."""
-    from odmaug.diffusion.grids import translation_strips
+    from odmaug.commands.translate import translation_strips
 
     done = translation_strips(run, image, out, grades, strength, seed, invert, options.device, sample)
-    console.print(f"wrote {done.out}: {done.images} image(s) x {len(done.grades)} grades, DDIM {done.steps} steps",
-                  markup=False)
+    console.print(f"wrote {done.out}: {done.images} image(s) x {len(done.grades)} grades, DDIM {done.steps} steps, "
+                  f"strength {done.strength:g}", markup=False)
 
 
 def check_table(report: dict) -> Table:
@@ -90,7 +90,7 @@ def translate_check_command(
     rho, monotone strips), how far do outputs move from their source, is any a near copy of a test
     image. Writes translation_check.json and strips.png (middle strength) into --out. Sampling as in
     odmaug translate: the run's recipe values, with DDIM at eta 0 unless --sampler or --eta say otherwise."""
-    from odmaug.augment.translation_check import CHECK_FILE, STRIPS_FILE, translation_check
+    from odmaug.commands.translation_check import CHECK_FILE, STRIPS_FILE, translation_check
 
     done = translation_check(run, classifier, out, sources, strengths, grades, seed, options.device, sample, force)
     console.print(check_table(done.report))

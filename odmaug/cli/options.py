@@ -71,13 +71,15 @@ class RecipeOptions:
         """The recipe file (``path``, else ``--recipe``, else ``default``, else the built-in defaults)
         with the ``before`` and then the ``--set`` overrides, then ``--device``, ``--seed`` and
         ``--data-dir`` merged in (:func:`odmaug.config.merge_options`: None keeps the recipe's);
-        ``--log`` turns on its logger for the command (:func:`odmaug.tensorboard.use`)."""
+        ``--log`` turns on its logger for the command (:func:`odmaug.tensorboard.use`). Every name the
+        recipe chooses is checked against its registry (:func:`odmaug.commands.names.check_names`)."""
         from odmaug import tensorboard
+        from odmaug.commands.names import check_names
 
         tensorboard.use(self.log)
         cfg = load_recipe(path or self.recipe or default, [*before, *(self.overrides or ())])
         cfg = merge_options(cfg, device=self.device, seed=self.seed)
-        return merge_options(cfg, "data", data_dir=self.data_dir)
+        return check_names(merge_options(cfg, "data", data_dir=self.data_dir))
 
 
 def grouped_options(into: str, names: Sequence[str], make: Callable[..., Any]) -> Callable:

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from odmaug.augment.synthesis import SynthesisSummary, run_synthesis
+from odmaug.augment.synthesis import SynthesisRequest, SynthesisSummary, run_synthesis
 from odmaug.config import Recipe, merge_options
 from odmaug.errors import OdmaugError
 
@@ -22,44 +22,49 @@ def run_synthesis_with_options(run: str | Path, *, out: Optional[Path] = None, t
                                max_grade_error: Optional[int] = None, from_real: bool = False,
                                source_grades: Optional[str] = None, strength: Optional[float] = None,
                                sample: Optional[Mapping[str, Any]] = None) -> SynthesisSummary:
-    """:func:`~odmaug.augment.synthesis.run_synthesis` with the options merged onto the run's recipe:
-    ``device`` at the top, ``sample`` (``{field: value}``) into its ``sample`` section and
-    ``target_classes``, ``seed_start``, ``filter_with`` and ``max_grade_error`` into ``augment``.
+    """:func:`~odmaug.augment.synthesis.run_synthesis` with the options merged onto the run's recipe,
+    once, here: ``device`` at the top, ``sample`` (``{field: value}``) into its ``sample`` section
+    (:func:`odmaug.diffusion.sampling.sample_settings`) and ``target_classes``, ``seed_start``,
+    ``filter_with``, ``max_grade_error`` and ``strength`` into ``augment``.
 
     The amounts are one choice: ``n`` or ``to_count`` when either is given, else the recipe's pair.
     With ``from_real`` and no sampler given, a recipe's multistep solver gives way to ddim (a
-    translation starts mid-chain, which only single-step samplers can).
+    translation starts mid-chain, which only single-step samplers can); its strength is
+    ``augment.strength`` (``--strength`` when given).
+
+    Raises:
+        OdmaugError: a value a section refuses (one line naming the option), ``--strength`` or
+            ``--source-grades`` without ``from_real``, ``--max-grade-error`` without a classifier,
+            and whatever :func:`run_synthesis` refuses.
     """
     from odmaug.augment.filter import GradeFilter
     from odmaug.augment.from_real import translation_sample
+    from odmaug.diffusion.sampling import sample_settings
     from odmaug.runs import open_run
 
+    if not from_real and (strength is not None or source_grades is not None):
+        raise OdmaugError("--strength and --source-grades need --from-real")
     recipe = merge_options(open_run(run).recipe(), device=device)
-    if from_real and (sample or {}).get("sampler") is None:
-        recipe.sample = translation_sample(recipe.sample)  # the one rule, shared with the benchmark's translate arms
-    recipe = merge_options(recipe, "sample", **(sample or {}))
-    recipe = merge_options(recipe, "augment", target_classes=target_classes, seed_start=seed_start,
-                           filter_with=filter_with, max_grade_error=max_grade_error)
-    aug = recipe.augment
+    base = translation_sample(recipe.sample) if from_real and (sample or {}).get("sampler") is None else recipe.sample
+    settings = sample_settings(base, **(sample or {}))  # the rule shared with the benchmark's translate arms
+    aug = merge_options(recipe.augment, target_classes=target_classes, seed_start=seed_start,
+                        filter_with=filter_with, max_grade_error=max_grade_error, strength=strength)
     if n is None and to_count is None:
         n, to_count = aug.n, aug.to_count
     if aug.filter_with is None and max_grade_error is not None:
         raise OdmaugError("--max-grade-error needs --filter-with CLASSIFIER")
     grade_filter = None if aug.filter_with is None else GradeFilter(aug.filter_with, aug.max_grade_error)
-    return run_synthesis(run, out, aug.target_classes, n, to_count, aug.seed_start, recipe.sample, force=force,
-                         device=recipe.device, data_dir=None if data_dir is None else str(data_dir),
-                         grade_filter=grade_filter, from_real=_from_real(from_real, strength, source_grades))
+    request = SynthesisRequest(run, out, aug.target_classes, n, to_count, aug.seed_start, settings, force=force,
+                               data_dir=None if data_dir is None else str(data_dir), grade_filter=grade_filter,
+                               from_real=_from_real(from_real, aug.strength, source_grades))
+    return run_synthesis(request, device=recipe.device)
 
 
-def _from_real(on: bool, strength: Optional[float], source_grades: Optional[str]):
-    """The ``--from-real`` settings (None without it); its options alone are an error, not ignored."""
+def _from_real(on: bool, strength: float, source_grades: Optional[str]):
+    """The ``--from-real`` settings (None without it): the recipe's (merged) strength and the source grades."""
     from odmaug.augment.from_real import FromReal
 
-    if not on:
-        if strength is not None or source_grades is not None:
-            raise OdmaugError("--strength and --source-grades need --from-real")
-        return None
-    return FromReal(0.6 if strength is None else strength, "auto" if source_grades is None else source_grades)
+    return FromReal(strength, "auto" if source_grades is None else source_grades) if on else None
 
 
 def write_grid(manifest: Path, path: Path, per_grade: int = 8) -> Path:

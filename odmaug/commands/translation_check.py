@@ -25,6 +25,7 @@ from typing import Any, Mapping, Optional, Sequence
 import numpy as np
 import torch
 
+from odmaug.config import check_strength
 from odmaug.errors import OdmaugError
 
 CHECK_FILE = "translation_check.json"
@@ -48,9 +49,11 @@ def parse_strengths(spec: str | Sequence[float]) -> list[float]:
         raise OdmaugError(f"--strengths: '{spec}' is not a list of numbers (use e.g. 0.4,0.6,0.8)") from None
     if not values:
         raise OdmaugError("--strengths: give at least one strength")
-    bad = [v for v in values if not 0.0 < v <= 1.0]
-    if bad:
-        raise OdmaugError(f"--strengths must each be in (0, 1] (got {bad[0]:g})")
+    for v in values:
+        try:
+            check_strength(v)
+        except ValueError:
+            raise OdmaugError(f"--strengths must each be in (0, 1] (got {v:g})") from None
     if len(set(values)) != len(values):
         raise OdmaugError(f"--strengths repeats a strength (got {spec})")
     return sorted(values)
@@ -93,10 +96,11 @@ class _Judge:
     features: Any  # odmaug.classify.features.ClassifierFeatures
 
     def probabilities(self, images: torch.Tensor) -> np.ndarray:
+        from odmaug.classify.corn import grade_outputs
         from odmaug.classify.predict import predict_logits
 
         logits = predict_logits(self.features.model, self.features.meta, images, self.features.device)
-        return torch.softmax(logits, dim=1).numpy()  # [N, C]
+        return grade_outputs(logits, self.features.meta.head)[0]  # [N, C]
 
     def embed(self, images: torch.Tensor) -> np.ndarray:
         return self.features(images).numpy()  # [N, D]
@@ -153,11 +157,13 @@ def _splits(loaded):
     return train, test
 
 
-def _grade_paths(probs: np.ndarray, grades: Sequence[int]) -> dict[str, Any]:
-    """probs [S, G, C] -> grade path of the predicted and of the expected grade, with both matrices."""
+def _grade_paths(probs: np.ndarray, grades: Sequence[int], head: str = "softmax") -> dict[str, Any]:
+    """probs [S, G, C] -> grade path of the predicted (the judge's head's rule) and of the expected
+    grade, with both matrices."""
+    from odmaug.classify.corn import grades_from_probabilities
     from odmaug.metrics.translation import grade_path
 
-    predicted = probs.argmax(axis=2)  # [S, G]
+    predicted = grades_from_probabilities(probs, head)  # [S, G]
     expected = probs @ np.arange(probs.shape[2], dtype=float)  # [S, G]
     return {"predicted": grade_path(predicted, grades), "expected": grade_path(expected, grades),
             "predicted_grades": predicted.tolist(), "expected_grades": np.round(expected, 4).tolist()}
@@ -178,7 +184,7 @@ def _measure(judge: _Judge, sources: torch.Tensor, outputs: dict[float, torch.Te
     rows = []
     for k, by_distance in zip(strengths, distance["by_strength"]):
         probs = judge.probabilities(outputs[k].flatten(0, 1)).reshape(s, g, -1)
-        rows.append({"strength": k, "sources": s, "outputs": s * g, **_grade_paths(probs, grades),
+        rows.append({"strength": k, "sources": s, "outputs": s * g, **_grade_paths(probs, grades, judge.features.meta.head),
                      "distance": {key: by_distance[key] for key in ("n", "mean", "sd")},
                      "near_copies": near_copies(feats[k], test_feats, train_feats, NEAR_COPY_QUANTILE)})
     overall = near_copies(all_feats, test_feats, train_feats, NEAR_COPY_QUANTILE)
@@ -189,7 +195,9 @@ def _measure(judge: _Judge, sources: torch.Tensor, outputs: dict[float, torch.Te
 
 def _source_rows(train, rows: np.ndarray, judge: _Judge, images: torch.Tensor, seed: int) -> dict[str, Any]:
     grades = train.labels[rows]
-    seen = judge.probabilities(images).argmax(axis=1)
+    from odmaug.classify.corn import grades_from_probabilities
+
+    seen = grades_from_probabilities(judge.probabilities(images), judge.features.meta.head)
     return {
         "n": len(rows), "split": "train",
         "per_grade": {str(c): int((grades == c).sum()) for c in range(train.num_classes)},
@@ -208,7 +216,7 @@ def translation_check(run: str | Path, classifier: str | Path, out: str | Path, 
 
     Source i uses forward-noise seed ``seed + i`` for every grade and strength, so strips differ
     only by grade and strength; sampling follows the run's ``sample`` section (DDIM, eta 0 unless
-    ``sample`` says otherwise; see :func:`odmaug.diffusion.grids.translation_generator`).
+    ``sample`` says otherwise; see :func:`odmaug.commands.translate.translation_generator`).
 
     Raises:
         OdmaugError: strengths outside (0, 1], fewer than 2 grades, a missing run or classifier,
@@ -216,7 +224,8 @@ def translation_check(run: str | Path, classifier: str | Path, out: str | Path, 
             without a test split, an unwritable ``out``, or one holding an earlier check (unless ``force``).
     """
     from odmaug.data import load_uint8
-    from odmaug.diffusion.grids import parse_grades, translate_to_grades, translation_generator
+    from odmaug.commands.translate import parse_grades, translation_generator
+    from odmaug.diffusion.grids import translate_to_grades
     from odmaug.diffusion.translate import check_distinct_chains
 
     out = Path(out)

@@ -9,7 +9,7 @@ from odmaug.config.evaluation import BenchmarkConfig, ClassifierConfig, MetricsC
 from odmaug.config.generator import DiffusionConfig, GeneratorConfig, OrdinalConfig, TrainConfig
 from odmaug.config.options import apply_overrides, merge_options, parse_override
 from odmaug.config.recipe import Recipe, dump_recipe, load_recipe, recipe_from_dict
-from odmaug.config.sampling import AugmentConfig, SampleConfig
+from odmaug.config.sampling import AugmentConfig, SampleConfig, Strength, check_strength
 from odmaug.config.section import Section, validation_line
 
 __all__ = [
@@ -24,9 +24,11 @@ __all__ = [
     "Recipe",
     "SampleConfig",
     "Section",
+    "Strength",
     "SyntheticDataConfig",
     "TrainConfig",
     "apply_overrides",
+    "check_strength",
     "dump_recipe",
     "load_recipe",
     "merge_options",

@@ -26,7 +26,9 @@ class SyntheticDataConfig(Section):
 class DataConfig(Section):
     """Where images come from and how they are shaped."""
 
-    source: Literal["retinamnist", "synthetic", "folder", "manifest"] = "retinamnist"
+    source: str = "retinamnist"
+    """A registered data source (``odmaug.data.sources.DATA_SOURCES``): ``retinamnist``,
+    ``synthetic``, ``folder`` or ``manifest``; checked by every command before any work."""
     path: Optional[str] = None
     """Folder (``root/<grade>/<image>``: any format Pillow reads, or DICOM ``.dcm``) or manifest
     CSV, for ``folder`` and ``manifest`` sources."""
@@ -67,8 +69,6 @@ class DataConfig(Section):
 
     @model_validator(mode="after")
     def _check(self) -> "DataConfig":
-        if self.source in ("folder", "manifest") and not self.path:
-            raise ValueError(f"data.path is required when data.source is '{self.source}'")
         if self.val_fraction + self.test_fraction >= 1.0:
             raise ValueError("data.val_fraction + data.test_fraction must be below 1")
         if self.crop_box is not None:

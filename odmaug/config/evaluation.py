@@ -6,6 +6,8 @@ from typing import Literal, Optional
 
 from pydantic import Field, field_validator, model_serializer, model_validator
 
+from odmaug.config.executor import ExecutorConfig
+from odmaug.config.sampling import Strength
 from odmaug.config.section import MAX_BATCH, MAX_EPOCHS, MAX_IMAGES, Section, Seed
 
 
@@ -70,6 +72,10 @@ class ClassifierConfig(Section):
     (:mod:`odmaug.classify.mixing`); 0: off. Needs an even batch size."""
     cutmix_alpha: float = Field(0.0, ge=0.0, le=10.0)
     """CutMix (Yun et al. 2019) alpha, as ``mixup_alpha`` (both set: one or the other per batch); 0: off."""
+    head: Literal["softmax", "corn"] = "softmax"
+    """``softmax``: C logits and cross-entropy. ``corn``: the rank-consistent ordinal head of Shi, Cao &
+    Raschka 2023, C - 1 conditional logits (:mod:`odmaug.classify.corn`); takes ``class_weights`` and
+    label smoothing (of its binary targets), not ``loss: focal``, mixup or CutMix."""
 
     @model_validator(mode="after")
     def _mixing_alone(self):
@@ -81,6 +87,13 @@ class ClassifierConfig(Section):
                 raise ValueError(f"mixup_alpha / cutmix_alpha need an even batch_size (got {self.batch_size})")
             if self.synthetic_label_smoothing is not None:
                 raise ValueError("mixup_alpha / cutmix_alpha cannot be combined with synthetic_label_smoothing")
+        return self
+
+    @model_validator(mode="after")
+    def _corn_alone(self):
+        # CORN trains binary tasks on hard grades: a softmax focal loss or mixed soft targets have no meaning there
+        if self.head == "corn" and (self.loss != "cross_entropy" or self.mixup_alpha > 0 or self.cutmix_alpha > 0):
+            raise ValueError("head: corn cannot be combined with loss: focal, mixup_alpha or cutmix_alpha")
         return self
 
     @model_serializer(mode="wrap")
@@ -97,7 +110,8 @@ class ClassifierConfig(Section):
 
 LATER_CLASSIFIER_DEFAULTS = {"synthetic_batch_share": None, "synthetic_label_smoothing": None,
                              "loss": "cross_entropy", "focal_gamma": 2.0, "class_weights": None,
-                             "class_weights_beta": 0.999, "mixup_alpha": 0.0, "cutmix_alpha": 0.0}
+                             "class_weights_beta": 0.999, "mixup_alpha": 0.0, "cutmix_alpha": 0.0,
+                             "head": "softmax"}
 """Classifier options added after classifiers were stored, with the defaults they trained under."""
 
 
@@ -154,10 +168,11 @@ class CrossValidationConfig(Section):
 class TranslateConfig(Section):
     """``benchmark.translate``: the translation arms (``odm-translate``, ``dm-translate``)."""
 
-    strengths: list[float] = Field(default_factory=lambda: [0.5, 0.7])
-    """Candidate SDEdit strengths (t0 / T, each in (0, 1]). With several, each pass tries every one
-    (one synthesis and one first-seed classifier per candidate and arm) and keeps the one with the
-    best validation QWK (ties: the larger strength); with one, it is used as is."""
+    strengths: list[Strength] = Field(default_factory=lambda: [0.5, 0.7])
+    """Candidate SDEdit strengths (t0 / T, each in (0, 1], checked as ``augment.strength`` is).
+    With several, each pass tries every one (one synthesis and one first-seed classifier per
+    candidate and arm) and keeps the one with the best validation QWK (ties: the larger strength);
+    with one, it is used as is."""
     source_grades: str = "auto"
     """The grades translated from, as ``augment --source-grades``: ``auto`` (the neighbouring grades
     of each target) or a list such as ``"2,3"``."""
@@ -172,8 +187,6 @@ class TranslateConfig(Section):
     def _check_strengths(cls, strengths: list[float]) -> list[float]:
         if not strengths or len(set(strengths)) != len(strengths):
             raise ValueError("needs at least one strength and no repeats")
-        if any(not 0.0 < s <= 1.0 for s in strengths):
-            raise ValueError("must each be in (0, 1]")
         return strengths
 
 
@@ -212,20 +225,13 @@ class JudgeConfig(Section):
         return self
 
 
-def _check_arm(spec: str) -> None:
-    """The arm registry (in the benchmark package, loaded by name: config imports nothing above it)
-    decides which arms exist, so a new arm is one registration."""
-    import importlib
-
-    importlib.import_module("odmaug.benchmark.arms").check_arm_spec(spec)
-
-
 class BenchmarkConfig(Section):
     """``odmaug benchmark``: which arms, how they are balanced, and how generators are judged."""
 
     arms: list[str] = Field(default_factory=lambda: ["real", "oversample", "dm", "odm"])
-    """``real``, ``oversample``, ``dm``, ``odm``, ``dm-translate``, ``odm-translate`` and
-    ``external:<name>=<folder or manifest>``."""
+    """``real``, ``oversample``, ``dm``, ``odm``, ``dm-translate``, ``odm-translate``,
+    ``external:<name>=<folder or manifest>``, the remedies (``class-weighted``, ``focal``, ``corn``...,
+    :mod:`odmaug.benchmark.remedies`) and ``<arm>+<remedy>`` (e.g. ``odm+corn``)."""
     seeds: list[Seed] = Field(default_factory=lambda: [0, 1, 2])
     """Classifier seeds, the same for every arm (paired differences use them)."""
     protocol: Literal["holdout", "cv"] = "holdout"
@@ -250,14 +256,15 @@ class BenchmarkConfig(Section):
     within ``max_grade_error`` of their grade (ECC-DM-style); that classifier is trained before
     synthesis. A generated arm's rejected images are replaced by further seeds (a few rounds at
     most); an ``external:`` arm keeps what passes."""
+    executor: ExecutorConfig = Field(default_factory=ExecutorConfig)
+    """Per stage kind, what a job asks the scheduler for under ``odmaug benchmark --executor
+    slurm|local`` (partition, GPUs, CPUs, memory, time); changes no result and no stage key."""
 
     @field_validator("arms")
     @classmethod
-    def _known_arms(cls, arms: list[str]) -> list[str]:
+    def _arms_listed_once(cls, arms: list[str]) -> list[str]:
         if not arms:
             raise ValueError("needs at least one arm")
-        for arm in arms:
-            _check_arm(arm)
         if len(set(arms)) != len(arms):
             raise ValueError("repeats an arm")
         return arms

@@ -2,20 +2,35 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Optional, Union
+from typing import Annotated, Any, ClassVar, Literal, Optional, Union
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from odmaug.config.section import MAX_BATCH, MAX_IMAGES, Section
+
+
+def check_strength(value: float) -> float:
+    """The one check of an SDEdit strength t0 / T: ``value`` when it is in (0, 1] (0 would keep the
+    source, 1 starts from pure noise); raises ``ValueError("must be in (0, 1]")`` otherwise, which a
+    section reports as one line naming the key or option (``--strength must be in (0, 1] (got 0)``)."""
+    if not 0.0 < value <= 1.0:
+        raise ValueError("must be in (0, 1]")
+    return value
+
+
+Strength = Annotated[float, AfterValidator(check_strength)]
+"""An SDEdit strength in (0, 1]: ``augment.strength`` and each of ``benchmark.translate.strengths``."""
 
 
 class SampleConfig(Section):
     """Sampling settings (``odmaug sample``, training grids and synthesis)."""
 
-    sampler: Literal["ddim", "ddpm", "dpmpp-2m", "unipc"] = "ddim"
-    """ddim (generalised update with eta), ancestral ddpm (posterior mean and variance), or the
-    deterministic multistep ODE solvers dpmpp-2m (DPM-Solver++ (2M), Lu et al. 2022) and unipc
-    (UniPC, Zhao et al. 2023), which need fewer steps for the same quality (eta is ignored)."""
+    sampler: str = "ddim"
+    """A registered sampler (``odmaug.diffusion.samplers.SAMPLERS``): ddim (generalised update with
+    eta), ancestral ddpm (posterior mean and variance), or the deterministic multistep ODE solvers
+    dpmpp-2m (DPM-Solver++ (2M), Lu et al. 2022) and unipc (UniPC, Zhao et al. 2023), which need
+    fewer steps for the same quality (eta is ignored). Checked against the registry by every
+    command before any work, and by the sampling call itself."""
     steps: int = Field(100, ge=1, le=10000)
     """Denoising steps (at most diffusion.timesteps; ddpm with fewer steps samples the respaced chain)."""
     timestep_spacing: Literal["trailing", "leading", "linspace"] = "trailing"
@@ -38,7 +53,7 @@ class SampleConfig(Section):
     """torch.compile the network for sampling: true, false, or auto = when a call denoises at least
     20,000 image-steps (400 images of 50 steps) on CUDA or on a CPU with a C++ compiler. Off by
     default: on a 2-core AVX2 CPU (fp32) it compiled in 36 s and sped sampling up only 1.05x
-    (benchmarks/generator_speed.py); worth trying where convolutions are fast (GPUs, AMX CPUs)
+    (studies/generator_speed.py); worth trying where convolutions are fast (GPUs, AMX CPUs)
     and the fused GroupNorm/SiLU/attention work is a larger share of a step."""
 
     PIXEL_FIELDS: ClassVar[tuple[str, ...]] = (
@@ -64,8 +79,9 @@ class AugmentConfig(Section):
     ``n`` nor ``to_count`` grades are filled up to the largest real grade count."""
     seed_start: int = Field(0, ge=0, le=2**62)
     """First seed of every grade: grade g gets the images ``<g>/<seed_start>.png, <seed_start+1>.png...``."""
-    strategy: Literal["match-majority", "to-count", "oversample"] = "match-majority"
-    """Balancing: fill every grade to the majority count, to ``to_count``, or repeat real images."""
+    strategy: str = "match-majority"
+    """A registered balancing strategy (``odmaug.data.balance.STRATEGIES``): fill every grade to the
+    majority count (``match-majority``), to ``to_count`` (``to-count``), or repeat real images (``oversample``)."""
     max_synthetic_share: float = Field(1.0, gt=0.0, le=1.0)
     """Cap on the share of added (synthetic or oversampled) images among a grade's training images."""
     filter_with: Optional[str] = None
@@ -73,4 +89,7 @@ class AugmentConfig(Section):
     images; None keeps every image."""
     max_grade_error: int = Field(1, ge=0, le=100)
     """With ``filter_with``: keep images whose predicted grade is within this of the intended grade."""
+    strength: Strength = 0.6
+    """SDEdit strength t0 / T in (0, 1] of ``augment --from-real`` and ``odmaug translate``: how much
+    of a real source is noised away before it is denoised at another grade (1: from pure noise)."""
 

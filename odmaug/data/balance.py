@@ -17,16 +17,54 @@ comparable under the same cap.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import pandas as pd
 
-from odmaug.data.table import SCHEMES, ImageTable
+from odmaug.data.schemes import SCHEMES
+from odmaug.data.table import ImageTable
 from odmaug.errors import OdmaugError
+from odmaug.registry import Registry
 
-STRATEGIES = ("match-majority", "to-count", "oversample")
+
+@dataclass(frozen=True)
+class Strategy:
+    """One registered balancing strategy.
+
+    Attributes:
+        target: ``target(real_counts [C], to_count)`` -> training images per grade it aims for
+            (raises OdmaugError for a ``to_count`` it needs or refuses).
+        repeats_real: it fills grades with repeats of their real images, not synthetic ones.
+    """
+
+    target: Callable[[np.ndarray, Optional[int]], int]
+    repeats_real: bool = False
+
+
+def _largest_grade(real_counts: np.ndarray, to_count: Optional[int]) -> int:
+    if to_count is not None:
+        raise OdmaugError("--to-count only applies to --strategy to-count or oversample")
+    return int(real_counts.max())
+
+
+def _given_count(real_counts: np.ndarray, to_count: Optional[int]) -> int:
+    if to_count is None:
+        raise OdmaugError("--strategy to-count needs --to-count M")
+    return int(to_count)
+
+
+def _given_or_largest(real_counts: np.ndarray, to_count: Optional[int]) -> int:
+    return int(to_count) if to_count is not None else int(real_counts.max())
+
+
+STRATEGIES: Registry[Strategy] = Registry("balancing strategy")
+STRATEGIES.add("match-majority", Strategy(_largest_grade), "fill every grade to the largest real grade")
+STRATEGIES.add("to-count", Strategy(_given_count), "fill every grade to --to-count")
+STRATEGIES.add("oversample", Strategy(_given_or_largest, repeats_real=True),
+               "repeat real images up to --to-count or the largest grade")
 COUNT_COLUMNS = ["grade", "real", "available", "target", "added", "total", "added_share", "shortfall"]
 
 
@@ -43,18 +81,11 @@ def share_cap(real_count: int, max_share: float) -> int | float:
 
 
 def target_count(strategy: str, real_counts: np.ndarray, to_count: Optional[int]) -> int:
-    """Training images per grade the strategy aims for."""
-    if strategy not in STRATEGIES:
-        raise OdmaugError(f"unknown balancing strategy '{strategy}' (use {', '.join(STRATEGIES)})")
+    """Training images per grade the strategy aims for (:data:`STRATEGIES`)."""
+    chosen = STRATEGIES.get(strategy)
     if to_count is not None and to_count < 1:
         raise OdmaugError(f"--to-count must be at least 1 (got {to_count})")
-    if strategy == "to-count":
-        if to_count is None:
-            raise OdmaugError("--strategy to-count needs --to-count M")
-        return int(to_count)
-    if strategy == "match-majority" and to_count is not None:
-        raise OdmaugError("--to-count only applies to --strategy to-count or oversample")
-    return int(to_count) if to_count is not None else int(real_counts.max())
+    return chosen.target(real_counts, to_count)
 
 
 def _synthetic_pool(real: ImageTable, synthetic: Sequence[ImageTable]) -> pd.DataFrame:
@@ -148,7 +179,7 @@ def balance(
         raise OdmaugError(f"{real.name}: no training images to balance")
     real_counts = train.counts()  # [C]
     target = target_count(strategy, real_counts, to_count)
-    oversample = strategy == "oversample"
+    oversample = STRATEGIES.get(strategy).repeats_real
     if oversample and len(synthetic):
         raise OdmaugError("--strategy oversample repeats real images: do not pass synthetic sets")
     pool = _synthetic_pool(real, synthetic) if not oversample else None

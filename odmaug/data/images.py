@@ -11,7 +11,8 @@ from torch.utils.data import Dataset
 
 from odmaug.data.cache import entry_path, load_entry, pixel_key, store_entry
 from odmaug.data.pixels import peak
-from odmaug.data.table import SCHEMES, ImageTable
+from odmaug.data.schemes import SCHEMES
+from odmaug.data.table import ImageTable
 
 # ImageNet statistics: timm models expect inputs normalised with them.
 CLASSIFIER_MEAN = (0.485, 0.456, 0.406)

@@ -114,7 +114,7 @@ def file_kind(path: str) -> tuple[bool, bool]:
 
 def ref_kind(ref: str) -> Optional[tuple[bool, bool]]:
     """(grayscale, deep) of an in-memory reference (``retinamnist://``, ``synthetic://``); None for a file."""
-    from odmaug.data.table import RETINAMNIST_SCHEME, SYNTHETIC_SCHEME
+    from odmaug.data.schemes import RETINAMNIST_SCHEME, SYNTHETIC_SCHEME
 
     if ref.startswith(SYNTHETIC_SCHEME):
         from odmaug.data.radiograph import RADIOGRAPH

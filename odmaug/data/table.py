@@ -24,20 +24,17 @@ import numpy as np
 import pandas as pd
 
 from odmaug.atomic import atomic_path
-from odmaug.data import retinamnist
 from odmaug.data.crops import crop_image
 from odmaug.data.decode import decode_image_file
 from odmaug.data.dicom import decode_dicom
 from odmaug.data.pixels import DICOM_SUFFIXES, PixelFormat, convert, resolve_format
 from odmaug.data.radiograph import RADIOGRAPH, draw_radiograph
 from odmaug.data.refs import retinamnist_image
+from odmaug.data.schemes import RETINAMNIST_SCHEME, SCHEMES, SYNTHETIC_SCHEME
 from odmaug.data.synthetic import draw_fundus
 from odmaug.errors import OdmaugError
 
 COLUMNS = ["path", "label", "split", "group", "source"]
-RETINAMNIST_SCHEME = "retinamnist://"
-SYNTHETIC_SCHEME = "synthetic://"
-SCHEMES = (RETINAMNIST_SCHEME, SYNTHETIC_SCHEME)
 
 
 def read_image(ref: str, data_dir: str | Path | None = None, num_classes: int = 5,

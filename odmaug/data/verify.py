@@ -23,7 +23,8 @@ from typing import Optional
 from PIL import Image, UnidentifiedImageError
 
 from odmaug.data.refs import retinamnist_index
-from odmaug.data.table import RETINAMNIST_SCHEME, SYNTHETIC_SCHEME, ImageTable, read_image
+from odmaug.data.schemes import RETINAMNIST_SCHEME, SYNTHETIC_SCHEME
+from odmaug.data.table import ImageTable, read_image
 from odmaug.errors import OdmaugError
 
 _CHECKED: dict[tuple[str, int, int], Optional[str]] = {}

@@ -2,10 +2,12 @@
 
 Public entry points::
 
+    from odmaug.config import SampleConfig
     from odmaug.diffusion import load_generator, generate
     gen = load_generator("runs/00003-quickstart", device="cpu")
-    images = generate(gen.model, gen.schedule, labels=[4] * 8, seeds=range(8), steps=50,
-                      guidance_scale=2.0)                      # float [8, 3, H, W] in [-1, 1]
+    settings = SampleConfig(steps=50, guidance_scale=2.0)      # or the run's recipe's ``sample`` section
+    images = generate(gen.model, gen.schedule, labels=[4] * 8, seeds=range(8),
+                      settings=settings)                       # float [8, 3, H, W] in [-1, 1]
 """
 
 from odmaug.diffusion.checkpoint import LoadedGenerator, load_generator

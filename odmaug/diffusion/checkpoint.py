@@ -6,7 +6,8 @@ Layout inside ``<run>/generator/``::
     checkpoint.json            pointer to the latest complete checkpoint, written LAST (atomically)
     step-00000500/
       model.safetensors        training weights (the grade count and image size come from the run's recipe)
-      ema.safetensors          EMA weights
+      ema.safetensors          EMA weights (decay train.ema_decay, the primary)
+      ema-<decay>.safetensors  one more EMA per train.ema_decays entry (runs that set it)
       state.safetensors        optimizer tensors and RNG states of every rank
       state.json               step, optimizer hyper-parameters, precision, world size
 
@@ -97,24 +98,64 @@ class LoadedGenerator:
     pixels: PixelFormat = COLOUR  # channels the network takes and bits of the images it learnt from
 
 
-def load_generator(run: str | Path, use_ema: bool = True, device: str | torch.device = "cpu") -> LoadedGenerator:
+def ema_stem(decay: float) -> str:
+    """The file stem of the extra EMA of ``decay`` in a checkpoint folder: ``ema-0.9995`` (Python's
+    shortest round-trip form of the float, so ``float(stem[4:]) == decay``)."""
+    return f"ema-{float(decay)!r}"
+
+
+def stored_ema_decays(pointer: dict[str, Any]) -> list[float]:
+    """The decays of the extra EMAs a checkpoint pointer vouches for (``ema-<decay>.safetensors``), sorted."""
+    stems = (n.removesuffix(".safetensors") for n in pointer["sha256"] if n.startswith("ema-") and n.endswith(".safetensors"))
+    return sorted(float(stem[4:]) for stem in stems)
+
+
+def weights_file(pointer: dict[str, Any], primary_decay: float, use_ema: bool = True, ema: float | None = None) -> str:
+    """Which weights file of a checkpoint to load: ``model``, the primary ``ema`` or ``ema-<decay>``.
+
+    Args:
+        pointer: the checkpoint pointer (:func:`read_pointer`).
+        primary_decay: the run's ``train.ema_decay`` (asking for it gives ``ema.safetensors``).
+        use_ema: False: the raw training weights.
+        ema: an EMA decay in [0, 1) (None: the primary EMA).
+
+    Raises:
+        OdmaugError: ``ema`` with ``use_ema=False``, or a decay the checkpoint does not hold.
+    """
+    if ema is not None and not use_ema:
+        raise OdmaugError("an EMA decay was asked for together with the raw (non-EMA) weights")
+    if ema is None or float(ema) == float(primary_decay):
+        return "ema.safetensors" if use_ema else "model.safetensors"
+    name = ema_stem(ema) + ".safetensors"
+    if name not in pointer["sha256"]:
+        kept = [primary_decay, *stored_ema_decays(pointer)]
+        raise OdmaugError(f"the checkpoint holds no EMA of decay {ema} (it kept {', '.join(map(repr, kept))}; "
+                          "train.ema_decays lists the extra ones a run keeps)")
+    return name
+
+
+def load_generator(run: str | Path, use_ema: bool = True, device: str | torch.device = "cpu",
+                   ema: float | None = None) -> LoadedGenerator:
     """Load the latest generator checkpoint of a run folder.
 
     Args:
         run: the run folder made by ``odmaug train-generator``.
         use_ema: the EMA weights (default; what the samples grids show) or the raw training weights.
         device: where to put the network (``"auto"`` is resolved).
+        ema: the decay of the EMA to load: None or ``train.ema_decay`` gives the primary EMA
+            (``ema.safetensors``), one of ``train.ema_decays`` its ``ema-<decay>.safetensors``.
 
     Raises:
-        OdmaugError: no checkpoint, a corrupt file, or weights that do not fit the run's recipe.
+        OdmaugError: no checkpoint, a corrupt file, weights that do not fit the run's recipe, or
+            an EMA decay the checkpoint does not hold.
     """
     run_obj = open_run(run)
     recipe = run_obj.recipe()
     generator_dir = run_obj.root / "generator"
     pointer = read_pointer(generator_dir)
-    name = "ema.safetensors" if use_ema else "model.safetensors"
+    name = weights_file(pointer, recipe.train.ema_decay, use_ema, ema)
     path, tensors, digest = _load_checked(generator_dir, pointer, name)
-    num_classes, image_size = recipe.data.num_classes, recipe.data.image_size
+    num_classes, image_size = recipe.data.num_classes, recipe.image_size("generator")
     given = pointer.get("pixels") if isinstance(pointer.get("pixels"), dict) else {}  # absent before data.channels
     pixels = PixelFormat(int(given.get("channels", 3)), int(given.get("bits", 8)))
     model = build_generator(recipe.generator, num_classes, image_size, pixels.channels)

@@ -24,13 +24,13 @@ from odmaug.diffusion.parameterization import Denoiser, to_eps, to_x0
 from odmaug.diffusion.schedule import NoiseSchedule
 
 
-def per_image_noise(generators: Sequence[torch.Generator], shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
-    """One draw [len(generators), *shape] where row i comes from generators[i] (CPU draws, then moved)."""
-    return torch.stack([torch.randn(shape, generator=g) for g in generators]).to(device)
+def per_image_noise(rngs: Sequence[torch.Generator], shape: tuple[int, ...], device: torch.device) -> torch.Tensor:
+    """One draw [len(rngs), *shape] where row i comes from rngs[i] (CPU draws, then moved)."""
+    return torch.stack([torch.randn(shape, generator=g) for g in rngs]).to(device)
 
 
 def walk(schedule: NoiseSchedule, x: torch.Tensor, path: Sequence[int], denoiser: Denoiser, settings: SampleConfig,
-         generators: Optional[Sequence[torch.Generator]] = None,
+         rngs: Optional[Sequence[torch.Generator]] = None,
          on_step: Optional[Callable[[], None]] = None) -> torch.Tensor:
     """The one DDIM/DDPM loop: ``x`` [B, C, H, W] at timestep ``path[0]`` taken to ``path[-1]``
     (-1: the clean image) one single-step update per neighbouring pair.
@@ -43,7 +43,7 @@ def walk(schedule: NoiseSchedule, x: torch.Tensor, path: Sequence[int], denoiser
     for t_from, t_to in zip(path, path[1:]):
         t_eval = max(t_from, t_to)
         eps, x0 = estimates(schedule, denoiser(x, t_eval), x, t_eval, t_from)
-        x = _single_step(schedule, x, eps, x0, t_from, t_to, settings, generators)
+        x = _single_step(schedule, x, eps, x0, t_from, t_to, settings, rngs)
         if on_step is not None:
             on_step()
     return x
@@ -72,10 +72,10 @@ def estimates(schedule: NoiseSchedule, output: torch.Tensor, x: torch.Tensor, t_
 
 
 def _single_step(schedule: NoiseSchedule, x: torch.Tensor, eps: torch.Tensor, x0: torch.Tensor, t: int, t_prev: int,
-                 settings: SampleConfig, generators: Optional[Sequence[torch.Generator]]) -> torch.Tensor:
+                 settings: SampleConfig, rngs: Optional[Sequence[torch.Generator]]) -> torch.Tensor:
     """One DDIM (generalised, with ``eta``) or DDPM (posterior) step from x_t [B, C, H, W] to x_{t_prev},
     given the step's eps and x0 estimates (upwards when ``t_prev > t``: deterministic DDIM only).
-    ``generators`` (one per image) draw the step's noise; None for a deterministic step."""
+    ``rngs`` (one per image) draw the step's noise; None for a deterministic step."""
     ddpm = settings.sampler == "ddpm"
     if t >= 0:
         coef = schedule.step_coefficients(t, t_prev, 1.0 if ddpm else settings.eta)
@@ -93,6 +93,6 @@ def _single_step(schedule: NoiseSchedule, x: torch.Tensor, eps: torch.Tensor, x0
         x = (abar_prev**0.5 * beta / (1 - abar_t)) * x0 + ((1 - beta) ** 0.5 * (1 - abar_prev) / (1 - abar_t)) * x
     else:
         x = abar_prev**0.5 * x0 + coef["dir_coef"] * eps
-    if generators is not None and coef["sigma"] > 0:
-        x = x + coef["sigma"] * per_image_noise(generators, tuple(x.shape[1:]), x.device)
+    if rngs is not None and coef["sigma"] > 0:
+        x = x + coef["sigma"] * per_image_noise(rngs, tuple(x.shape[1:]), x.device)
     return x

@@ -6,7 +6,7 @@ channels_last bf16 tensors, while the convolutions are fast: the channels_last G
 keeps a per-(sample, group) loop over runs of C/G = 4..8 channels below 1024 positions per map
 (``feature_map_threshold`` in aten/src/ATen/native/cpu/group_norm_kernel.cpp), its backward does
 so at every size, and dropout draws one Bernoulli variate per element with the scalar mt19937
-sampler. On a 2-core Xeon with AMX (benchmarks/results/unet_fusion_amx.json, torch 2.14) GroupNorm
+sampler. On a 2-core Xeon with AMX (studies/results/unet_fusion_amx.json, torch 2.14) GroupNorm
 took 44% of a bf16 sampling step, and GroupNorm forward + backward and ``bernoulli_`` 43% of a
 bf16 training step (convolutions: 28% and 30%).
 
@@ -27,7 +27,7 @@ from torch import nn
 from torch.autograd.function import once_differentiable
 
 FUSED = True
-"""Use the fused path where it applies (benchmarks/unet_fusion.py sets False to time the reference ops)."""
+"""Use the fused path where it applies (studies/unet_fusion.py sets False to time the reference ops)."""
 
 NATIVE_MIN_POSITIONS = 1024
 """From this many positions (H*W) per map on, torch's channels_last forward kernel vectorises over C

@@ -6,7 +6,7 @@ forward pass, no extra evaluations); with ``gamma > 0`` the extra label evaluati
 term are concatenated with the DM batch and go through the network in ONE forward call.
 
 Randomness: every draw (timesteps, noise, label dropout, triplets, pool images) comes from the
-``generator`` argument, in a fixed order, so a step is reproducible from the generator state; the
+``rng`` argument (a torch.Generator), in a fixed order, so a step is reproducible from its state; the
 DM draws come first, so DM and ODM runs with one seed see the same t, noise and dropout.
 Pass ``labels`` on the CPU: the bookkeeping (who is dropped, which triplet) then needs no
 device synchronisation.
@@ -65,9 +65,9 @@ class ClassPool:
         self.counts = torch.bincount(labels, minlength=num_classes)[:num_classes]  # [C]
         self.starts = torch.cumsum(self.counts, 0) - self.counts  # [C]
 
-    def draw(self, classes: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def draw(self, classes: torch.Tensor, rng: torch.Generator) -> torch.Tensor:
         """One uniformly chosen image of each grade in ``classes`` [K] -> float [K, 3, H, W] in [-1, 1]."""
-        u = torch.rand(classes.shape, generator=generator, device=generator.device).cpu()
+        u = torch.rand(classes.shape, generator=rng, device=rng.device).cpu()
         offset = (u * self.counts[classes]).long().clamp(max=self.counts[classes] - 1)
         index = self.order[self.starts[classes] + offset].to(self.images.device)
         chosen = self.images[index]
@@ -104,7 +104,7 @@ class DiffusionLoss:
         return 2 if self.ord.triplets == "include-true" else 3
 
     def _draw_triplets(
-        self, labels: torch.Tensor, present: torch.Tensor, generator: torch.Generator
+        self, labels: torch.Tensor, present: torch.Tensor, rng: torch.Generator
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Triplets [B, 3] (sorted grades) and, for include-true, the position of the true grade [B].
 
@@ -116,13 +116,13 @@ class DiffusionLoss:
             choices = self.combos[valid]
             if len(choices) == 0:
                 return self.combos[:0], torch.zeros(0, dtype=torch.long)
-            pick = torch.randint(len(choices), labels.shape, generator=generator, device=generator.device).cpu()
+            pick = torch.randint(len(choices), labels.shape, generator=rng, device=rng.device).cpu()
             return choices[pick], torch.full(labels.shape, -1, dtype=torch.long)
         contains = (self.combos[None, :, :] == labels[:, None, None]).any(dim=2) & valid[None]  # [B, M]
         has_any = contains.any(dim=1)
         weights = contains.float()
         weights[~has_any] = 1.0  # placeholder row, masked out below
-        pick = torch.multinomial(weights, 1, generator=generator).squeeze(1).cpu()
+        pick = torch.multinomial(weights, 1, generator=rng).squeeze(1).cpu()
         triplets = self.combos[pick]
         position = (triplets == labels[:, None]).long().argmax(dim=1)
         position[~has_any] = -1
@@ -134,7 +134,7 @@ class DiffusionLoss:
         x0: torch.Tensor,
         labels: torch.Tensor,
         schedule: NoiseSchedule,
-        generator: torch.Generator,
+        rng: torch.Generator,
         pool: Optional[ClassPool] = None,
     ) -> dict[str, torch.Tensor]:
         """Loss of one batch.
@@ -144,7 +144,7 @@ class DiffusionLoss:
             x0: clean images in [-1, 1], [B, 3, H, W] on the training device.
             labels: grades [B] (CPU preferred).
             schedule: the noise schedule, built for ``cfg.prediction`` (else ``OdmaugError``).
-            generator: source of every random draw (CPU generator recommended).
+            rng: source of every random draw (a CPU torch.Generator recommended).
             pool: images by grade for ``cross-image`` mode (default: the batch itself).
 
         Returns:
@@ -156,16 +156,16 @@ class DiffusionLoss:
             raise OdmaugError(f"the loss trains {self.cfg.prediction}-prediction but the schedule was built for "
                               f"{schedule.prediction}-prediction (use NoiseSchedule.from_config on the same section)")
         labels_cpu = labels.detach().to("cpu", torch.long)
-        draws = self._draw_dm(x0, labels_cpu, schedule, generator)  # first: identical for DM and ODM runs
+        draws = self._draw_dm(x0, labels_cpu, schedule, rng)  # first: identical for DM and ODM runs
         xt = schedule.q_sample(x0, draws.t, draws.noise)  # [B, 3, H, W]
         if not self.active:
             return self._dm_only(model, x0, xt, draws, schedule)
         if self.ord.mode == "cross-image" and pool is None:
             pool = ClassPool(x0, labels_cpu, self.num_classes)
-        chosen, trip, pos = self._choose_ordinal(labels_cpu, draws.dropped, pool, generator)
+        chosen, trip, pos = self._choose_ordinal(labels_cpu, draws.dropped, pool, rng)
         if len(chosen) == 0:
             return self._dm_only(model, x0, xt, draws, schedule)
-        extra = self._ordinal_batch(xt, draws, chosen, trip, pos, schedule, pool, generator)
+        extra = self._ordinal_batch(xt, draws, chosen, trip, pos, schedule, pool, rng)
         # ONE forward call for the DM batch and every ordinal evaluation.
         x_all, t_all = torch.cat([xt, extra.xt]), torch.cat([draws.t, extra.t])
         out_all = channels_last_grad(model(x_all, t_all, torch.cat([draws.cond, extra.labels]).to(x0.device))).float()
@@ -179,12 +179,12 @@ class DiffusionLoss:
         return {"loss": l_dm + self.ord.gamma * l_ord, "l_dm": l_dm, "l_ord": l_ord, "n_ord": len(chosen)}
 
     def _draw_dm(self, x0: torch.Tensor, labels: torch.Tensor, schedule: NoiseSchedule,
-                 generator: torch.Generator) -> "_DMDraws":
+                 rng: torch.Generator) -> "_DMDraws":
         """The DM term's draws, in this order: timesteps, noise, label dropout (``labels`` on the CPU)."""
-        gdev, batch = generator.device, x0.shape[0]
-        t_cpu = torch.randint(schedule.timesteps, (batch,), generator=generator, device=gdev).cpu()
-        noise = torch.randn(x0.shape, generator=generator, device=gdev).to(x0.device)
-        dropped = (torch.rand(batch, generator=generator, device=gdev) < self.cfg.p_uncond).cpu()
+        gdev, batch = rng.device, x0.shape[0]
+        t_cpu = torch.randint(schedule.timesteps, (batch,), generator=rng, device=gdev).cpu()
+        noise = torch.randn(x0.shape, generator=rng, device=gdev).to(x0.device)
+        dropped = (torch.rand(batch, generator=rng, device=gdev) < self.cfg.p_uncond).cpu()
         cond = torch.where(dropped, torch.full_like(labels, self.null_label), labels)
         return _DMDraws(t_cpu.to(x0.device), noise, dropped, cond)
 
@@ -209,7 +209,7 @@ class DiffusionLoss:
         return (error.mean(dim=tuple(range(1, error.ndim))) * weights).mean()
 
     def _choose_ordinal(self, labels: torch.Tensor, dropped: torch.Tensor, pool: Optional[ClassPool],
-                        generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                        rng: torch.Generator) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Which samples get the ordinal term: indices [K], their triplets [K, 3] and the position of
         the true grade in each [K] (include-true; else -1).
 
@@ -218,7 +218,7 @@ class DiffusionLoss:
         """
         batch = labels.shape[0]
         present = pool.counts > 0 if self.ord.mode == "cross-image" else torch.ones(self.num_classes, dtype=torch.bool)
-        triplets, position = self._draw_triplets(labels, present, generator)
+        triplets, position = self._draw_triplets(labels, present, rng)
         eligible = ~dropped if len(triplets) else torch.zeros(batch, dtype=torch.bool)
         if self.ord.triplets == "include-true":
             eligible &= position >= 0
@@ -227,7 +227,7 @@ class DiffusionLoss:
 
     def _ordinal_batch(self, xt: torch.Tensor, draws: "_DMDraws", chosen: torch.Tensor, trip: torch.Tensor,
                        pos: torch.Tensor, schedule: NoiseSchedule, pool: Optional[ClassPool],
-                       generator: torch.Generator) -> "_OrdinalBatch":
+                       rng: torch.Generator) -> "_OrdinalBatch":
         """The extra network inputs of the ordinal term: the same x_t (or, cross-image, pool images
         of the other grades noised alike) under the triplet's labels, at the chosen samples' t."""
         k, device = len(chosen), xt.device
@@ -241,7 +241,7 @@ class DiffusionLoss:
         chosen_dev = chosen.to(device)
         t = draws.t[chosen_dev].repeat(reps)
         if self.ord.mode == "cross-image":
-            x0 = pool.draw(labels, generator).to(device)  # [reps*K, 3, H, W]
+            x0 = pool.draw(labels, rng).to(device)  # [reps*K, 3, H, W]
             xt_extra = schedule.q_sample(x0, t, draws.noise[chosen_dev].repeat(reps, 1, 1, 1))
         else:
             xt_extra = xt[chosen_dev].repeat(reps, 1, 1, 1)

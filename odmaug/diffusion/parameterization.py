@@ -11,7 +11,7 @@ sigma_t = sqrt(1 - abar_t), so alpha_t^2 + sigma_t^2 = 1.
   diffusers' schedulers for ``prediction_type="v_prediction"`` (``DDIMScheduler.step``) and of
   ``DDPMScheduler.get_velocity`` for the training target.
 
-Every sampler (DDIM, DDPM, the diffusers solvers, SDEdit, DDIM inversion) and the ordinal term of the
+A new objective is one ``OBJECTIVES.add`` with its four maps. Every sampler (DDIM, DDPM, the diffusers solvers, SDEdit, DDIM inversion) and the ordinal term of the
 loss call :func:`to_eps` / :func:`to_x0` here, so a v-network behaves everywhere as the eps-network
 ``eps(x, t) = alpha_t v(x, t) + sigma_t x``. Both conversions are affine in the output with
 coefficients that do not depend on it, so classifier-free guidance applied to v equals guidance
@@ -20,14 +20,12 @@ applied to the eps estimates (the guided combination's weights 1 - s and s sum t
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable, Union
 
 import torch
 
-from odmaug.errors import OdmaugError
-
-PREDICTIONS = ("eps", "v")
-"""The network parameterizations (``diffusion.prediction``)."""
+from odmaug.registry import Registry
 
 Denoiser = Callable[[torch.Tensor, int], torch.Tensor]
 """``output = denoiser(x_t, t)``: the (guided) network output [B, C, H, W] for ``x_t`` at timestep
@@ -36,10 +34,31 @@ Denoiser = Callable[[torch.Tensor, int], torch.Tensor]
 Coefficient = Union[float, torch.Tensor]
 """alpha_t or sigma_t: a Python float (one timestep) or a tensor broadcasting against x ([B, 1, 1, 1])."""
 
+Conversion = Callable[[torch.Tensor, torch.Tensor, Coefficient, Coefficient], torch.Tensor]
 
-def unknown_prediction(prediction: str) -> OdmaugError:
-    """The one-line error for a ``prediction`` outside :data:`PREDICTIONS` (to raise)."""
-    return OdmaugError(f"unknown prediction '{prediction}' (use {' or '.join(PREDICTIONS)})")
+
+@dataclass(frozen=True)
+class Objective:
+    """What a network trained under one ``diffusion.prediction`` outputs, as the four maps every
+    sampler and the loss need (arguments in the order of :func:`to_eps`, :func:`to_x0`,
+    :func:`training_target`; ``snr_weight(min(SNR, gamma), SNR)`` for :func:`min_snr_weight`)."""
+
+    to_eps: Conversion
+    to_x0: Conversion
+    target: Conversion  # (x0, noise, alpha, sigma) -> the training target
+    snr_weight: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+OBJECTIVES: Registry[Objective] = Registry("objective")
+"""The network parameterizations by name (``diffusion.prediction``): ``eps`` and ``v``."""
+
+OBJECTIVES.add("eps", Objective(to_eps=lambda out, x, a, s: out, to_x0=lambda out, x, a, s: (x - s * out) / a,
+                                target=lambda x0, noise, a, s: noise, snr_weight=lambda clipped, snr: clipped / snr),
+               "the noise eps (Ho et al. 2020)")
+OBJECTIVES.add("v", Objective(to_eps=lambda out, x, a, s: a * out + s * x, to_x0=lambda out, x, a, s: a * x - s * out,
+                              target=lambda x0, noise, a, s: a * noise - s * x0,
+                              snr_weight=lambda clipped, snr: clipped / (snr + 1)),
+               "the velocity v = alpha eps - sigma x0 (Salimans & Ho 2022)")
 
 
 def to_eps(output: torch.Tensor, x: torch.Tensor, alpha: Coefficient, sigma: Coefficient,
@@ -49,12 +68,9 @@ def to_eps(output: torch.Tensor, x: torch.Tensor, alpha: Coefficient, sigma: Coe
 
     ``eps``: the output itself (the same tensor, no arithmetic). ``v``: alpha v + sigma x
     (Salimans & Ho 2022, section 4; diffusers' ``DDIMScheduler.step``, ``pred_epsilon``).
+    Raises OdmaugError for an unregistered ``prediction``.
     """
-    if prediction == "eps":
-        return output
-    if prediction == "v":
-        return alpha * output + sigma * x
-    raise unknown_prediction(prediction)
+    return OBJECTIVES.get(prediction).to_eps(output, x, alpha, sigma)
 
 
 def to_x0(output: torch.Tensor, x: torch.Tensor, alpha: Coefficient, sigma: Coefficient,
@@ -65,11 +81,7 @@ def to_x0(output: torch.Tensor, x: torch.Tensor, alpha: Coefficient, sigma: Coef
     ``eps``: (x - sigma eps) / alpha, undefined where alpha = 0 (abar_t = 0); ``v``: alpha x - sigma v
     (diffusers' ``pred_original_sample`` for ``v_prediction``), defined at every noise level.
     """
-    if prediction == "eps":
-        return (x - sigma * output) / alpha
-    if prediction == "v":
-        return alpha * x - sigma * output
-    raise unknown_prediction(prediction)
+    return OBJECTIVES.get(prediction).to_x0(output, x, alpha, sigma)
 
 
 def training_target(x0: torch.Tensor, noise: torch.Tensor, alpha: Coefficient, sigma: Coefficient,
@@ -78,11 +90,7 @@ def training_target(x0: torch.Tensor, noise: torch.Tensor, alpha: Coefficient, s
 
     ``eps``: ``noise`` itself; ``v``: alpha noise - sigma x0 (diffusers' ``DDPMScheduler.get_velocity``).
     """
-    if prediction == "eps":
-        return noise
-    if prediction == "v":
-        return alpha * noise - sigma * x0
-    raise unknown_prediction(prediction)
+    return OBJECTIVES.get(prediction).target(x0, noise, alpha, sigma)
 
 
 def min_snr_weight(abar: torch.Tensor, snr_gamma: float, prediction: str) -> torch.Tensor:
@@ -97,9 +105,4 @@ def min_snr_weight(abar: torch.Tensor, snr_gamma: float, prediction: str) -> tor
     """
     alpha, sigma = abar.sqrt(), (1.0 - abar).sqrt()
     snr = (alpha / sigma) ** 2  # compute_snr's own arithmetic
-    clipped = snr.clamp(max=snr_gamma)
-    if prediction == "eps":
-        return clipped / snr
-    if prediction == "v":
-        return clipped / (snr + 1)
-    raise unknown_prediction(prediction)
+    return OBJECTIVES.get(prediction).snr_weight(snr.clamp(max=snr_gamma), snr)

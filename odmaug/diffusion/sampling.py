@@ -1,7 +1,9 @@
 """Samplers (DDPM, DDIM, DPM-Solver++ (2M), UniPC) with classifier-free guidance, and per-seed generation.
 
 Every sampler has the same signature (``sample``) and takes its settings as one
-:class:`~odmaug.config.SampleConfig` (a recipe's ``sample`` section); the multistep ODE solvers are
+:class:`~odmaug.config.SampleConfig`: a recipe's ``sample`` section, into which a command has
+merged its command-line options once (:func:`sample_settings`); a call without one uses
+``SampleConfig()``, the recipe defaults (guidance 2, precision auto). The multistep ODE solvers are
 diffusers' schedulers (:mod:`odmaug.diffusion.solvers`). Reproducibility follows EDM's
 ``generate.py`` and diffusers PR #1924: image ``i`` gets its own CPU ``torch.Generator`` seeded with
 ``seeds[i]``, which draws its initial noise and every noise of the stochastic updates, so an image
@@ -23,30 +25,30 @@ from torch import nn
 from odmaug.config import SampleConfig, merge_options
 from odmaug.console import progress
 from odmaug.diffusion.ddim import per_image_noise, walk
+from odmaug.diffusion.samplers import SAMPLERS, Walk
 from odmaug.diffusion.schedule import NoiseSchedule
-from odmaug.diffusion.solvers import SOLVERS, solve
 from odmaug.errors import OdmaugError
 from odmaug.precision import autocast, resolve_precision
-
-SAMPLERS = ("ddim", "ddpm") + SOLVERS
-
-DIRECT = SampleConfig(guidance_scale=1.0, precision="fp32")
-"""The settings of a library call that passes none: the plain conditional model (guidance 1) in
-full precision, so that a bare call is exact on every device. Commands pass a recipe's ``sample``
-section instead (guidance 2, precision auto)."""
 
 CompileSetting = Union[bool, Literal["auto"]]
 COMPILE_MIN_IMAGE_STEPS = 20_000
 """``compile: auto`` compiles when a call denoises at least this many image-steps (e.g. 400 images
-of 50 steps). On a 2-core AVX2 CPU (benchmarks/generator_speed.py) the 8.95 M network compiles in
+of 50 steps). On a 2-core AVX2 CPU (studies/generator_speed.py) the 8.95 M network compiles in
 36 s and then samples 1.05x faster: 20,000 image-steps (~15 min eager) is about where that breaks
 even; where compiling gains more (GPUs), it pays sooner."""
 
 
-def sample_settings(settings: Optional[SampleConfig] = None, **options: Any) -> SampleConfig:
-    """``settings`` (default :data:`DIRECT`) with the keyword ``options`` that are not None merged in
-    (:func:`odmaug.config.merge_options`); raises ``OdmaugError`` for a value the section refuses."""
-    return merge_options(settings or DIRECT, **options)
+def sample_settings(settings: SampleConfig, **options: Any) -> SampleConfig:
+    """A command's sample settings: its run's ``sample`` section with the command-line ``options``
+    that are not None merged in (:func:`odmaug.config.merge_options`), once, before any work.
+
+    Raises:
+        OdmaugError: a value the section refuses, or a sampler that is not registered
+            (:data:`~odmaug.diffusion.samplers.SAMPLERS`).
+    """
+    merged = merge_options(settings, **options)
+    SAMPLERS.check(merged.sampler)
+    return merged
 
 
 def can_compile(device: torch.device) -> bool:
@@ -110,10 +112,9 @@ def sample(
     *,
     timesteps: Optional[Sequence[int]] = None,
     invert: bool = False,
-    generators: Optional[Sequence[torch.Generator]] = None,
+    rngs: Optional[Sequence[torch.Generator]] = None,
     null_label: Optional[int] = None,
     on_step: Optional[Callable[[], None]] = None,
-    **options: Any,
 ) -> torch.Tensor:
     """Denoise ``x`` (by default x_T, pure noise) into images with grades ``labels``.
 
@@ -122,24 +123,22 @@ def sample(
         x: x_T [B, 3, H, W] on the model's device (an image at ``timesteps[0]``: SDEdit; clean: ``invert``).
         labels: grades [B] on the same device.
         schedule: the noise schedule the model was trained with (and its ``prediction``).
-        settings: a recipe's ``sample`` section (default :data:`DIRECT`); its fields are described
+        settings: a recipe's ``sample`` section (None: ``SampleConfig()``); its fields are described
             in :class:`~odmaug.config.SampleConfig`. ddim, ddpm: :mod:`odmaug.diffusion.ddim` (eps
             re-derived from the clipped x0, as diffusers does); the solvers: :mod:`odmaug.diffusion.solvers`.
         timesteps: the descending timesteps to visit, starting at ``x``'s own (default: the
             settings' whole list from x_T); the last step goes to the clean image.
         invert: DDIM inversion (Song et al. 2021; diffusers' ``DDIMInverseScheduler``): ``x`` is
             clean and goes up through ``timesteps`` (ascending) to ``timesteps[0]``; ddim, eta 0.
-        generators: per-image CPU generators for the noise of stochastic updates (ddpm, eta > 0).
+        rngs: per-image CPU rngs for the noise of stochastic updates (ddpm, eta > 0).
         null_label: the null class (default: the model's ``num_classes``).
         on_step: called after every step (progress bars).
-        options: fields of ``settings`` to override (None keeps the settings' value).
 
     Returns:
         float32 images [B, 3, H, W] in [-1, 1] (when clipped); with ``invert``, x at ``timesteps[0]``.
     """
-    settings = sample_settings(settings, **options)
-    if settings.sampler not in SAMPLERS:  # an unvalidated SampleConfig.model_construct(...)
-        raise OdmaugError(f"unknown sampler '{settings.sampler}' (use {', '.join(SAMPLERS)})")
+    settings = settings or SampleConfig()
+    sampler = SAMPLERS.get(settings.sampler)
     if null_label is None:
         null_label = int(getattr(model, "num_classes", getattr(getattr(model, "module", None), "num_classes", -1)))
     if timesteps is None:
@@ -155,12 +154,7 @@ def sample(
             if settings.sampler != "ddim" or settings.eta != 0:
                 raise OdmaugError("DDIM inversion needs the deterministic ddim sampler (eta 0)")
             return walk(schedule, x, [-1, *reversed(timesteps)], denoiser, settings, None, on_step)
-        if settings.sampler in SOLVERS:
-            return solve(settings.sampler, x, list(timesteps), schedule, denoiser, settings.clip_x0, on_step)
-        stochastic = settings.sampler == "ddpm" or settings.eta > 0
-        if stochastic and (generators is None or len(generators) != x.shape[0]):
-            raise OdmaugError("stochastic sampling (ddpm or eta > 0) needs one generator per image")
-        return walk(schedule, x, [*timesteps, -1], denoiser, settings, generators if stochastic else None, on_step)
+        return sampler.run(Walk(schedule, x, list(timesteps), denoiser, settings, rngs, on_step))
 
 
 def generate(
@@ -173,7 +167,6 @@ def generate(
     device: str | torch.device = "cpu",
     channels_last: bool = True,
     show_progress: bool = False,
-    **options: Any,
 ) -> torch.Tensor:
     """Images for ``labels`` [N] with per-image ``seeds`` [N]: float32 [N, 3, H, W] in [-1, 1], on CPU.
 
@@ -183,19 +176,19 @@ def generate(
     Args:
         model: network with ``num_classes``, ``image_size`` and ``in_channels`` attributes, predicting
             ``schedule.prediction``.
-        settings: a recipe's ``sample`` section (default :data:`DIRECT`), as in :func:`sample`;
+        settings: a recipe's ``sample`` section (None: ``SampleConfig()``), as in :func:`sample`;
             its ``batch_size`` (images per network batch), ``precision`` (autocast) and
             ``compile`` (torch.compile in place first; ``auto`` when ``len(labels) * steps`` pays,
             see :func:`compile_for_sampling`) apply here too.
         device: where the network runs.
         channels_last: run the network on channels_last tensors (fast on CPUs and GPUs).
         show_progress: show a progress bar of denoising steps (on stderr).
-        options: fields of ``settings`` to override (None keeps the settings' value).
 
     Raises:
         OdmaugError: a seed count unlike the label count, grades outside 0..C-1, bad settings.
     """
-    settings = sample_settings(settings, **options)
+    settings = settings or SampleConfig()
+    SAMPLERS.check(settings.sampler)
     device = torch.device(device)
     labels_t, seeds_t = _check_request(model, labels, seeds)
     schedule.sampling_timesteps(settings.steps, settings.timestep_spacing)  # a bad step count fails before any work
@@ -207,9 +200,9 @@ def generate(
     with _step_bar(show_progress, len(labels_t), -(-len(labels_t) // batch) * settings.steps) as on_step:
         for start in range(0, len(labels_t), batch):
             chunk = slice(start, start + batch)
-            gens = [torch.Generator().manual_seed(s) for s in seeds_t[chunk]]
-            noise = per_image_noise(gens, (channels, size, size), device).contiguous(memory_format=memory_format)
-            images = sample(model, noise, labels_t[chunk].to(device), schedule, settings, generators=gens,
+            rngs = [torch.Generator().manual_seed(s) for s in seeds_t[chunk]]
+            noise = per_image_noise(rngs, (channels, size, size), device).contiguous(memory_format=memory_format)
+            images = sample(model, noise, labels_t[chunk].to(device), schedule, settings, rngs=rngs,
                             null_label=int(model.num_classes), on_step=on_step)
             out[chunk] = images.float().cpu()
     return out

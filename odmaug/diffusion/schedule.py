@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from odmaug.config import DiffusionConfig
-from odmaug.diffusion.parameterization import PREDICTIONS, to_x0, unknown_prediction
+from odmaug.diffusion.parameterization import OBJECTIVES
 from odmaug.errors import OdmaugError
 
 
@@ -92,8 +92,7 @@ class NoiseSchedule:
         if betas.ndim != 1 or len(betas) < 2 or not (
                 bool(((betas[:-1] > 0) & (betas[:-1] < 1)).all()) and 0 < float(betas[-1]) <= 1):
             raise OdmaugError("a noise schedule needs at least 2 betas, each in (0, 1) (the last may be 1)")
-        if prediction not in PREDICTIONS:
-            raise unknown_prediction(prediction)
+        OBJECTIVES.check(prediction)
         self.kind, self.prediction = kind, prediction
         self.timesteps = len(betas)
         self.betas = betas
@@ -161,11 +160,6 @@ class NoiseSchedule:
         """Forward noising x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps; all [B, C, H, W]."""
         alpha, sigma = self.alpha_sigma(t, x0.ndim)
         return alpha * x0 + sigma * noise
-
-    def predict_x0(self, xt: torch.Tensor, t: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """x0 implied by an eps estimate: (x_t - sqrt(1 - abar_t) eps) / sqrt(abar_t)."""
-        alpha, sigma = self.alpha_sigma(t, xt.ndim)
-        return to_x0(eps, xt, alpha, sigma, "eps")
 
     def lambda_t(self, t: torch.Tensor) -> torch.Tensor:
         """The ordinal weight lambda_t = t / T with the paper's 1-based t: (index + 1) / T, [B]."""

@@ -37,15 +37,34 @@ import torch
 from odmaug.diffusion.parameterization import Denoiser, to_x0
 from odmaug.diffusion.schedule import NoiseSchedule
 from odmaug.errors import OdmaugError
+from odmaug.registry import Registry
 
-SOLVERS = ("dpmpp-2m", "unipc")
+SOLVERS: Registry[Callable[[dict], object]] = Registry("solver")
+"""Multistep solvers by name: ``factory(common)`` -> a diffusers scheduler built with the keyword
+arguments ``common`` (schedule, prediction type, order; :func:`build_scheduler`). Each is also a
+sampler (:mod:`odmaug.diffusion.samplers`)."""
+
+
+@SOLVERS.register("dpmpp-2m", "DPM-Solver++ (2M) (Lu et al. 2022), deterministic, via diffusers")
+def _dpmpp_2m(common: dict):
+    import diffusers
+
+    return diffusers.DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++", solver_type="midpoint",
+                                                 euler_at_final=False)
+
+
+@SOLVERS.register("unipc", "UniPC (Zhao et al. 2023), deterministic, via diffusers")
+def _unipc(common: dict):
+    import diffusers
+
+    return diffusers.UniPCMultistepScheduler(**common, solver_type="bh2", predict_x0=True)
 
 
 def build_scheduler(name: str, schedule: NoiseSchedule, timesteps: list[int]):
     """A fresh diffusers scheduler for solver ``name`` on ``schedule``, set to visit ``timesteps``.
 
     Args:
-        name: ``dpmpp-2m`` or ``unipc`` (:data:`SOLVERS`); another name raises ``OdmaugError``.
+        name: a registered solver (:data:`SOLVERS`: ``dpmpp-2m``, ``unipc``); another name raises ``OdmaugError``.
         schedule: the run's noise schedule; its betas become the scheduler's ``trained_betas``
             (diffusers keeps them in float32: abar differs from odmaug's float64 by < 3e-7 relative);
             a zero-terminal-SNR one also sets ``rescale_betas_zero_snr`` (see the module docstring).
@@ -59,21 +78,16 @@ def build_scheduler(name: str, schedule: NoiseSchedule, timesteps: list[int]):
     :func:`solve` can clip x0 itself; diffusers' thresholding stays off (its dynamic threshold is a
     ``torch.quantile`` per step, which refuses inputs over 2^24 values).
     """
+    factory = SOLVERS.get(name)
     try:
-        import diffusers  # only the multistep solvers need it; importing takes seconds
+        import diffusers  # noqa: F401  only the multistep solvers need it; importing takes seconds
     except ImportError as err:
         raise OdmaugError(f"the {name} sampler needs diffusers: pip install 'diffusers>=0.28' ({err})") from err
 
     common = dict(num_train_timesteps=schedule.timesteps, trained_betas=schedule.betas.numpy(),
                   prediction_type="sample", thresholding=False, solver_order=2, lower_order_final=True,
                   final_sigmas_type="zero", rescale_betas_zero_snr=schedule.zero_terminal_snr)
-    if name == "dpmpp-2m":
-        scheduler = diffusers.DPMSolverMultistepScheduler(**common, algorithm_type="dpmsolver++",
-                                                          solver_type="midpoint", euler_at_final=False)
-    elif name == "unipc":
-        scheduler = diffusers.UniPCMultistepScheduler(**common, solver_type="bh2", predict_x0=True)
-    else:
-        raise OdmaugError(f"unknown solver '{name}' (use {', '.join(SOLVERS)})")
+    scheduler = factory(common)
     _set_timesteps(scheduler, timesteps)
     return scheduler
 

@@ -6,19 +6,21 @@ step boundary together with the RNG states of that same boundary. Three things c
 
 * Ctrl-C lands anywhere, e.g. after the next step's batch was drawn from the data stream, or
   between ``optimizer.step()`` and the EMA update. So the RNG states are snapshot at every step
-  boundary (:meth:`CheckpointState._snapshot_rng`) and checkpoints store the snapshot, not the live
+  boundary (:meth:`Checkpointer.snapshot_rng`) and checkpoints store the snapshot, not the live
   streams; and a step's updates run with SIGINT held back (:class:`InterruptGuard`), so an
   interrupt sees step k or step k + 1 whole, never half of one.
 * A run killed before its first checkpoint has nothing to load: it resumes from step 0, whose
   state the recipe's seed fixes (the same as a fresh run's).
 * A full disk mid-checkpoint: the pointer stays on the previous checkpoint (see
-  :func:`save_checkpoint`); the check before training (:meth:`CheckpointState._check_room`) catches
+  :func:`save_checkpoint`); the check before training (:meth:`Checkpointer.check_room`) catches
   the plain cases before any work is done.
 
 A checkpoint is a folder of :mod:`odmaug.train_state` (the training-state format the classifier
 uses too), ``<run>/generator/step-<step>/``, and ``checkpoint.json`` points at the newest complete
 one with the sha256 of each of its files (see :mod:`odmaug.diffusion.checkpoint`, which reads it).
-Also here: what a training call reports when it ends (:class:`TrainResult`, the weight digests).
+The trainer hands a :class:`Checkpointer` exactly the parts it saves and restores (no mixin) and
+calls it with the step: ``restore`` on resume, ``check_room`` before the first step, ``snapshot_rng``
+at each step boundary, ``save`` (``save_on_interrupt`` on Ctrl-C), and ``finish`` for the result.
 """
 
 from __future__ import annotations
@@ -32,19 +34,23 @@ import sys
 import threading
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import torch
+from torch import nn
 
 from odmaug import distributed as ddp_utils
 from odmaug.atomic import atomic_write_json, check_writable
+from odmaug.config import TrainConfig
+from odmaug.data.pixels import PixelFormat
 from odmaug.diffusion.checkpoint import FORMAT_VERSION, POINTER, load_weights_into, read_pointer
 from odmaug.digest import tensors_digest
 from odmaug.errors import OdmaugError
 from odmaug.precision import precision_name
 from odmaug.train_state import TrainingState, load_state_folder, save_state_folder
+from odmaug.train_step import TrainStep
 
 
 class InterruptGuard:
@@ -154,30 +160,44 @@ def load_checkpoint(generator_dir: Path) -> tuple[TrainingState, Path]:
     return load_state_folder(folder, pointer["sha256"]), folder
 
 
-class CheckpointState:
-    """Checkpoint and resume for :class:`odmaug.diffusion.trainer._Trainer` (mixed into it).
+@dataclass(eq=False)
+class Checkpointer:
+    """Checkpoint and resume of one training call, over exactly the parts a checkpoint holds.
 
-    Uses the trainer's ``model``, ``ema``, ``unit`` (optimizer and scaler), ``generator``, ``step``,
-    ``context``, ``device``, ``dtype``, ``gen_dir``, ``cfg``, ``num_classes`` and ``_log``.
+    The trainer makes one and keeps the step; :meth:`restore` returns it, the other methods take it.
     """
 
-    rng: dict[str, torch.Tensor]  # RNG states at the last step boundary
+    model: nn.Module  # the network being trained (not the DDP or compiled wrapper)
+    ema: nn.Module  # the train.ema_decay EMA
+    extra_emas: dict[str, nn.Module]  # the train.ema_decays EMAs, by checkpoint name (ema_stem)
+    unit: TrainStep  # its optimizer and fp16 scaler
+    rng: torch.Generator  # this rank's data stream
+    context: ddp_utils.Context  # rank, world size, device
+    dtype: torch.dtype | None  # the training precision
+    gen_dir: Path  # <run>/generator (TrainResult.run is its parent)
+    cfg: TrainConfig
+    num_classes: int
+    pixels: PixelFormat  # the channels and bits the network is trained on
+    log: Callable[..., None]  # log(event, **fields) into the run's log (rank 0)
+    rng_states: dict[str, torch.Tensor] = field(default_factory=dict)  # at the last step boundary
     saved_step: int = -1  # step of the newest checkpoint this call wrote or resumed from
 
-    def _snapshot_rng(self) -> None:
+    def snapshot_rng(self) -> None:
         """Record the RNG states of a step boundary (call with the state of that step whole)."""
-        self.rng = {"data": self.generator.get_state(), "torch": torch.get_rng_state()}
-        if self.device.type == "cuda":
-            self.rng["cuda"] = torch.cuda.get_rng_state(self.device)
+        self.rng_states = {"data": self.rng.get_state(), "torch": torch.get_rng_state()}
+        if self.context.device.type == "cuda":
+            self.rng_states["cuda"] = torch.cuda.get_rng_state(self.context.device)
 
-    def _restore(self) -> None:
+    def restore(self) -> int:
+        """Load the newest checkpoint into the parts; returns its step (0 when there is none yet)."""
         if not (self.gen_dir / POINTER).is_file():
-            # Killed before its first checkpoint: the seeds set up in __init__ are step 0.
-            self._log("resume_from_start", reason="no checkpoint yet")
-            return
+            # Killed before its first checkpoint: the seeds the trainer set up are step 0.
+            self.log("resume_from_start", reason="no checkpoint yet")
+            return 0
         state, folder = load_checkpoint(self.gen_dir)
         load_weights_into(self.model, state.model, folder / "model.safetensors", self.num_classes)
         load_weights_into(self.ema, state.ema or {}, folder / "ema.safetensors", self.num_classes)
+        self._restore_extra_emas(state, folder)
         try:
             self.unit.optimizer.load_state_dict(state.optimizer)
         except (ValueError, KeyError, RuntimeError) as err:
@@ -185,67 +205,72 @@ class CheckpointState:
         self._restore_rng(state)
         if self.unit.scaler is not None and "scaler" in state.info:
             self.unit.scaler.load_state_dict(state.info["scaler"])
-        self.step = self.saved_step = state.step
+        self.saved_step = state.step
+        return state.step
+
+    def _restore_extra_emas(self, state: TrainingState, folder: Path) -> None:
+        """The ``train.ema_decays`` EMAs; one the checkpoint lacks cannot be made up (it would not be
+        an average of this run's past), so asking for it is an error; ones no longer asked for are dropped."""
+        for name, module in self.extra_emas.items():
+            if name not in state.emas:
+                raise OdmaugError(f"{folder}: the checkpoint holds no {name} EMA (it has "
+                                  f"{sorted(state.emas) or 'none'}); train.ema_decays cannot gain a decay on resume")
+            load_weights_into(module, state.emas[name], folder / f"{name}.safetensors", self.num_classes)
+        if dropped := sorted(set(state.emas) - set(self.extra_emas)):
+            self.log("ema_dropped", names=dropped, reason="not in train.ema_decays")
 
     def _restore_rng(self, state: TrainingState) -> None:
         """This rank's RNG states, when the checkpoint was written by as many processes as run now."""
-        rank, world = self.context.rank, self.context.world_size
+        rank, world, device = self.context.rank, self.context.world_size, self.context.device
         saved_world = int(state.info.get("world_size", 1))
         if saved_world == world and f"data.{rank}" in state.rng:
-            self.generator.set_state(state.rng[f"data.{rank}"])
+            self.rng.set_state(state.rng[f"data.{rank}"])
             torch.set_rng_state(state.rng[f"torch.{rank}"])
-            if self.device.type == "cuda" and f"cuda.{rank}" in state.rng:
-                torch.cuda.set_rng_state(state.rng[f"cuda.{rank}"], self.device)
+            if device.type == "cuda" and f"cuda.{rank}" in state.rng:
+                torch.cuda.set_rng_state(state.rng[f"cuda.{rank}"], device)
         elif self.context.is_main:
-            self._log("resume_reseeded", reason=f"checkpoint written by {saved_world} processes, now {world}")
+            self.log("resume_reseeded", reason=f"checkpoint written by {saved_world} processes, now {world}")
 
-    def _checkpoint(self) -> None:
-        """Write the current step with the RNG snapshot of its boundary (every rank calls this)."""
-        gathered = {}
-        for name, state in self.rng.items():
-            for rank, value in enumerate(ddp_utils.gather_tensors(state, self.context)):
-                gathered[f"{name}.{rank}"] = value
+    def save(self, step: int) -> None:
+        """Write step ``step`` with the RNG snapshot of its boundary (every rank calls this)."""
+        gathered = {f"{name}.{rank}": value for name, state in self.rng_states.items()
+                    for rank, value in enumerate(ddp_utils.gather_tensors(state, self.context))}
         if self.context.is_main:
             info = {"precision": precision_name(self.dtype), "world_size": self.context.world_size,
                     "pixels": {"channels": self.pixels.channels, "bits": self.pixels.bits}}
             if self.unit.scaler is not None:
                 info["scaler"] = self.unit.scaler.state_dict()
-            state = TrainingState(self.step, self.model.state_dict(), self.unit.optimizer.state_dict(),
-                                  self.ema.state_dict(), gathered, info=info)
+            state = TrainingState(step, self.model.state_dict(), self.unit.optimizer.state_dict(),
+                                  self.ema.state_dict(), gathered, info=info,
+                                  emas={name: m.state_dict() for name, m in self.extra_emas.items()})
             folder = save_checkpoint(self.gen_dir, state, keep=self.cfg.keep_checkpoints)
-            self._log("checkpoint", step=self.step, folder=folder.name)
-        self.saved_step = self.step
+            self.log("checkpoint", step=step, folder=folder.name)
+        self.saved_step = step
         ddp_utils.barrier(self.context)
 
-    def _checkpoint_on_interrupt(self, start_step: int) -> None:
+    def save_on_interrupt(self, step: int, start_step: int) -> None:
         """Keep the steps done since the last checkpoint (one process only: DDP ranks cannot meet now)."""
-        if not self.context.enabled and self.saved_step < self.step and self.step > start_step:
-            self._checkpoint()
+        if not self.context.enabled and self.saved_step < step and step > start_step:
+            self.save(step)
 
-    def _finish(self, start_step: int, seconds: float) -> TrainResult:
+    def finish(self, step: int, start_step: int, seconds: float) -> TrainResult:
         """The call's result, logged as ``train_end`` with every rank's weight digest (equal under DDP)."""
-        done = self.step - start_step
-        digests = ddp_utils.gather_tensors(
-            torch.frombuffer(bytearray(tensors_digest(self.model.state_dict(), 16).encode()), dtype=torch.uint8), self.context
-        )
-        result = TrainResult(
-            run=self.run.root, step=self.step, steps_this_call=done, seconds=seconds,
-            images_per_second=done * self.cfg.batch_size / seconds if done else 0.0,
-            peak_memory_mb=peak_memory_mb(self.device), precision=precision_name(self.dtype),
-            world_size=self.context.world_size,
-        )
-        self._log(
-            "train_end", step=self.step, steps_this_call=done, seconds=round(seconds, 2),
-            img_s=round(result.images_per_second, 2), peak_memory_mb=round(result.peak_memory_mb, 1),
-            rank_weight_digests=[bytes(d.tolist()).decode() for d in digests],
-        )
+        done, digest = step - start_step, tensors_digest(self.model.state_dict(), 16).encode()
+        digests = ddp_utils.gather_tensors(torch.frombuffer(bytearray(digest), dtype=torch.uint8), self.context)
+        result = TrainResult(run=self.gen_dir.parent, step=step, steps_this_call=done, seconds=seconds,
+                             images_per_second=done * self.cfg.batch_size / seconds if done else 0.0,
+                             peak_memory_mb=peak_memory_mb(self.context.device), precision=precision_name(self.dtype),
+                             world_size=self.context.world_size)
+        self.log("train_end", step=step, steps_this_call=done, seconds=round(seconds, 2),
+                 img_s=round(result.images_per_second, 2), peak_memory_mb=round(result.peak_memory_mb, 1),
+                 rank_weight_digests=[bytes(d.tolist()).decode() for d in digests])
         return result
 
-    def _check_room(self) -> None:
+    def check_room(self) -> None:
         """Before the first step: the generator folder takes files and has room for a checkpoint."""
         if self.context.is_main:
-            # fp32 weights, EMA and Adam's two moments; the previous checkpoint goes only after
-            need = 16 * sum(p.numel() for p in self.model.parameters())
+            # fp32 weights, EMAs and Adam's two moments; the previous checkpoint goes only after
+            need = (16 + 4 * len(self.extra_emas)) * sum(p.numel() for p in self.model.parameters())
             check_writable(self.gen_dir, folder=True, need_bytes=need)
 
 

@@ -1,10 +1,12 @@
 """Generator training: ODM (or DM with gamma = 0) from a recipe, into ``<run>/generator/``.
 
 The whole training split lives on the device as one uint8 tensor; batches are drawn with a seeded
-CPU generator (no DataLoader). One generator per rank draws everything random in a step (batch
-indices, flips, t, noise, label dropout, triplets); dropout uses torch's global RNG. Both states
-are in every checkpoint, so ``N steps + resume + N steps`` gives the same weights as ``2N`` steps,
-also after Ctrl-C at any moment or a kill before the first checkpoint (see :mod:`.train_state`).
+CPU ``torch.Generator`` (no DataLoader). One such RNG per rank (the trainer's ``rng``) draws
+everything random in a step (batch indices, flips, t, noise, label dropout, triplets); dropout uses
+torch's global RNG. Both states are in every checkpoint, so ``N steps + resume + N steps`` gives the
+same weights as ``2N`` steps, also after Ctrl-C at any moment or a kill before the first checkpoint.
+Checkpoint and resume are a :class:`~.train_state.Checkpointer` the trainer makes with exactly the
+parts it saves (see :mod:`.train_state`); the trainer keeps the step and passes it.
 
 Under torchrun the model is wrapped in DistributedDataParallel; ``train.batch_size`` is the GLOBAL
 batch (each of K ranks takes batch_size / K images and its own random stream); only rank 0 writes.
@@ -27,10 +29,12 @@ from odmaug.device import resolve_device
 from odmaug import distributed as ddp_utils
 from odmaug.diffusion.losses import ClassPool, DiffusionLoss
 from odmaug.precision import cpu_bf16_flags, precision_name, resolve_precision
+from odmaug.diffusion.checkpoint import ema_stem
 from odmaug.diffusion.grids import draw_sample_grid
+from odmaug.diffusion.lr_schedule import learning_rate
 from odmaug.diffusion.schedule import NoiseSchedule
 from odmaug.diffusion.unet import build_generator, unreached_attention
-from odmaug.diffusion.train_state import CheckpointState, InterruptGuard, TrainResult, peak_memory_mb
+from odmaug.diffusion.train_state import Checkpointer, InterruptGuard, TrainResult, peak_memory_mb
 from odmaug.errors import OdmaugError
 from odmaug.runs import Run
 from odmaug.train_step import EMA, TrainStep
@@ -40,11 +44,13 @@ def generator_train_step(model: nn.Module, cfg: TrainConfig, device: torch.devic
                          dtype: torch.dtype | None) -> TrainStep:
     """The generator's training step over ``model`` (already on ``device``): Adam with ``cfg``'s
     lr, betas and weight decay, ``cfg.grad_clip``, and an EMA of ``cfg.ema_decay`` after
-    ``cfg.ema_warmup`` copying steps. The trainer and the speed benchmarks time this unit."""
+    ``cfg.ema_warmup`` copying steps (plus one EMA per ``cfg.ema_decays`` entry, with the same
+    warm-up). The trainer and the speed benchmarks time this unit."""
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas),
                                  weight_decay=cfg.weight_decay, foreach=True)
     return TrainStep(model, optimizer, device, dtype, grad_clip=cfg.grad_clip,
-                     ema=EMA(model, cfg.ema_decay, cfg.ema_warmup))
+                     ema=EMA(model, cfg.ema_decay, cfg.ema_warmup),
+                     extra_emas=[EMA(model, decay, cfg.ema_warmup) for decay in cfg.ema_decays])
 
 
 def local_batch_size(batch_size: int, world: int) -> int:
@@ -67,8 +73,8 @@ def check_training_recipe(recipe: Recipe, device: torch.device | None = None) ->
     resolve_precision(recipe.train.precision, device)
     resolve_precision(recipe.sample.precision, device)
     with torch.random.fork_rng(devices=[]):  # a CPU build + one forward pass (odmaug.probe); RNG untouched
-        build_generator(recipe.generator, recipe.data.num_classes, recipe.data.image_size)
-    if note := unreached_attention(recipe.generator, recipe.data.image_size):
+        build_generator(recipe.generator, recipe.data.num_classes, recipe.image_size("generator"))
+    if note := unreached_attention(recipe.generator, recipe.image_size("generator")):
         warn(note)
     local_batch_size(recipe.train.batch_size, ddp_utils.launch_env().world_size)
     if recipe.sample.steps > recipe.diffusion.timesteps:
@@ -76,8 +82,8 @@ def check_training_recipe(recipe: Recipe, device: torch.device | None = None) ->
     NoiseSchedule.from_config(recipe.diffusion).check_reaches_noise()
 
 
-class _Trainer(CheckpointState):
-    """The state of one training call; see :func:`train_generator` (checkpoint and resume: :mod:`.train_state`)."""
+class _Trainer:
+    """The state of one training call; see :func:`train_generator` (checkpoint and resume: ``checkpointer``)."""
 
     def __init__(self, run: Run, recipe: Recipe, resume: bool, show_progress: bool,
                  context: ddp_utils.Context, train: Optional[ImageTable] = None) -> None:
@@ -85,7 +91,7 @@ class _Trainer(CheckpointState):
         self.show_progress, self.context, self.device = show_progress, context, context.device
         self.gen_dir = run.root / "generator"
         self.local_batch = local_batch_size(self.cfg.batch_size, context.world_size)
-        self.num_classes, self.size = recipe.data.num_classes, recipe.data.image_size
+        self.num_classes, self.size = recipe.data.num_classes, recipe.image_size("generator")
         self.dtype = resolve_precision(self.cfg.precision, self.device)
         self._load_data(train)
         # Initial weights from the recipe seed (identical on every rank; DDP also broadcasts them).
@@ -94,15 +100,18 @@ class _Trainer(CheckpointState):
         self.model = self.model.to(device=self.device, memory_format=torch.channels_last)
         self.unit = generator_train_step(self.model, self.cfg, self.device, self.dtype)
         self.ema = self.unit.ema.module
+        self.extra_emas = {ema_stem(e.decay): e.module for e in self.unit.extra_emas}  # checkpoint name -> network
         self.schedule = NoiseSchedule.from_config(recipe.diffusion)
         self.loss_fn = DiffusionLoss(recipe.diffusion, self.num_classes)
         self.pool = ClassPool(self.images, self.labels, self.num_classes) if recipe.diffusion.ordinal.mode == "cross-image" else None
         # One random stream per rank; dropout draws from torch's global RNG, seeded per rank too.
-        self.generator = torch.Generator().manual_seed(recipe.seed * 1000 + context.rank + 1)
+        self.rng = torch.Generator().manual_seed(recipe.seed * 1000 + context.rank + 1)
         torch.manual_seed(recipe.seed * 1000 + context.rank + 500)
-        self.step = 0
-        if resume:
-            self._restore()
+        self.checkpointer = Checkpointer(
+            model=self.model, ema=self.ema, extra_emas=self.extra_emas, unit=self.unit, rng=self.rng, context=context,
+            dtype=self.dtype, gen_dir=self.gen_dir, cfg=self.cfg, num_classes=self.num_classes, pixels=self.pixels,
+            log=self._log)
+        self.step = self.checkpointer.restore() if resume else 0
         self.forward_model: nn.Module = self.model
         if context.enabled:
             ids = [self.device.index] if self.device.type == "cuda" else None
@@ -128,14 +137,9 @@ class _Trainer(CheckpointState):
         if self.context.is_main:
             self.run.log(event, **fields)
 
-    def _lr(self, step: int) -> float:
-        if self.cfg.lr_warmup and step <= self.cfg.lr_warmup:
-            return self.cfg.lr * step / self.cfg.lr_warmup
-        return self.cfg.lr
-
     def _batch(self) -> tuple[torch.Tensor, torch.Tensor]:
         """A random batch: images float [b, C, H, W] in [-1, 1] (channels_last), labels [b] on CPU."""
-        g = self.generator
+        g = self.rng
         index = torch.randint(len(self.labels), (self.local_batch,), generator=g)
         x = to_model_range(self.images[index.to(self.device)])
         for flip, dim in ((self.cfg.hflip, 3), (self.cfg.vflip, 2)):
@@ -161,14 +165,14 @@ class _Trainer(CheckpointState):
     def _step(self, guard: InterruptGuard) -> tuple[dict[str, torch.Tensor], float]:
         """One optimizer step; the updates that make step k into step k + 1 run with Ctrl-C held back."""
         x, labels = self._batch()
-        lr = self._lr(self.step + 1)
+        lr = learning_rate(self.step + 1, self.cfg)
         self.unit.set_lr(lr)
         out = self.unit.backward(
-            lambda: self.loss_fn(self.forward_model, x, labels, self.schedule, self.generator, self.pool))
+            lambda: self.loss_fn(self.forward_model, x, labels, self.schedule, self.rng, self.pool))
         with guard.hold():
             self.unit.apply(self.step + 1)  # optimizer and EMA
             self.step += 1
-            self._snapshot_rng()
+            self.checkpointer.snapshot_rng()
         return out, lr
 
     def _log_losses(self, sums: torch.Tensor, n_sum: int, lr: float, since: tuple[float, int]) -> str:
@@ -198,14 +202,14 @@ class _Trainer(CheckpointState):
                 n_sum, since = 0, (time.perf_counter(), self.step)
             if self.step % cfg.checkpoint_every == 0 or self.step == total:
                 with guard.hold():  # Ctrl-C waits for the checkpoint rather than tearing it
-                    self._checkpoint()
+                    self.checkpointer.save(self.step)
             if self.step % cfg.sample_every == 0 or self.step == total:
                 self.sample_grid()
                 ddp_utils.barrier(self.context)
 
     def train(self) -> TrainResult:
         cfg, start_step = self.cfg, self.step
-        self._check_room()
+        self.checkpointer.check_room()
         self._log(
             "train_start", step=start_step, steps=cfg.steps, device=str(self.device),
             precision=precision_name(self.dtype), precision_setting=cfg.precision, cpu_bf16_flags=list(cpu_bf16_flags()),
@@ -216,7 +220,7 @@ class _Trainer(CheckpointState):
             ordinal=self.recipe.diffusion.ordinal.model_dump(), ordinal_active=self.loss_fn.active,
         )
         self.model.train()
-        self._snapshot_rng()
+        self.checkpointer.snapshot_rng()
         t0 = time.perf_counter()
         with ExitStack() as stack:
             bar = stack.enter_context(progress("step")) if (self.context.is_main and self.show_progress) else None
@@ -224,9 +228,9 @@ class _Trainer(CheckpointState):
             try:
                 self._loop(guard, bar)
             except KeyboardInterrupt:
-                self._checkpoint_on_interrupt(start_step)  # keep the steps done so far, then stop
+                self.checkpointer.save_on_interrupt(self.step, start_step)  # keep the steps done so far, then stop
                 raise
-        return self._finish(start_step, time.perf_counter() - t0)
+        return self.checkpointer.finish(self.step, start_step, time.perf_counter() - t0)
 
 
 def train_generator(

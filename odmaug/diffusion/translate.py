@@ -2,7 +2,7 @@
 another grade.
 
 A source x0 (float [B, 3, H, W] in [-1, 1]) is noised to the start timestep t0 with the forward
-process, x_t0 = sqrt(abar_t0) x0 + sqrt(1 - abar_t0) eps (eps from the image's own CPU generator,
+process, x_t0 = sqrt(abar_t0) x0 + sqrt(1 - abar_t0) eps (eps from the image's own CPU rng,
 as in :func:`odmaug.diffusion.sampling.generate`), then denoised by
 :func:`odmaug.diffusion.sampling.sample` (the one DDIM/DDPM loop) over the listed timesteps at or
 below t0, guided towards the target grade. ``strength`` = t0 / T: 0 keeps the source, 1 starts from pure noise (the source
@@ -16,24 +16,18 @@ change keeps more of the source's layout.
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import nn
 
 from odmaug.config import SampleConfig
-from odmaug.diffusion.sampling import per_image_noise, sample, sample_settings
+from odmaug.diffusion.samplers import mid_chain_names, mid_chain_sampler
+from odmaug.diffusion.sampling import per_image_noise, sample
 from odmaug.diffusion.schedule import NoiseSchedule
 from odmaug.errors import OdmaugError
 
-TRANSLATE_SAMPLERS = ("ddim", "ddpm")
 """Samplers with a single-step update that can start mid-chain (the multistep solvers keep history)."""
-
-
-def check_strength(strength: float) -> None:
-    """One-line error unless ``strength`` is in (0, 1]."""
-    if not 0.0 < strength <= 1.0:
-        raise OdmaugError(f"--strength must be in (0, 1] (got {strength})")
 
 
 def start_timestep(strength: float, timesteps: int) -> int:
@@ -93,19 +87,21 @@ def check_distinct_chains(schedule: NoiseSchedule, strengths: Sequence[float], s
 @torch.no_grad()
 def translate(model: nn.Module, schedule: NoiseSchedule, source: torch.Tensor, labels: Sequence[int] | torch.Tensor,
               seeds: Sequence[int], strength: float, settings: Optional[SampleConfig] = None, *,
-              device: str | torch.device = "cpu", invert: bool = False, **options: Any) -> torch.Tensor:
+              device: str | torch.device = "cpu", invert: bool = False) -> torch.Tensor:
     """SDEdit: ``source`` [N, 3, H, W] in [-1, 1] (CPU) re-graded to ``labels`` [N]; float32 [N, 3, H, W] on CPU.
 
-    ``settings`` is a recipe's ``sample`` section (default and ``options`` as in
-    :func:`odmaug.diffusion.sampling.generate`); its sampler must be ddim or ddpm. Image ``i``
-    depends only on ``seeds[i]``, its source and the settings; its generator draws the forward
-    noise first, then any noise of stochastic steps (``ddpm`` or ``eta > 0``). Strength 1 equals
-    :func:`odmaug.diffusion.sampling.generate` with the same seed and settings (without
-    ``invert``; with it, x_T comes from :func:`ddim_invert` and ``seeds`` only feed stochastic steps).
+    ``settings`` is a recipe's ``sample`` section (None: ``SampleConfig()``, as in
+    :func:`odmaug.diffusion.sampling.generate`); its sampler must be ddim or ddpm. ``strength`` is
+    t0 / T in [0, 1] (0 returns the source; commands take it from ``augment.strength``, checked
+    there; here only [0, 1] is enforced, by :func:`start_timestep`). Image ``i`` depends only on
+    ``seeds[i]``, its source and the settings; its generator draws the forward noise first, then
+    any noise of stochastic steps (``ddpm`` or ``eta > 0``). Strength 1 equals
+    :func:`odmaug.diffusion.sampling.generate` with the same seed and settings (without ``invert``;
+    with it, x_T comes from :func:`ddim_invert` and ``seeds`` only feed stochastic steps).
     """
-    settings = sample_settings(settings, **options)
-    if settings.sampler not in TRANSLATE_SAMPLERS:
-        raise OdmaugError(f"translation needs --sampler {' or '.join(TRANSLATE_SAMPLERS)} (got {settings.sampler!r})")
+    settings = settings or SampleConfig()
+    if not mid_chain_sampler(settings.sampler):
+        raise OdmaugError(f"translation needs --sampler {mid_chain_names()} (got {settings.sampler!r})")
     device = torch.device(device)
     labels_t = torch.as_tensor(labels, dtype=torch.long).view(-1).to(device)
     if len(seeds) != source.shape[0] or len(labels_t) != source.shape[0]:
@@ -113,17 +109,17 @@ def translate(model: nn.Module, schedule: NoiseSchedule, source: torch.Tensor, l
     timesteps = translation_timesteps(schedule, strength, settings.steps, settings.timestep_spacing)
     if not timesteps:
         return source.float().cpu().clone()
-    gens = [torch.Generator().manual_seed(int(s)) for s in seeds]
+    rngs = [torch.Generator().manual_seed(int(s)) for s in seeds]
     # channels_last as in generate(), so that strength 1 rounds exactly as generation does
-    eps = per_image_noise(gens, tuple(source.shape[1:]), device).contiguous(memory_format=torch.channels_last)
+    eps = per_image_noise(rngs, tuple(source.shape[1:]), device).contiguous(memory_format=torch.channels_last)
     null_label = int(model.num_classes)
     if invert:
         x = ddim_invert(model, schedule, source.float().to(device), timesteps, null_label, settings.precision)
     elif strength >= 1.0:
         x = eps  # x_T is pure noise: the source has no weight left
     else:
-        x = schedule.q_sample(source.float().to(device), torch.full((len(gens),), timesteps[0], device=device), eps)
-    x = sample(model, x, labels_t, schedule, settings, timesteps=timesteps, generators=gens, null_label=null_label)
+        x = schedule.q_sample(source.float().to(device), torch.full((len(rngs),), timesteps[0], device=device), eps)
+    x = sample(model, x, labels_t, schedule, settings, timesteps=timesteps, rngs=rngs, null_label=null_label)
     return x.float().cpu()
 
 

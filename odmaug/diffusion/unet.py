@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from odmaug.config import GeneratorConfig
-from odmaug.diffusion.layers import norm_act, timestep_embedding  # noqa: F401 (re-exported: it lived here)
+from odmaug.diffusion.layers import norm_act, timestep_embedding
 from odmaug.errors import OdmaugError
+from odmaug.registry import Registry
 
 
 def _groups(channels: int) -> int:
@@ -231,20 +232,16 @@ class UNet(nn.Module):
 
 
 GeneratorFactory = Callable[[GeneratorConfig, int, int, int], nn.Module]  # (cfg, grades, size, channels)
-GENERATORS: dict[str, GeneratorFactory] = {}
+GENERATORS: Registry[GeneratorFactory] = Registry("generator")
+"""Generator networks by name (``generator.name``): ``factory(cfg, num_classes, image_size, channels) -> nn.Module``."""
 
 
-def register_generator(name: str) -> Callable[[GeneratorFactory], GeneratorFactory]:
-    """Decorator adding a factory ``(cfg, num_classes, image_size, channels) -> nn.Module`` to the registry."""
-
-    def wrap(factory: GeneratorFactory) -> GeneratorFactory:
-        GENERATORS[name] = factory
-        return factory
-
-    return wrap
+def register_generator(name: str, summary: str = "") -> Callable[[GeneratorFactory], GeneratorFactory]:
+    """Decorator adding a factory ``(cfg, num_classes, image_size, channels) -> nn.Module`` to :data:`GENERATORS`."""
+    return GENERATORS.register(name, summary)
 
 
-@register_generator("unet")
+@register_generator("unet", "the class-conditional U-Net of Ho et al. 2020 (generator.* sizes)")
 def _unet(cfg: GeneratorConfig, num_classes: int, image_size: int, channels: int = 3) -> nn.Module:
     return UNet(num_classes, image_size, base_channels=cfg.base_channels, channel_mult=tuple(cfg.channel_mult),
                 num_res_blocks=cfg.num_res_blocks, attention_resolutions=tuple(cfg.attention_resolutions),
@@ -262,9 +259,7 @@ def build_generator(cfg: GeneratorConfig, num_classes: int, image_size: int, cha
     """
     from odmaug.probe import rebuilt_runs_at, require_runs
 
-    if cfg.name not in GENERATORS:
-        raise OdmaugError(f"unknown generator '{cfg.name}' (available: {', '.join(sorted(GENERATORS))})")
-    factory = GENERATORS[cfg.name]
+    factory = GENERATORS.get(cfg.name)
     model = factory(cfg, num_classes, image_size, channels)
     probe = lambda size: _probe_inputs(size, channels)  # noqa: E731
     require_runs(("generator", cfg.model_dump_json(), num_classes, image_size, channels), model, image_size,

@@ -31,7 +31,8 @@ from odmaug.atomic import atomic_path
 from odmaug.console import warn
 from odmaug.data import retinamnist
 from odmaug.data.cache import pixel_key, prep_identity
-from odmaug.data.table import RETINAMNIST_SCHEME, SYNTHETIC_SCHEME, ImageTable
+from odmaug.data.schemes import RETINAMNIST_SCHEME, SYNTHETIC_SCHEME
+from odmaug.data.table import ImageTable
 from odmaug.digest import file_digest, json_digest, rows_digest
 
 CACHE_FORMAT = 3

@@ -19,8 +19,6 @@ of itself (``example``), so one contract test covers every entry with no new tes
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional, Protocol, runtime_checkable
@@ -31,6 +29,7 @@ import torch.nn.functional as F
 from odmaug.config import MetricsConfig
 from odmaug.device import resolve_device
 from odmaug.errors import OdmaugError
+from odmaug.registry import Registry
 
 
 @runtime_checkable
@@ -140,41 +139,14 @@ which sit above metrics). They are imported by name on the first lookup, so this
 imports them at load time and the dependency runs one way: classify -> metrics."""
 
 
-class ExtractorRegistry(Mapping[str, ExtractorEntry]):
-    """Name -> :class:`ExtractorEntry`, in registration order; reading it first loads :data:`PLUGINS`."""
-
-    def __init__(self) -> None:
-        self._entries: dict[str, ExtractorEntry] = {}
-        self._plugins_loaded = False
-
-    def add(self, entry: ExtractorEntry) -> None:
-        self._entries[entry.name] = entry
-
-    def _loaded(self) -> dict[str, ExtractorEntry]:
-        if not self._plugins_loaded:
-            self._plugins_loaded = True  # set first: a plug-in that reads the registry while loading
-            for module in PLUGINS:
-                importlib.import_module(module)
-        return self._entries
-
-    def __getitem__(self, name: str) -> ExtractorEntry:
-        return self._loaded()[name]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._loaded())
-
-    def __len__(self) -> int:
-        return len(self._loaded())
-
-
-REGISTRY = ExtractorRegistry()
+REGISTRY: Registry[ExtractorEntry] = Registry("feature extractor", plugins=PLUGINS)
 
 
 def register_extractor(name: str, summary: str, example: Callable[[Path], tuple[str, MetricsConfig]]):
     """Decorator registering ``build(argument, cfg, device)`` under ``name``."""
 
     def wrap(build: Builder) -> Builder:
-        REGISTRY.add(ExtractorEntry(name, build, example, summary))
+        REGISTRY.add(name, ExtractorEntry(name, build, example, summary), summary)
         return build
 
     return wrap
@@ -203,7 +175,7 @@ def build_extractor(spec: str, cfg: Optional[MetricsConfig] = None,
     cfg = cfg or MetricsConfig()
     name, argument = parse_spec(spec)
     device = resolve_device(device)
-    return as_extractor(REGISTRY[name].build(argument, cfg, device), cfg.batch_size)
+    return as_extractor(REGISTRY.get(name).build(argument, cfg, device), cfg.batch_size)
 
 
 # --- the registered extractors ------------------------------------------------------------------

@@ -199,10 +199,10 @@ def compute_generative_metrics(
         extractor: a name (``inception``, ``domain:<run>``), a built extractor
             (:func:`odmaug.metrics.features.build_extractor`) or any object with ``name``, ``dim``,
             ``__call__`` (and ``identity`` to allow caching).
-        cfg: metric settings; ``cfg.image_size`` overrides ``image_size`` when set.
+        cfg: metric settings (its ``image_size`` is resolved by the caller, see ``image_size``).
         cache_dir: feature cache folder (default ``cfg.cache_dir``, then the user cache).
-        image_size: side length both sets are prepared at (the recipe's data.image_size); None
-            with no ``cfg.image_size``: the size of the first real image.
+        image_size: side length (pixels) both sets are prepared at: a command passes
+            ``Recipe.image_size("metrics")`` (the one size rule); None: the first real image's size.
         crop_box: crop applied to the real images before resizing (generated images are used whole).
         seed: seed of KID's subsets.
         device: where a named extractor runs (the command's torch.device, or a name).
@@ -223,7 +223,7 @@ def compute_generative_metrics(
 
         extractor = build_extractor(extractor, cfg, device)
     extractor = as_extractor(extractor, cfg.batch_size)
-    size = cfg.image_size or image_size or int(real.read(0).shape[0])
+    size = image_size or int(real.read(0).shape[0])
 
     def real_features() -> tuple[np.ndarray, np.ndarray]:
         return extract_table_features(real, extractor, size, crop_box, cfg.batch_size, f"real {real.name}")

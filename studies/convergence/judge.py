@@ -7,7 +7,7 @@ Figures of one generated set (uint8 images, intended grades):
 * FID and KID overall and per grade of the domain features against the real TRAINING split
   (:func:`odmaug.metrics.generative.metrics_from_features`); FID's 2.5-97.5 percentile interval over
   bootstrap resamples of the generated images within grades, KID mean +- subset std
-  (benchmarks/sampler_quality.py's ``fid_interval`` and ``with_intervals``). The generated set has
+  (studies/sampler_quality.py's ``fid_interval`` and ``with_intervals``). The generated set has
   ``n`` images per grade, the real one RetinaMNIST's mix: overall figures judge the mix as well
   (the same for every run).
 * SWD (odmaug.metrics.swd) overall and per grade, x 1e3 as ProGAN prints it.

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from _common import ROOT, RESULTS_DIR
 
-RECIPE = ROOT / "benchmarks" / "convergence" / "quickstart_before.yaml"
+RECIPE = ROOT / "studies" / "convergence" / "quickstart_before.yaml"
 """The study's base: recipes/quickstart.yaml as the study began (eps-prediction, DDIM-50), frozen."""
 SMOKE_RECIPE = ROOT / "recipes" / "smoke.yaml"
 DEFAULT_CONFIGS = ("today=", "vpred-minsnr=diffusion.prediction=v;diffusion.snr_gamma=5")
@@ -65,8 +65,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description="DM and ODM under today's recipe and candidate objectives at EQUAL "
                                             "WALL TIME: FID/KID, SWD, grade fidelity per checkpoint (resumable).")
     p.add_argument("--work", type=Path, help="runs, probes, judge, samples, grids (default /tmp/convergence[_smoke])")
-    p.add_argument("--out", type=Path, help="results JSON (default benchmarks/results/convergence_<host flag>.json)")
-    p.add_argument("--recipe", type=Path, help="base recipe (default benchmarks/convergence/quickstart_before.yaml: the quickstart "
+    p.add_argument("--out", type=Path, help="results JSON (default studies/results/convergence_<host flag>.json)")
+    p.add_argument("--recipe", type=Path, help="base recipe (default studies/convergence/quickstart_before.yaml: the quickstart "
                    "recipe as the study began; smoke: recipes/smoke.yaml)")
     p.add_argument("--config", action="append", dest="configs",
                    help="NAME=SET;SET... (repeatable; the first is the baseline). Default: " + " ".join(DEFAULT_CONFIGS))

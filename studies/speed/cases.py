@@ -16,7 +16,7 @@ import time
 import torch
 
 from _common import flops_of, run_python, vm_hwm_mb
-from speed_peer import GUIDANCE, NUM_CLASSES, peer_sample_work, peer_setup, peer_train_loss
+from speed.peer import GUIDANCE, NUM_CLASSES, peer_sample_work, peer_setup, peer_train_loss
 
 CPU = torch.device("cpu")
 # name: (side, kind, setting, image size)
@@ -239,6 +239,6 @@ def memory_main(name: str, batch: int, sampling_steps: int, compile_precision: s
 
 def memory_of(name: str, batch: int, sampling_steps: int, args, units: int = 2, timeout: float | None = None) -> dict:
     """Peak RSS of case ``name`` in a fresh process (same batch, steps, threads, compile precision, device)."""
-    code = (f"import torch; torch.set_num_threads({args.threads}); import speed_cases as b; "
+    code = (f"import torch; torch.set_num_threads({args.threads}); import speed.cases as b; "
             f"b.memory_main({name!r}, {batch}, {sampling_steps}, {args.compile_precision!r}, {args.device!r}, {units})")
     return json.loads(run_python(code, timeout=timeout))

@@ -12,8 +12,8 @@ import time
 
 import torch
 
-from speed_cases import Case, bench_train_config, odmaug_generator
-from speed_peer import GUIDANCE, NUM_CLASSES, peer_generator
+from speed.cases import Case, bench_train_config, odmaug_generator
+from speed.peer import GUIDANCE, NUM_CLASSES, peer_generator
 
 EPS_TOLERANCE = 2e-2  # relative eps error of the fast path above which the quality guard flags it
 

@@ -16,8 +16,8 @@ import time
 import torch
 
 from _common import deadline, matmul_ceilings, round_robin
-from speed_cases import CASES, SLOW_BF16_CASES, Case, memory_of
-from speed_checks import device_matmul_ceilings
+from speed.cases import CASES, SLOW_BF16_CASES, Case, memory_of
+from speed.checks import device_matmul_ceilings
 
 
 class Plan:
