@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
-from pydantic import Field, field_validator, model_serializer, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from odmaug.config.executor import ExecutorConfig
 from odmaug.config.sampling import Strength
@@ -13,6 +13,11 @@ from odmaug.config.section import MAX_BATCH, MAX_EPOCHS, MAX_IMAGES, Section, Se
 
 class ClassifierConfig(Section):
     """Severity classifier training (any timm model) and its train-time augmentation."""
+
+    LATER_DEFAULTS: ClassVar[dict[str, Any]] = {"synthetic_batch_share": None, "synthetic_label_smoothing": None,
+                                                "loss": "cross_entropy", "focal_gamma": 2.0, "class_weights": None,
+                                                "class_weights_beta": 0.999, "mixup_alpha": 0.0, "cutmix_alpha": 0.0,
+                                                "head": "softmax"}
 
     model: str = "resnet18"
     """A timm model name (``timm.list_models()``), created with ``num_classes`` = data.num_classes."""
@@ -96,23 +101,6 @@ class ClassifierConfig(Section):
             raise ValueError("head: corn cannot be combined with loss: focal, mixup_alpha or cutmix_alpha")
         return self
 
-    @model_serializer(mode="wrap")
-    def _omit_unset_levers(self, handler):
-        # Unset synthetic levers and loss options at their defaults are left out of every dump, so
-        # the stage keys hashed over this section before they existed stay the same and stored
-        # classifiers are found again.
-        data = handler(self)
-        for name, default in LATER_CLASSIFIER_DEFAULTS.items():
-            if name in data and data[name] == default:
-                del data[name]
-        return data
-
-
-LATER_CLASSIFIER_DEFAULTS = {"synthetic_batch_share": None, "synthetic_label_smoothing": None,
-                             "loss": "cross_entropy", "focal_gamma": 2.0, "class_weights": None,
-                             "class_weights_beta": 0.999, "mixup_alpha": 0.0, "cutmix_alpha": 0.0,
-                             "head": "softmax"}
-"""Classifier options added after classifiers were stored, with the defaults they trained under."""
 
 
 class MetricsConfig(Section):

@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from typing import Optional
+from typing import Annotated, Optional
 
-from pydantic import Field, field_validator
+from pydantic import AfterValidator, Field
 
 from odmaug.config.section import Section
 
@@ -13,10 +13,20 @@ MAX_JOB_MINUTES = 60 * 24 * 30
 """A job's time limit: at most 30 days (clusters cap it far lower)."""
 
 
+def _one_word(value: Optional[str]) -> Optional[str]:
+    if value is not None and (not value.strip() or any(c.isspace() for c in value)):
+        raise ValueError("must be one word (a Slurm name)")
+    return value
+
+
+SlurmName = Annotated[Optional[str], AfterValidator(_one_word)]
+"""A Slurm partition or account name: one word, or None for the cluster's default."""
+
+
 class StageResources(Section):
     """What one job of a stage kind asks for: one task on one node (submitit's ``tasks_per_node=1``)."""
 
-    partition: Optional[str] = None
+    partition: SlurmName = None
     """Slurm partition (``sbatch --partition``); None: the cluster's default. Ignored by ``--executor local``."""
     gpus: int = Field(1, ge=0, le=16)
     """GPUs of the job (``--gpus-per-node``; 0 for a CPU partition); ``--executor local`` sets
@@ -28,13 +38,6 @@ class StageResources(Section):
     time_min: int = Field(240, ge=1, le=MAX_JOB_MINUTES)
     """Time limit in minutes (``--time``; ``--executor local`` stops a job at it too). A job stopped at
     its limit leaves its stage resumable: re-run the benchmark and the stage continues."""
-
-    @field_validator("partition")
-    @classmethod
-    def _partition_word(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and (not value.strip() or any(c.isspace() for c in value)):
-            raise ValueError("must be one word (a Slurm partition name)")
-        return value
 
 
 class ExecutorConfig(Section):
@@ -53,15 +56,8 @@ class ExecutorConfig(Section):
     max_jobs: Optional[int] = Field(None, ge=1, le=100_000)
     """At most this many jobs of a wave running or queued at once (the next one is submitted as one
     ends); None: the whole wave at once. With ``--executor local``, about the GPUs or cores here."""
-    account: Optional[str] = None
+    account: SlurmName = None
     """Slurm account charged (``sbatch --account``); None: the user's default."""
     lock_wait_min: float = Field(60.0, ge=0.0, le=MAX_JOB_MINUTES)
     """How long a job waits for a stage another live job is building (a second submission of the
     same benchmark) before it fails naming the holder; it then reuses the finished stage."""
-
-    @field_validator("account")
-    @classmethod
-    def _account_word(cls, value: Optional[str]) -> Optional[str]:
-        if value is not None and (not value.strip() or any(c.isspace() for c in value)):
-            raise ValueError("must be one word (a Slurm account name)")
-        return value

@@ -3,9 +3,9 @@
 
 from __future__ import annotations
 
-from typing import Literal, Optional
+from typing import Any, ClassVar, Literal, Optional
 
-from pydantic import Field, model_serializer, model_validator
+from pydantic import Field, model_validator
 
 from odmaug.config.section import MAX_BATCH, MAX_STEPS, Count, Fraction, Section
 
@@ -88,6 +88,9 @@ class DiffusionConfig(Section):
 class TrainConfig(Section):
     """Generator training (``odmaug train-generator``)."""
 
+    LATER_DEFAULTS: ClassVar[dict[str, Any]] = {"lr_schedule": "constant", "lr_decay_steps": None, "lr_min_ratio": 0.0,
+                                                "ema_decays": []}
+
     steps: int = Field(10000, ge=1, le=MAX_STEPS)
     """Optimizer steps in total (a resumed run continues up to this number)."""
     batch_size: int = Field(32, ge=1, le=MAX_BATCH)
@@ -157,16 +160,3 @@ class TrainConfig(Section):
             raise ValueError("train.ema_decays must be distinct and differ from train.ema_decay")
         return self
 
-    @model_serializer(mode="wrap")
-    def _omit_later_options(self, handler):
-        # Options at the defaults they trained under before they existed are left out of every dump,
-        # so generator store keys (odmaug.benchmark.store.generator_key) of stored runs stay the same.
-        data = handler(self)
-        for name, default in LATER_TRAIN_DEFAULTS.items():
-            if name in data and data[name] == default:
-                del data[name]
-        return data
-
-
-LATER_TRAIN_DEFAULTS = {"lr_schedule": "constant", "lr_decay_steps": None, "lr_min_ratio": 0.0, "ema_decays": []}
-"""Train options added after generators were stored, with the defaults they trained under."""

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import types
 import typing
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_serializer
 
 # Upper bounds: a typo such as train.steps=1e23 (an ETA of 6e18 hours) is refused, naming the key.
 MAX_STEPS = 10_000_000
@@ -28,6 +28,19 @@ class Section(BaseModel):
     number may be infinite or NaN (``--guidance-scale inf`` once wrote all-black images)."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True, allow_inf_nan=False)
+
+    LATER_DEFAULTS: ClassVar[dict[str, Any]] = {}
+    """Options added after results were stored, with the values those results were made under: at
+    that value an option is left out of every dump, so the stage keys hashed over the section
+    (odmaug.benchmark.store, odmaug.classify.state) of stored results stay the same."""
+
+    @model_serializer(mode="wrap")
+    def _omit_later_defaults(self, handler):
+        data = handler(self)
+        for name, default in self.LATER_DEFAULTS.items():
+            if name in data and data[name] == default:
+                del data[name]
+        return data
 
     @field_validator("*", mode="before")
     @classmethod
