@@ -78,3 +78,27 @@ def test_two_nodes_train_and_augment_as_one_node_of_two_processes(tmp_path):
         assert len(reports) == 1  # one report per job, not one per rank
         images[name] = {p.relative_to(out): p.read_bytes() for p in sorted(out.glob("*/*.png"))}
     assert len(images["one"]) == 10 and images["one"] == images["two"]
+
+
+BENCH = ["benchmark", "--recipe", str(SMOKE), "--device", "cpu", "--quiet", "--set", "train.steps=3",
+         "--set", "classifier.epochs=1", "--set", "benchmark.arms=[real, dm]", "--set", "benchmark.seeds=[0, 1]",
+         "--set", "benchmark.extractors=[domain]", "--set", "train.sample_every=1000"]
+
+
+def _figures(results: dict) -> dict:
+    """What a benchmark measured, without paths and times (which differ between two run folders)."""
+    return {arm: {seed: {k: v for k, v in record.items() if k != "confusion"} for seed, record in data["seeds"].items()}
+            for arm, data in results["arms"].items()}
+
+
+@pytest.mark.slow
+def test_two_nodes_benchmark_as_one_node_of_two_processes(tmp_path):
+    import json
+
+    found = {}
+    for name, launchers in (("one", _one_node()), ("two", _two_nodes())):
+        printed = _launch(launchers, BENCH, tmp_path / name)
+        assert sum(text.count("report: ") for text in printed) == 1  # the results are printed once per job
+        [bench] = [p for p in (tmp_path / name).iterdir() if p.name.startswith("0") and "benchmark" in p.name]
+        found[name] = json.loads((bench / "results.json").read_text())
+    assert _figures(found["one"]) == _figures(found["two"]) and set(found["one"]["arms"]) == {"real", "dm"}
