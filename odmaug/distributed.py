@@ -18,6 +18,7 @@ and hands the resulting :class:`Context` down; library code does not resolve dev
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, NamedTuple
 
@@ -162,8 +163,14 @@ def barrier(info: Context) -> None:
 
 
 def shutdown(info: Context) -> None:
-    """Leave the process group if ``info`` created it (a command nested in another keeps it)."""
+    """Leave the process group if ``info`` created it (a command nested in another keeps it).
+
+    Called from ``finally``: when no exception is on its way out, the ranks first meet at a
+    barrier, so none tears the group down while another's last collective (a checkpoint's gather)
+    may still be in flight; a rank that failed leaves at once (torchrun stops the others)."""
     import torch.distributed as dist
 
     if info.enabled and info.owns_group and dist.is_initialized():
+        if sys.exc_info()[0] is None:
+            dist.barrier()
         dist.destroy_process_group()

@@ -21,7 +21,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from odmaug.augment import GradeFilter, SynthesisRequest, run_synthesis
-from odmaug.augment.store import MANIFEST_COLUMNS
+from odmaug.augment.synthesis_folder import MANIFEST_COLUMNS
 from odmaug.cli import app
 from odmaug.config import SampleConfig, load_recipe, merge_options
 from odmaug.data import load_table, to_uint8

@@ -9,7 +9,7 @@ from PIL import Image
 
 from odmaug.augment.plan import Item, images_per_grade, parse_target_classes, requested_items, shard
 from odmaug.augment.space import check_disk_space, estimate_png_bytes
-from odmaug.augment.store import SynthesisFolder, is_valid_png
+from odmaug.augment.synthesis_folder import SynthesisFolder, is_valid_png
 from odmaug.data.sources import read_manifest
 from odmaug.errors import OdmaugError
 

@@ -15,7 +15,7 @@ from odmaug.augment.from_real import FromReal, source_pools, translation_sample
 from odmaug.benchmark import Splits, make_plan, parse_arm, synthesis_folder
 from odmaug.benchmark.arms import BY_TRANSLATION, ODM
 from odmaug.benchmark.selection import best_strength
-from odmaug.benchmark.synthesis import FILTER_MAX_FACTOR, synthetic_sets, top_up
+from odmaug.benchmark.synthesis_stage import FILTER_MAX_FACTOR, synthetic_sets, top_up
 from odmaug.cli import app
 from odmaug.config import SampleConfig, load_recipe
 from odmaug.data import load_table
@@ -190,7 +190,7 @@ def _external_folder(root: Path) -> Path:
 def test_a_folds_translations_start_from_that_folds_training_part(tmp_path, smoke_recipe_path, monkeypatch):
     import odmaug.augment.synthesis as augment_synthesis
     from odmaug.benchmark.protocol import benchmark_splits
-    from odmaug.benchmark.synthesis import synthesize
+    from odmaug.benchmark.synthesis_stage import synthesize
     from odmaug.distributed import Context
 
     recipe = load_recipe(smoke_recipe_path, ["benchmark.protocol=cv", "benchmark.cv.folds=3",

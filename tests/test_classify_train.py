@@ -16,7 +16,7 @@ from odmaug.classify.evaluate import evaluate_classifier, grade_fidelity
 from odmaug.classify.models import create_model
 from odmaug.classify.predict import load_images
 from odmaug.classify.seeds import train_seeds
-from odmaug.classify.splits import training_splits
+from odmaug.classify.datasets import training_splits
 from odmaug.classify.step import epoch_order, lr_factor
 from odmaug.classify.train import train_classifier
 from odmaug.classify.transforms import AugmentSettings, augment_batch

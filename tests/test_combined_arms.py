@@ -16,7 +16,7 @@ from odmaug.benchmark.datasets import training_table
 from odmaug.benchmark.remedies import arm_recipe
 from odmaug.benchmark.stage import Splits
 from odmaug.benchmark.store import classifier_folder
-from odmaug.classify.splits import training_splits
+from odmaug.classify.datasets import training_splits
 from odmaug.classify.train import train_classifier
 from odmaug.cli import app
 from odmaug.data import ImageTable

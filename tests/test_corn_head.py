@@ -18,7 +18,7 @@ from coral_pytorch.losses import corn_loss as reference_corn_loss
 from odmaug.classify.corn import (corn_cumulative, corn_labels, corn_loss, corn_probabilities, grade_outputs,
                                   grades_from_probabilities, head_outputs)
 from odmaug.classify.losses import build_criterion, grade_weights
-from odmaug.classify.splits import training_splits
+from odmaug.classify.datasets import training_splits
 from odmaug.classify.train import train_classifier
 from odmaug.config import ClassifierConfig
 from odmaug.errors import OdmaugError

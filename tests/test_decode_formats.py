@@ -142,7 +142,7 @@ def test_rgb_to_gray_is_pillows_luma(bits):
 
 
 def test_the_decode_cache_keys_the_pixel_format(tmp_path):
-    from odmaug.data import cache
+    from odmaug.data import decode_cache as cache
     from odmaug.data.images import prepared
 
     for grade in range(2):

@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from odmaug.data import cache
+from odmaug.data import decode_cache as cache
 from odmaug.data.table import read_image
 
 ORIENTATION = 0x0112

@@ -27,7 +27,7 @@ from odmaug.cli import app
 from odmaug.config import load_recipe
 from odmaug.diffusion import train_generator
 from odmaug import train_step
-from odmaug.diffusion import train_state, trainer
+from odmaug.diffusion import checkpointer, trainer
 from odmaug.diffusion.checkpoint import read_pointer
 from odmaug.runs import create_run
 from helpers import assert_same_state, generator_state  # tests/helpers.py
@@ -92,7 +92,7 @@ MOMENTS = {
     # between optimizer.step() and the EMA update of step 4: held back until step 4 is whole
     "inside-the-update": (train_step.EMA, "update", 4, False, 4),
     # while the step-3 checkpoint is being written: it completes, then the interrupt stops the run
-    "during-a-checkpoint": (train_state, "save_checkpoint", 1, False, 3),
+    "during-a-checkpoint": (checkpointer, "save_checkpoint", 1, False, 3),
     # while the step-4 sample grid is drawn
     "during-a-sample-grid": (trainer._Trainer, "sample_grid", 1, False, 4),
 }

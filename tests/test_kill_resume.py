@@ -2,7 +2,7 @@
 
 * ``train-generator`` SIGKILLed while it writes a checkpoint (the new folder half written, the
   pointer still on the previous one; reached through the test hook ``ODMAUG_TEST_PAUSE_AT``, see
-  :func:`odmaug.diffusion.train_state._pause_for_tests`), then ``--resume``: bitwise the weights, EMA,
+  :func:`odmaug.diffusion.checkpointer._pause_for_tests`), then ``--resume``: bitwise the weights, EMA,
   optimizer and RNG state of a run that was never killed.
 * ``train-classifier`` SIGKILLed in the middle of its training (after some epoch was saved), then
   the same command again: it resumes from the last saved epoch and ends with bitwise the weights

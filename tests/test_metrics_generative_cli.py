@@ -12,11 +12,12 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from odmaug.cli import app
-from odmaug.data import cache as data_cache, crops
+from odmaug.data import crops
+from odmaug.data import decode_cache as data_cache
 from odmaug.data.sources import folder_table
 from odmaug.data.synthetic import draw_fundus
 from odmaug.data.table import ImageTable
-from odmaug.metrics.cache import cached_features
+from odmaug.metrics.feature_cache import cached_features
 from odmaug.metrics.features import REGISTRY
 
 runner = CliRunner()

@@ -91,7 +91,7 @@ def test_training_records_the_file_and_what_stayed_random(tmp_path, capsys):
     from test_classify_train import make_recipe, write_squares
 
     from odmaug.classify.models import read_meta
-    from odmaug.classify.splits import training_splits
+    from odmaug.classify.datasets import training_splits
     from odmaug.classify.train import train_classifier
 
     torch.manual_seed(0)

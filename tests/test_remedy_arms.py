@@ -16,7 +16,7 @@ from odmaug.benchmark.arm_specs import check_arm_spec, parse_arm
 from odmaug.benchmark.remedies import arm_recipe
 from odmaug.benchmark.store import classifier_folder
 from odmaug.classify.losses import build_criterion, focal_loss, grade_weights
-from odmaug.classify.splits import training_splits
+from odmaug.classify.datasets import training_splits
 from odmaug.classify.step import epoch_order
 from odmaug.classify.train import train_classifier
 from odmaug.cli import app

@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from typer.testing import CliRunner
 
 from odmaug.classify.levers import SyntheticLevers, keyed_settings, mixed_epoch_order, synthetic_per_batch
-from odmaug.classify.splits import training_splits
+from odmaug.classify.datasets import training_splits
 from odmaug.classify.state import fingerprint
 from odmaug.classify.step import smoothed_cross_entropy
 from odmaug.classify.train import train_classifier

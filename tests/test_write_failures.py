@@ -86,7 +86,7 @@ def test_metrics_out_is_checked_before_any_feature(places, monkeypatch):
 @pytest.mark.parametrize("where,reason", [("file", "it is a file, not a folder"), ("under_file", "is a file, not a folder"),
                                           ("read_only", "no permission")])
 def test_train_classifier_out_is_checked_before_training(where, reason, places, tmp_path, monkeypatch):
-    import odmaug.classify.splits as splits
+    import odmaug.classify.datasets as splits
 
     monkeypatch.setattr(splits, "training_splits", lambda *a, **k: pytest.fail("data loaded before the check"))
     if where == "read_only":

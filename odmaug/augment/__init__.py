@@ -8,7 +8,7 @@ shards its work across ranks under ``torchrun``.
 from odmaug.augment.filter import GradeFilter
 from odmaug.augment.plan import Item, images_per_grade, parse_target_classes, requested_items
 from odmaug.augment.space import estimate_png_bytes
-from odmaug.augment.store import MANIFEST_FILE, SYNTHESIS_FILE, SynthesisFolder
+from odmaug.augment.synthesis_folder import MANIFEST_FILE, SYNTHESIS_FILE, SynthesisFolder
 from odmaug.augment.synthesis import SynthesisRequest, SynthesisSummary, run_synthesis
 
 __all__ = [

@@ -16,7 +16,7 @@ from odmaug.augment.filter import GradeFilter, apply_filter
 from odmaug.augment.lock import FolderLock
 from odmaug.augment.plan import Item, Request
 from odmaug.augment.space import check_disk_space, check_memory
-from odmaug.augment.store import SynthesisFolder, is_valid_png, rank_manifest_name
+from odmaug.augment.synthesis_folder import SynthesisFolder, is_valid_png, rank_manifest_name
 from odmaug.distributed import Context, broadcast_object
 from odmaug.errors import OdmaugError
 

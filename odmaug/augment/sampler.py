@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from odmaug.augment.plan import Item
-from odmaug.augment.store import SynthesisFolder
+from odmaug.augment.synthesis_folder import SynthesisFolder
 from odmaug.config import SampleConfig
 from odmaug.console import progress
 from odmaug.data.images import to_pixels

@@ -22,7 +22,7 @@ from odmaug.augment.lock import FolderLock
 from odmaug.augment.plan import Amounts, Item, Request, iter_shard, shard_size
 from odmaug.augment.resume import finish_folder, prepare_folder
 from odmaug.augment.sampler import generate_batches
-from odmaug.augment.store import SynthesisFolder, rank_manifest_name
+from odmaug.augment.synthesis_folder import SynthesisFolder, rank_manifest_name
 from odmaug.config import Recipe, SampleConfig
 from odmaug.data import load_table
 from odmaug.data.pixels import png_mode

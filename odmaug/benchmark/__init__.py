@@ -5,13 +5,13 @@ the real splits it is given (:class:`~odmaug.benchmark.stage.Splits`), so any of
 alone and a protocol can run them over several splits:
 
 1. :mod:`~odmaug.benchmark.generators`: the generators the arms need (DM = ODM with gamma 0);
-2. :mod:`~odmaug.benchmark.synthesis`: per set of synthetic images (from noise, or translated from
+2. :mod:`~odmaug.benchmark.synthesis_stage`: per set of synthetic images (from noise, or translated from
    real training images, the strength chosen on validation by :mod:`~odmaug.benchmark.selection`),
    the images balancing needs, plus ``metrics_per_grade`` per grade;
 3. :mod:`~odmaug.benchmark.datasets`: one training table per arm and seed (validation and test
    stay real);
 4. :mod:`~odmaug.benchmark.classifiers`: the same classifier configuration per arm and seed;
-5. :mod:`~odmaug.benchmark.generative`: generative metrics and grade fidelity per set of
+5. :mod:`~odmaug.benchmark.generator_metrics`: generative metrics and grade fidelity per set of
    synthetic images (domain features: the ``real`` arm's first-seed classifier; Inception when
    its weights are available);
 6. :mod:`~odmaug.benchmark.results`: results.json, tables and the benchmark report
@@ -31,14 +31,14 @@ synthesis image by image, classifiers from their last epoch), and a generator as
 
 from odmaug.benchmark.arms import ARMS, Arm, ArmKind, register_arm
 from odmaug.benchmark.arm_specs import generator_recipe, parse_arm
-from odmaug.benchmark.generative import composition_matched
+from odmaug.benchmark.generator_metrics import composition_matched
 from odmaug.benchmark.plan import make_plan, plan_table
 from odmaug.benchmark.results import summarise_arms
 from odmaug.benchmark.seed_records import seed_record
 from odmaug.benchmark.run import run_benchmark
 from odmaug.benchmark.stage import Plan, Splits, Stage
 from odmaug.benchmark.store import generator_folder, generator_key, generator_status, synthesis_folder
-from odmaug.benchmark.synthesis import synthesis_counts
+from odmaug.benchmark.synthesis_stage import synthesis_counts
 
 __all__ = [
     "ARMS",

@@ -208,7 +208,7 @@ def estimate_stages(plan: Plan, recipe: Recipe, splits: Splits, units: UnitTimes
 def estimate_plan(plan: Plan, recipe: Recipe, passes: list[Splits], plans: list[Plan], device: torch.device) -> None:
     """Probe this machine once, fill the stages' ``seconds`` of every pass's plan (one per
     cross-validation fold; one for holdout) and say how in ``plan.note`` (``plan``: what is printed)."""
-    from odmaug.benchmark.synthesis import synthesis_counts
+    from odmaug.benchmark.synthesis_stage import synthesis_counts
 
     units = probe(recipe, device, plans[0].arms, len(passes[0].train))
     total = sum(estimate_stages(p, recipe, splits, units, synthesis_counts(recipe, splits.train.counts()))

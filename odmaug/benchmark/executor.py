@@ -141,7 +141,7 @@ def run_wave(submitter: Submitter, name: str, wave: list[tuple[StageJob, tuple]]
 
 def _first_waves(recipe: Recipe, plans: list[Plan], passes: list[Splits], device: str) -> list[list]:
     """Waves 1 and 2: the generators (and the filter's classifier), then the synthesis jobs."""
-    from odmaug.benchmark.synthesis import synthetic_sets
+    from odmaug.benchmark.synthesis_stage import synthetic_sets
 
     generators, synthesis = [], []
     for i, (plan, splits) in enumerate(zip(plans, passes)):

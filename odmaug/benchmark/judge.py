@@ -92,7 +92,7 @@ def real_reference(extractor, splits: Splits, recipe: Recipe) -> dict[str, Any]:
     """Held-out real images (val) against the real training split in ``extractor``'s features:
     ``{"fid", "precision", "recall", "n_real", "n_heldout"}``, what a perfect generator would score
     with as many images (FID on few images is biased upward: this is its floor here)."""
-    from odmaug.metrics.cache import cached_features
+    from odmaug.metrics.feature_cache import cached_features
     from odmaug.metrics.features import as_extractor
     from odmaug.metrics.generative import extract_table_features, fid_from_features, precision_recall
 

@@ -13,7 +13,7 @@ from odmaug.benchmark.plan import plan_table
 from odmaug.benchmark.results import Pass, collect_results
 from odmaug.benchmark.selection import filter_classifier
 from odmaug.benchmark.stage import Plan, Splits, say
-from odmaug.benchmark.synthesis import synthesize
+from odmaug.benchmark.synthesis_stage import synthesize
 from odmaug.config import Recipe
 from odmaug.console import console
 from odmaug.runs import Run, create_run

@@ -16,12 +16,12 @@ from pathlib import Path
 from odmaug.benchmark.externals import load_externals
 from odmaug.benchmark.arm_specs import parse_arm
 from odmaug.benchmark.classifiers import plan_classifiers
-from odmaug.benchmark.generative import plan_metrics
+from odmaug.benchmark.generator_metrics import plan_metrics
 from odmaug.benchmark.generators import plan_generators
 from odmaug.benchmark.judge import plan_judge
 from odmaug.benchmark.selection import plan_filter, plan_selection
 from odmaug.benchmark.stage import Plan, Splits
-from odmaug.benchmark.synthesis import plan_synthesis
+from odmaug.benchmark.synthesis_stage import plan_synthesis
 from odmaug.config import Recipe
 
 

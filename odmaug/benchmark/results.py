@@ -15,7 +15,7 @@ from typing import Any
 
 from odmaug.atomic import atomic_write_json
 from odmaug.benchmark.classifiers import Results
-from odmaug.benchmark.generative import measure_generators
+from odmaug.benchmark.generator_metrics import measure_generators
 from odmaug.benchmark.judge import choose_judge, judge_warnings
 from odmaug.benchmark.stage import Plan, Splits
 from odmaug.config import Recipe

@@ -151,7 +151,7 @@ def effective_strengths(recipe: Recipe) -> dict[float, float]:
 def translation_arms(plan: Plan) -> list[Arm]:
     """The plan's arms whose images are translations (their kind's synthesis mode) and that choose
     their strength: the first listed per set of images (``odm-translate+corn`` after
-    ``odm-translate`` shares its images and strength, as :func:`odmaug.benchmark.synthesis.synthesize` does)."""
+    ``odm-translate`` shares its images and strength, as :func:`odmaug.benchmark.synthesis_stage.synthesize` does)."""
     from odmaug.benchmark.arms import BY_TRANSLATION
 
     first = {}

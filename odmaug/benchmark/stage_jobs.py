@@ -137,7 +137,7 @@ def _filter(job: StageJob, recipe: Recipe, plan: Plan, splits: Splits, context, 
 def _synthesis(job: StageJob, recipe: Recipe, plan: Plan, splits: Splits, context, given):
     """Returns the set's requested (and kept) images, an ImageTable, for the later jobs."""
     from odmaug.benchmark.selection import filter_classifier
-    from odmaug.benchmark.synthesis import _make_set, synthesis_counts, synthetic_sets
+    from odmaug.benchmark.synthesis_stage import _make_set, synthesis_counts, synthetic_sets
 
     item = next(i for i in synthetic_sets(plan, recipe) if i.key == job.target)
     grade_filter = filter_classifier(plan, recipe, splits, context, False)  # stored by the filter job
@@ -164,7 +164,7 @@ def _classifier(job: StageJob, recipe: Recipe, plan: Plan, splits: Splits, conte
     """``given``: ``{"synthetic": {name: images}, "bench_root": <benchmark run folder>}``."""
     from odmaug.benchmark.classifiers import _train_one, classifier_jobs
     from odmaug.benchmark.selection import filter_classifier
-    from odmaug.benchmark.synthesis import _filtered_externals
+    from odmaug.benchmark.synthesis_stage import _filtered_externals
     from odmaug.runs import Run
 
     one = next(j for j in classifier_jobs(plan, recipe) if j.arm.label == job.target and j.seed == job.seed)

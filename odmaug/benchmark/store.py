@@ -6,7 +6,7 @@ resumes there. Every key is an :mod:`odmaug.digest` digest:
 * ``generator-<name>-<key>``: the key hashes every generator input except ``train.steps``, which
   says where training stops, not what a step does: a checkpoint holds the whole training state,
   so ``N`` steps then a resume to ``M`` gives the weights of ``M`` steps, bit for bit
-  (:mod:`odmaug.diffusion.train_state`). A larger ``train.steps`` therefore continues a stored
+  (:mod:`odmaug.diffusion.checkpointer`). A larger ``train.steps`` therefore continues a stored
   shorter run. A stored run already past ``train.steps`` is never cut back: its weights are not
   those of the shorter run, and the checkpoint at that step is usually gone
   (``train.keep_checkpoints``). A shorter request then trains from zero in a branch folder

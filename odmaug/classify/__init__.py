@@ -15,7 +15,7 @@ from odmaug.classify.evaluate import evaluate_classifier, grade_fidelity
 from odmaug.classify.features import ClassifierFeatures, load_classifier_features
 from odmaug.classify.models import ClassifierMeta, create_model, load_classifier, save_classifier
 from odmaug.classify.seeds import train_seeds
-from odmaug.classify.splits import training_splits
+from odmaug.classify.datasets import training_splits
 from odmaug.classify.outputs import ClassifierResult
 from odmaug.classify.train import train_classifier
 

@@ -28,7 +28,7 @@ from odmaug.classify.outputs import ClassifierResult, finish
 from odmaug.classify.predict import load_images, predict_logits
 from odmaug.classify.hub import HUB, load_hub
 from odmaug.classify.pretrained import load_pretrained
-from odmaug.classify.splits import check_splits
+from odmaug.classify.datasets import check_splits
 from odmaug import tensorboard
 from odmaug.classify.state import TrainState, fingerprint, load_finished, load_state, save_state
 from odmaug.classify.step import Stepper, epoch_order, lr_factor

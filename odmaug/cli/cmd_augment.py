@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from odmaug.cli.app import app
-from odmaug.cli.options import RecipeOptions, Run, recipe_options, sample_options
+from odmaug.cli.options import GeneratorRunOption, RecipeOptions, recipe_options, sample_options
 from odmaug.console import console, is_main_process, warn
 from odmaug.data.balance import STRATEGIES
 
@@ -96,7 +96,7 @@ def synthesis_table(summary) -> Table:
 @recipe_options("device", "data_dir")
 @sample_options()
 def augment_command(
-    run: Run,
+    run: GeneratorRunOption,
     sample: dict,
     options: RecipeOptions,
     target_class: Annotated[Optional[str], typer.Option("--target-class", "-c", help="Grade(s): 4, 3,4 or auto.")] = None,

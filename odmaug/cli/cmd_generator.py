@@ -9,7 +9,7 @@ import typer
 from rich.table import Table
 
 from odmaug.cli.app import app
-from odmaug.cli.options import RecipeOptions, Run, recipe_options, sample_options
+from odmaug.cli.options import GeneratorRunOption, RecipeOptions, recipe_options, sample_options
 from odmaug.console import console
 from odmaug.errors import OdmaugError
 
@@ -68,7 +68,7 @@ def train_generator_cmd(
 @recipe_options("device")
 @sample_options()
 def sample_cmd(
-    run: Run,
+    run: GeneratorRunOption,
     sample: dict,
     options: RecipeOptions,
     out: Annotated[Path, typer.Option("--out", "-o", help="Grid PNG to write (one row per grade).")] = Path("samples.png"),

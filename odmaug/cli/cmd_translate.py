@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from odmaug.cli.app import app
-from odmaug.cli.options import RecipeOptions, Run, recipe_options, sample_options
+from odmaug.cli.options import GeneratorRunOption, RecipeOptions, recipe_options, sample_options
 from odmaug.console import console
 
 
@@ -18,7 +18,7 @@ from odmaug.console import console
 @recipe_options("device")
 @sample_options("sampler", "steps", "guidance_scale", "eta", "use_ema")
 def translate_command(
-    run: Run,
+    run: GeneratorRunOption,
     sample: dict,
     options: RecipeOptions,
     image: Annotated[List[str], typer.Option("--image", help="Real image to translate (repeatable: one strip each).")],
@@ -73,7 +73,7 @@ def _rho(path: dict) -> str:
 @recipe_options("device")
 @sample_options("sampler", "steps", "guidance_scale", "eta", "use_ema")
 def translate_check_command(
-    run: Run,
+    run: GeneratorRunOption,
     sample: dict,
     options: RecipeOptions,
     classifier: Annotated[Path, typer.Option(

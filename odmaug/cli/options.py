@@ -125,4 +125,4 @@ def sample_options(*names: str) -> Callable:
     return grouped_options("sample", names or tuple(SAMPLE_OPTIONS), dict)
 
 
-Run = Annotated[Path, typer.Option("--run", help="Generator run folder (made by odmaug train-generator).")]
+GeneratorRunOption = Annotated[Path, typer.Option("--run", help="Generator run folder (made by odmaug train-generator).")]

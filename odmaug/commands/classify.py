@@ -84,7 +84,7 @@ def classifier_job(cfg: Recipe, manifest: Optional[Path] = None, seeds: Optional
     from odmaug.classify.models import check_classifier
     from odmaug.classify.overwrite import check_replacing
     from odmaug.atomic import check_writable
-    from odmaug.classify.splits import training_splits
+    from odmaug.classify.datasets import training_splits
     from odmaug.runs import create_run
 
     device = resolve_device(cfg.device)  # once, here: the job passes this torch.device down

@@ -14,7 +14,7 @@ table's format. What each kind of file becomes:
 * Transparency (RGBA, LA, palette with a transparent colour): composited on black, the colour of
   a fundus photograph's border, so transparent corners never turn white.
 
-Changing what a file decodes to changes the pixels: bump :data:`odmaug.data.cache.PREP_VERSION`.
+Changing what a file decodes to changes the pixels: bump :data:`odmaug.data.decode_cache.PREP_VERSION`.
 """
 
 from __future__ import annotations

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 from torch.utils.data import Dataset
 
-from odmaug.data.cache import entry_path, load_entry, pixel_key, store_entry
+from odmaug.data.decode_cache import entry_path, load_entry, pixel_key, store_entry
 from odmaug.data.pixels import peak
 from odmaug.data.schemes import SCHEMES
 from odmaug.data.table import ImageTable
@@ -63,7 +63,7 @@ def prepared(
     """Row ``index`` of ``table`` read (with the table's crop), cropped to ``crop_box`` and resized:
     [size, size, C] in the table's pixel format (uint8 RGB [size, size, 3] for colour sets).
 
-    File rows go through the table's decode cache (:mod:`odmaug.data.cache`) when it has one: the
+    File rows go through the table's decode cache (:mod:`odmaug.data.decode_cache`) when it has one: the
     first call decodes and stores, later calls (any stage, any process) load the stored array.
 
     Raises:

@@ -14,7 +14,7 @@ import pandas as pd
 
 from odmaug.config import DataConfig
 from odmaug.console import warn, warn_once
-from odmaug.data.cache import resolve_cache_dir
+from odmaug.data.decode_cache import resolve_cache_dir
 from odmaug.data.checks import groups_from_pattern, warn_aspect, warn_no_groups, warn_small_splits
 from odmaug.data.dicom import groups_from_tag
 from odmaug.data.listing import folder_table

@@ -68,7 +68,7 @@ class ImageTable:
         crop: ``data.crop`` (none / centre / fundus, see :mod:`odmaug.data.crops`), applied by
             :meth:`read` to every row but generated ones (``source == "synthetic"``), which were
             made from already cropped images.
-        cache_dir: folder of the decode cache (:mod:`odmaug.data.cache`) that stages loading
+        cache_dir: folder of the decode cache (:mod:`odmaug.data.decode_cache`) that stages loading
             prepared images use for file rows; None: no cache.
         channels: 1 or 3 channels per prepared image (``data.channels``); None: auto, resolved by
             :meth:`pixel_format` from the rows (1 when every image is grayscale).

@@ -1,5 +1,5 @@
 """Reading generator checkpoints (safetensors + JSON, no pickle); they are written atomically by
-:func:`odmaug.diffusion.train_state.save_checkpoint`.
+:func:`odmaug.diffusion.checkpointer.save_checkpoint`.
 
 Layout inside ``<run>/generator/``::
 

@@ -34,7 +34,7 @@ from odmaug.diffusion.grids import draw_sample_grid
 from odmaug.diffusion.lr_schedule import learning_rate
 from odmaug.diffusion.schedule import NoiseSchedule
 from odmaug.diffusion.unet import build_generator, unreached_attention
-from odmaug.diffusion.train_state import Checkpointer, InterruptGuard, TrainResult, peak_memory_mb
+from odmaug.diffusion.checkpointer import Checkpointer, InterruptGuard, TrainResult, peak_memory_mb
 from odmaug.errors import OdmaugError
 from odmaug.runs import Run
 from odmaug.train_step import EMA, TrainStep

@@ -30,7 +30,7 @@ from odmaug.console import progress
 from odmaug.data.images import prepare
 from odmaug.data.table import ImageTable
 from odmaug.errors import OdmaugError
-from odmaug.metrics.cache import cached_features
+from odmaug.metrics.feature_cache import cached_features
 from odmaug.metrics.features import as_extractor
 from odmaug.metrics.spread import kid_spread_omitted
 
@@ -194,7 +194,7 @@ def compute_generative_metrics(
     """FID, KID, precision and recall of ``generated`` against ``real``, overall and per grade.
 
     Args:
-        real: the reference images (their features are cached, see :mod:`odmaug.metrics.cache`).
+        real: the reference images (their features are cached, see :mod:`odmaug.metrics.feature_cache`).
         generated: the images to judge (same grades as ``real``).
         extractor: a name (``inception``, ``domain:<run>``), a built extractor
             (:func:`odmaug.metrics.features.build_extractor`) or any object with ``name``, ``dim``,

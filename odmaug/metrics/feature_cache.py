@@ -8,7 +8,7 @@ preparation identity, extractor identity):
   ``retinamnist.npz``; ``synthetic://`` rows: the source of the drawing code), so editing,
   adding or relabelling one image changes the key;
 - resolution, crop mode and crop box the images are prepared with;
-- preparation identity (:func:`odmaug.data.cache.prep_identity`: decode-cache version, Pillow,
+- preparation identity (:func:`odmaug.data.decode_cache.prep_identity`: decode-cache version, Pillow,
   crop code), the same one the decode cache keys on, so a change that re-decodes the images
   also recomputes their features;
 - extractor identity (network, layer and weights hash).
@@ -30,7 +30,7 @@ import pandas as pd
 from odmaug.atomic import atomic_path
 from odmaug.console import warn
 from odmaug.data import retinamnist
-from odmaug.data.cache import pixel_key, prep_identity
+from odmaug.data.decode_cache import pixel_key, prep_identity
 from odmaug.data.schemes import RETINAMNIST_SCHEME, SYNTHETIC_SCHEME
 from odmaug.data.table import ImageTable
 from odmaug.digest import file_digest, json_digest, rows_digest
