@@ -173,11 +173,11 @@ def test_identical_arms_differ_by_exactly_zero_and_the_report_says_so():
     preds["oversample"] = preds["real"].copy()
     out = paired_bootstrap(preds, labels, C, n_boot=300)
     for d in out["paired"]["oversample"]["vs_real"].values():
-        assert (d["ci_low"], d["ci_high"], d["se"], d["identical"]) == (0.0, 0.0, 0.0, True)
+        assert (d["ci_low"], d["ci_high"], d["se"], d["identical"], d["mde"]) == (0.0, 0.0, 0.0, True, None)
     assert not out["paired"]["odm"]["vs_real"]["qwk"]["identical"]
     res = _results_with(out, preds, labels)
     row = next(r for r in paired_rows(res) if r[:3] == ["oversample", "vs real", "qwk"])
-    assert row[6:] == ["0 [0, 0] (identical predictions)", "–", "3 seeds × 150 images"]
+    assert row[6:] == ["0 [0, 0] (equal in every resample)", "–", "3 seeds × 150 images"]
 
 
 def test_same_seed_same_figures_other_seed_other_draws():

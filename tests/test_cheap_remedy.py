@@ -103,7 +103,7 @@ def test_report_opens_with_the_remedy_lines(store, tmp_path):
                "paired": summarise_arms(arms, C), "bootstrap": bootstrap, "cheap_remedy": cheap, "generators": {},
                "extractors": [], "grids": {}, "notes": [], "wall_time_s": 1.0}
     lines = remedy_lines(results)
-    assert lines[0] == ("Best cheap remedy, chosen on validation (never test): focal, validation QWK 0.800 "
+    assert lines[0] == ("Best non-generative arm (real or a cheap remedy), chosen on validation (never test): focal, validation QWK 0.800 "
                         "(others: real 0.610, corn 0.710).")
     odm = cheap["vs_generators"]["odm"]
     assert lines[1] == (f"odm vs focal on test: Δ QWK {boot_interval(odm['qwk'])}, MDE {boot_mde(odm['qwk'])}; "
@@ -121,4 +121,8 @@ def test_remedy_lines_without_a_comparison():
     assert remedy_lines({"cheap_remedy": none}) == ["Best cheap remedy: none (no non-generative arm with a validation QWK)."]
     record = cheap_remedy_record([parse_arm("real"), parse_arm("focal")], {"real": 0.5, "focal": 0.6}, "focal", {}, C)
     assert record["why"] == "no generator arm"
+    tied = cheap_remedy_record([parse_arm("real"), parse_arm("corn")], {"real": 0.0, "corn": 0.0}, "real", {}, C)
+    assert best_cheap_arm(tied["val_qwk"]) == "real"  # ties: the first listed, and the lines say so
+    assert remedy_lines({"num_classes": C, "cheap_remedy": tied})[1] == (
+        "Tied on validation with corn: real is the first listed in benchmark.arms.")
     assert remedy_lines({"num_classes": C, "cheap_remedy": record})[-1] == "No generator arm to compare with focal."

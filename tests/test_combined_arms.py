@@ -155,3 +155,8 @@ def test_plan_refuses_a_combination_its_options_forbid(tmp_path, smoke_recipe_pa
     assert result.exit_code == 2 and len(lines) == 1, result.output
     assert lines[0] == ("error: benchmark arm odm+focal: classifier: head: corn cannot be combined with loss: focal, "
                         "mixup_alpha or cutmix_alpha")
+
+
+def test_an_unknown_remedy_is_named_as_a_remedy():
+    with pytest.raises(ValueError, match=r"unknown remedy 'nothing' in arm 'odm\+nothing' \(remedies: class-weighted, "):
+        check_arm_spec("odm+nothing")

@@ -56,6 +56,10 @@ def check_arm_spec(spec: str) -> None:
     else:
         label, equals, path = argument.partition("=")
         well_formed = bool(label and equals and path)
+    base, plus, remedy = spec.rpartition("+")
+    if not well_formed and plus and base:  # <arm>+<something that is not a remedy>
+        remedies = ", ".join(k.name for k in ARMS.values() if k.training)
+        raise ValueError(f"unknown remedy '{remedy}' in arm '{spec}' (remedies: {remedies})")
     if not well_formed:
         usage = ", ".join(k.name if k.images is None else f"{k.name}:<name>=<path>" for k in ARMS.values())
         usage += ", <arm>+<remedy> (e.g. odm+corn)"

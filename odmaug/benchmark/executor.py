@@ -41,8 +41,9 @@ EXECUTORS = ("local", "slurm")
 INSTALL = 'pip install "odmaug[slurm]"'
 
 
-def check_executor(name: str) -> None:
-    """Refuse an ``--executor`` that cannot run here, before anything is read or written.
+def check_executor(name: str, dry_run: bool = False) -> None:
+    """Refuse an ``--executor`` that cannot run here, before anything is read or written; a
+    ``dry_run`` (the plan, previewed anywhere) checks the name only.
 
     Raises:
         OdmaugError: not ``local``/``slurm``, submitit not installed, ``slurm`` without ``srun``
@@ -50,6 +51,8 @@ def check_executor(name: str) -> None:
     """
     if name not in EXECUTORS:
         raise OdmaugError(f"--executor must be one of {', '.join(EXECUTORS)} (got {name!r})")
+    if dry_run:
+        return
     try:
         import submitit  # noqa: F401
     except ImportError:
@@ -57,8 +60,8 @@ def check_executor(name: str) -> None:
     if os.environ.get("WORLD_SIZE", "1") not in ("", "1"):
         raise OdmaugError(f"--executor {name} submits the stages as jobs: run it as one process, not under torchrun")
     if name == "slurm" and submitit.SlurmExecutor.affinity() <= 0:
-        raise OdmaugError("--executor slurm: no Slurm here (srun is not on PATH); run it on a cluster's login "
-                          "node, or use --executor local")
+        raise OdmaugError("--executor slurm: no Slurm here (srun is not on PATH, which submitit's sbatch jobs "
+                          "use); run it on a cluster's login node, preview it with --dry-run, or use --executor local")
 
 
 class Submitter:
@@ -118,7 +121,8 @@ def run_wave(submitter: Submitter, name: str, wave: list[tuple[StageJob, tuple]]
     """
     if not wave:
         return []
-    limit = submitter.settings.max_jobs or len(wave)
+    # unset: Slurm takes the whole wave (the scheduler queues it); local runs one job per core here
+    limit = submitter.settings.max_jobs or (len(wave) if submitter.cluster == "slurm" else os.cpu_count() or 1)
     say(f"{name}: {len(wave)} job(s) ({submitter.cluster}, {min(limit, len(wave))} at a time): "
         f"{', '.join(s.name for s, _ in wave)}")
     jobs: list = []

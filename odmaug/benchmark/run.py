@@ -45,7 +45,7 @@ def run_benchmark(recipe: Recipe, runs_dir: Optional[str | Path] = None, device:
     if executor is not None:
         from odmaug.benchmark.executor import check_executor
 
-        check_executor(executor)  # before any data is read or anything written
+        check_executor(executor, dry_run)  # before any data is read or anything written
     base = default_runs_dir(runs_dir)
     passes = benchmark_splits(recipe, load_table(recipe.data))
     plans = [make_plan(recipe, base / "store", splits) for splits in passes]

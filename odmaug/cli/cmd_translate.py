@@ -38,8 +38,8 @@ def translate_command(
     from odmaug.commands.translate import translation_strips
 
     done = translation_strips(run, image, out, grades, strength, seed, invert, options.device, sample)
-    console.print(f"wrote {done.out}: {done.images} image(s) x {len(done.grades)} grades, DDIM {done.steps} steps, "
-                  f"strength {done.strength:g}", markup=False)
+    console.print(f"wrote {done.out}: {done.images} image(s) x {len(done.grades)} grades, {done.sampler} {done.steps} "
+                  f"steps, strength {done.strength:g} (effective {done.effective_strength:g})", markup=False)
 
 
 def check_table(report: dict) -> Table:

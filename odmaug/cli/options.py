@@ -18,6 +18,7 @@ from typing import Annotated, Any, Callable, List, Optional, Sequence
 import typer
 
 from odmaug.config import Recipe, load_recipe, merge_options
+from odmaug.errors import OdmaugError
 
 
 def _option(kind: Any, names: str, help: str) -> Any:
@@ -32,9 +33,9 @@ RECIPE_OPTIONS: dict[str, Any] = {
     "runs_dir": _option(Path, "--runs-dir", help="Where run folders go (default $ODMAUG_RUNS_DIR or ./runs)."),
     "device": _option(str, "--device", help="auto, cpu, cuda or mps (default: the recipe's, usually auto)."),
     "seed": _option(int, "--seed", help="Seed for every random draw (default: the recipe's)."),
-    "log": _option(str, "--log", help="tensorboard: also write TensorBoard event files (losses, learning rate, "
-                   "throughput, sample grids, classifier val QWK) under each run and classifier folder; needs "
-                   "odmaug[tensorboard]. log.jsonl is always written."),
+    "log": _option(str, "--log", help="jsonl (default: log.jsonl only, always written) or tensorboard: also "
+                   "TensorBoard event files (losses, learning rate, throughput, sample grids, classifier val QWK) "
+                   "under each run and classifier folder; needs pip install \"odmaug\\[tensorboard]\"."),
 }
 """The options that locate and adjust a recipe (each None when not given)."""
 
@@ -77,9 +78,13 @@ class RecipeOptions:
         from odmaug.commands.names import check_names
 
         tensorboard.use(self.log)
-        cfg = load_recipe(path or self.recipe or default, [*before, *(self.overrides or ())])
+        source = path or self.recipe or default
+        cfg = load_recipe(source, [*before, *(self.overrides or ())])
         cfg = merge_options(cfg, device=self.device, seed=self.seed)
-        return check_names(merge_options(cfg, "data", data_dir=self.data_dir))
+        try:
+            return check_names(merge_options(cfg, "data", data_dir=self.data_dir))
+        except OdmaugError as err:  # name the file, as a type error in it does
+            raise OdmaugError(f"{source}: {err}" if source else str(err)) from None
 
 
 def grouped_options(into: str, names: Sequence[str], make: Callable[..., Any]) -> Callable:

@@ -11,6 +11,7 @@ import torch
 
 from odmaug.commands.sample import load_for_sampling, png_out
 from odmaug.diffusion.grids import draw_strips, translate_to_grades
+from odmaug.diffusion.translate import effective_strength
 from odmaug.errors import OdmaugError
 
 
@@ -69,7 +70,9 @@ class StripSummary:
     images: int
     grades: list[int]
     steps: int
-    strength: float
+    strength: float  # nominal (t0 / T as asked)
+    effective_strength: float  # the chain's first timestep + 1 over T (odmaug.diffusion.translate.effective_strength)
+    sampler: str
 
 
 def translation_strips(run: str | Path, images: Sequence[str], out: Path, grades: str = "all",
@@ -103,4 +106,5 @@ def translation_strips(run: str | Path, images: Sequence[str], out: Path, grades
         rows.append(torch.cat([as_uint8(src).unsqueeze(0), made]))  # [1 + G, C, H, W]
     draw_strips(rows, [Path(ref).name for ref in images], chosen, strength,
                 "DDIM inversion" if invert else f"seed {seed}", out)
-    return StripSummary(out, len(images), chosen, settings.steps, strength)
+    effective = effective_strength(loaded.schedule, strength, settings.steps, settings.timestep_spacing)
+    return StripSummary(out, len(images), chosen, settings.steps, strength, effective, settings.sampler)

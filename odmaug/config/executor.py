@@ -55,7 +55,7 @@ class ExecutorConfig(Section):
     """The last job: generative metrics, ``results.json`` and the report (every other stage reused)."""
     max_jobs: Optional[int] = Field(None, ge=1, le=100_000)
     """At most this many jobs of a wave running or queued at once (the next one is submitted as one
-    ends); None: the whole wave at once. With ``--executor local``, about the GPUs or cores here."""
+    ends); None: the whole wave at once under Slurm, one job per CPU core here under ``--executor local``."""
     account: SlurmName = None
     """Slurm account charged (``sbatch --account``); None: the user's default."""
     lock_wait_min: float = Field(60.0, ge=0.0, le=MAX_JOB_MINUTES)

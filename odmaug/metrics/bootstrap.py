@@ -164,9 +164,9 @@ def _summary(per_seed: np.ndarray, draws: np.ndarray, confidence: float, power: 
     se_images = _test_set_se(draws)
     se = float(np.hypot(se_seeds, se_images))
     q, q_power = _t_quantiles(seeds, confidence, power)
+    identical = bool(np.all(draws == 0) and np.all(per_seed == 0))  # equal in every resample: no spread, no MDE
     out.update(ci_low=estimate - q * se, ci_high=estimate + q * se, se=se, se_seeds=se_seeds, se_images=se_images,
-               df=seeds - 1 if seeds >= 2 else None, mde=(q + q_power) * se,
-               identical=bool(np.all(draws == 0) and np.all(per_seed == 0)))
+               df=seeds - 1 if seeds >= 2 else None, mde=None if identical else (q + q_power) * se, identical=identical)
     return out
 
 

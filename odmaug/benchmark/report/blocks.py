@@ -38,7 +38,8 @@ def bootstrap_note(results: dict[str, Any]) -> str:
             "resamples, the same draws for every arm and seed); never narrower than the seeds-only interval. "
             "MDE: the smallest true difference detectable with 80% power at two-sided 5% on this many seeds and "
             "images, (t_{0.975} + t_{0.80}) × the same SE; a null result reads “no gain larger than the MDE”. "
-            "Identical predictions differ by exactly 0: “0 [0, 0] (identical predictions)”.")
+            "A figure equal in both arms in every resample (say top-grade recall 0 in both) reads "
+            "“0 [0, 0] (equal in every resample)”: no spread, so no MDE.")
 
 
 def judge_blocks(results: dict[str, Any]) -> list[tuple]:

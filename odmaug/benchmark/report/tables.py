@@ -86,19 +86,20 @@ def _boot(results: dict[str, Any], arm: str, ref: str, metric: str) -> Optional[
 def boot_interval(b: Optional[dict[str, Any]]) -> str:
     """``+0.021 [-0.030, +0.072]`` from a :mod:`odmaug.metrics.bootstrap` summary of a difference.
 
-    Identical predictions differ by exactly 0 in every resample: "[0, 0] (identical predictions)".
+    A figure equal in both arms in every resample (e.g. top-grade recall 0 in both; it does not
+    mean the predictions are identical) reads "0 [0, 0] (equal in every resample)", without an MDE.
     """
     if not b or b.get("estimate") is None:
         return "–"
     if b.get("identical"):
-        return "0 [0, 0] (identical predictions)"
+        return "0 [0, 0] (equal in every resample)"
     if b.get("ci_low") is None:
         return f"{_signed(b['estimate'])} [–, –] ({b.get('resamples', 0)} defined resamples)"
     return f"{_signed(b['estimate'])} [{_signed(b['ci_low'])}, {_signed(b['ci_high'])}]"
 
 
 def boot_mde(b: Optional[dict[str, Any]]) -> str:
-    """The minimum detectable effect (80% power, two-sided 5%), or "–" (none, or identical arms)."""
+    """The minimum detectable effect (80% power, two-sided 5%), or "–" (none, or a figure without spread)."""
     if not b or b.get("mde") is None or b.get("identical"):
         return "–"
     return _fmt(b["mde"])

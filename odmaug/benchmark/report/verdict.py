@@ -55,8 +55,8 @@ def verdict(results: dict[str, Any]) -> str:
     reasons = plumbing_reasons(results)
     if reasons:
         return (f"Verdict: not evidence. This is a plumbing-size run ({', '.join(reasons)}; evidence needs at "
-                f"least {MIN_SEEDS} seeds and {MIN_TEST_IMAGES} test images from a real recipe), so an interval "
-                f"below that excludes 0 is not a finding ({mde}).")
+                f"least {MIN_SEEDS} seeds and {MIN_TEST_IMAGES} test images from a real recipe): at this size even "
+                f"an interval that excludes 0 is not a finding ({mde}).")
     if not diffs:
         return "Verdict: none: these results hold no seeds × test images interval of Δ QWK against real."
     found = [(arm, d) for arm, d in diffs.items() if d.get("ci_low") is not None and not d.get("identical")
@@ -85,8 +85,11 @@ def remedy_lines(results: dict[str, Any]) -> list[str]:
         return [f"Best cheap remedy: none ({cheap.get('why', 'no non-generative arm')})."]
     val = cheap.get("val_qwk") or {}
     others = ", ".join(f"{arm} {q:.3f}" for arm, q in val.items() if arm != best and q is not None)
-    lines = [f"Best cheap remedy, chosen on validation (never test): {best}, validation QWK {val[best]:.3f}"
-             + (f" (others: {others})." if others else ".")]
+    tied = [arm for arm, q in val.items() if arm != best and q is not None and round(q, 3) == round(val[best], 3)]
+    lines = [f"Best non-generative arm (real or a cheap remedy), chosen on validation (never test): {best}, "
+             f"validation QWK {val[best]:.3f}" + (f" (others: {others})." if others else ".")]
+    if tied:  # a choice among equals carries no information; say so rather than imply a winner
+        lines.append(f"Tied on validation with {', '.join(tied)}: {best} is the first listed in benchmark.arms.")
     top = f"recall_grade_{results.get('num_classes', 0) - 1}"
     for arm, diffs in (cheap.get("vs_generators") or {}).items():
         qwk, recall = diffs.get("qwk"), diffs.get(top)
