@@ -34,7 +34,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from odmaug.classify.models import ClassifierMeta, create_model
 from odmaug.classify.predict import load_images
 from odmaug.classify.step import Stepper, normalize
-from odmaug.classify.splits import training_splits
+from odmaug.classify.datasets import training_splits
 from odmaug.classify.train import train_classifier
 from odmaug.precision import autocast, resolve_precision
 from odmaug.config import load_recipe

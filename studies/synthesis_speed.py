@@ -43,7 +43,7 @@ def make_run(root: Path, seed: int = 0) -> Path:
     """A run folder holding a random-weight quickstart generator checkpoint."""
     from odmaug.config import load_recipe
     from odmaug.diffusion import build_generator
-    from odmaug.diffusion.train_state import save_checkpoint
+    from odmaug.diffusion.checkpointer import save_checkpoint
     from odmaug.runs import create_run
     from odmaug.train_state import TrainingState
 
@@ -144,7 +144,7 @@ def folder_size_check(run: Path, work: Path, settings, args, base: dict) -> dict
     """``n`` new images into a folder already holding ``--prefill`` valid ones: the extra cost is one scan."""
     if not args.prefill:
         return None
-    from odmaug.augment.store import SynthesisFolder
+    from odmaug.augment.synthesis_folder import SynthesisFolder
 
     n = args.sizes[0]
     full = work / "prefilled"

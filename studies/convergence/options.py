@@ -69,7 +69,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--recipe", type=Path, help="base recipe (default studies/convergence/quickstart_before.yaml: the quickstart "
                    "recipe as the study began; smoke: recipes/smoke.yaml)")
     p.add_argument("--config", action="append", dest="configs",
-                   help="NAME=SET;SET... (repeatable; the first is the baseline). Default: " + " ".join(DEFAULT_CONFIGS))
+                   help="NAME=SET;SET... (repeatable; the first is the baseline). Default: " + " and ".join(repr(c) for c in DEFAULT_CONFIGS))
     p.add_argument("--runs", help="NAME,NAME: train and evaluate only these runs (e.g. vpred-minsnr-odm); the others "
                    "keep their stored checkpoints and the plan stays the whole study's")
     p.add_argument("--multiples", default="1,2,4", help="checkpoints, in multiples of the baseline ODM's wall time")
@@ -93,7 +93,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--buckets", type=int, default=10, help="timestep buckets over 0..T-1")
     p.add_argument("--smoke", action="store_true", help="tiny sizes (" + ", ".join(f"{k}={v}" for k, v in SMOKE.items()) + ")")
     p.add_argument("--probe-only", action="store_true", help="stop after the probes and the plan (steps, wall time)")
-    p.add_argument("--report", action="store_true", help="print the tables of --out and write its figure; no work")
+    p.add_argument("--report", action="store_true", help="print the tables of --out and (re)draw its figure beside it; no training or sampling")
     p.add_argument("--diagnose", metavar="RUN", help="eps-norm diagnosis of a run folder or a study run name; no work")
     return p
 

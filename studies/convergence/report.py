@@ -41,7 +41,8 @@ HEADER = ("| run | steps | train min | FID DDIM-50 [95%] | KID x1e3 | FID UniPC-
 def print_report(record: dict) -> None:
     """Markdown: the judge, the probes, then per multiple one row per run, and the eps diagnosis."""
     judge, probes = record.get("judge", {}), record.get("probes", {})
-    print(f"# Convergence at equal wall time ({record['host'].get('lscpu_bf16_flags')}, torch {record['host'].get('torch')})")
+    flags = " ".join(record["host"].get("lscpu_bf16_flags") or ["no bf16 flags"])
+    print(f"# Convergence at equal wall time ({flags}, torch {record['host'].get('torch')})")
     if judge:
         print(f"\njudge: {judge['model']} trained once on the real training split, test QWK {judge['test_qwk']:.3f}, "
               f"accuracy {judge['test_accuracy']:.3f}; real set {judge['real_set']['per_grade']} per grade")
