@@ -234,13 +234,8 @@ def run_with_executor(recipe: Recipe, base: Path, plans: list[Plan], passes: lis
 
 
 def _print_report(results: dict[str, Any], bench_run: Run) -> None:
-    """The tables the in-process benchmark prints, from the results job's ``results.json``."""
-    from odmaug.benchmark.report import arm_table, generator_table
-    from odmaug.benchmark.report.verdict import verdict
-    from odmaug.console import console
+    """What the in-process benchmark prints at its end, from the results job's ``results.json``."""
+    from odmaug.benchmark.results import print_summary
 
-    if results["generators"]:
-        console.print(generator_table(results))
-    console.print(arm_table(results))
-    console.print(verdict(results), markup=False, highlight=False)
-    console.print(f"report: {bench_run.root / 'report'}  (job logs: {bench_run.root / 'jobs'})")
+    report = bench_run.root / "report"
+    print_summary(results, f"report: {report / 'report.md'}  {report / 'report.html'}  (job logs: {bench_run.root / 'jobs'})")

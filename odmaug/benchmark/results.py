@@ -174,16 +174,23 @@ def collect_results(recipe: Recipe, passes: list[Pass], bench_run: Run, device: 
 
 def _report(results: dict[str, Any], bench_run: Run) -> None:
     """Write the benchmark report and print its tables."""
-    from odmaug.benchmark.report import arm_table, generator_table, write_benchmark_report
-    from odmaug.benchmark.report.verdict import remedy_lines, verdict
+    from odmaug.benchmark.report import write_benchmark_report
 
     env = json.loads(bench_run.env_path.read_text())
     paths = write_benchmark_report(results, bench_run.subdir("report"), bench_run.config_path.read_text(), env)
     bench_run.log("benchmark_done", wall_time_s=results["wall_time_s"], report=str(paths["html"]))
+    print_summary(results, f"report: {paths['markdown']}  {paths['html']}")
+
+
+def print_summary(results: dict[str, Any], last_line: str) -> None:
+    """What the console shows at the end of a benchmark, in process or under ``--executor``: the
+    generator and arm tables, the verdict and the cheap-remedy lines (the report's first lines), then
+    ``last_line`` (where the report is)."""
+    from odmaug.benchmark.report import arm_table, generator_table
+    from odmaug.benchmark.report.verdict import remedy_lines, verdict
+
     if results["generators"]:
         console.print(generator_table(results))
     console.print(arm_table(results))
-    console.print(verdict(results), markup=False, highlight=False)  # the report's first sentence too
-    for line in remedy_lines(results):  # and the lines after it
+    for line in [verdict(results), *remedy_lines(results), last_line]:
         console.print(line, markup=False, highlight=False)
-    console.print(f"report: {paths['markdown']}  {paths['html']}")
