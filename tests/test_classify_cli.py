@@ -57,7 +57,13 @@ def test_evaluate_split_and_manifest(trained_run, tmp_path):
     preds.assign(source="synthetic")[["path", "label", "source"]].to_csv(manifest, index=False)
     result = run("evaluate", "--classifier", str(root / "classifier"), "--data", str(manifest))
     assert result.exit_code == 0, result.output
-    assert (root / "classifier" / "evaluations").is_dir()
+    # a second manifest with the same file name gets its own folder: no evaluation overwrites another
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "generated.csv").write_bytes(manifest.read_bytes())
+    result = run("evaluate", "--classifier", str(root / "classifier"), "--data", str(tmp_path / "other" / "generated.csv"))
+    assert result.exit_code == 0, result.output
+    folders = sorted((root / "classifier" / "evaluations").iterdir())
+    assert len(folders) == 2 and all(f.name.startswith("generated-") and (f / "evaluation.json").is_file() for f in folders)
 
 
 def test_evaluate_rejects_grades_the_model_does_not_know(trained_run, tmp_path):

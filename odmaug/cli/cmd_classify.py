@@ -77,7 +77,7 @@ def evaluate_cmd(
         "--data", "-d",
         help="retinamnist[:split], synthetic[:split], recipe[:split], a manifest .csv or a folder root/<grade>/*.png.")],
     out: Annotated[Optional[Path], typer.Option(
-        "--out", help="Output folder (default <classifier>/evaluations/<data>).")] = None,
+        "--out", help="Output folder (default <classifier>/evaluations/<data name>[-<digest of its path>]).")] = None,
 ) -> None:
     """QWK, accuracy, macro-F1, balanced accuracy, grade error, per-grade table and confusion matrix.
 

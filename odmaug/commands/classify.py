@@ -107,10 +107,23 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-") or "data"
 
 
+def default_evaluation_dir(folder: Path, data: str, table_name: str) -> Path:
+    """``<classifier>/evaluations/<data name>``, plus a digest of the spec's path where the spec
+    names a file or folder: two manifests both called ``manifest.csv`` get two folders, and no
+    evaluation overwrites another one's."""
+    import hashlib
+
+    path = Path(data.rsplit(":", 1)[0] if data.endswith((":train", ":val", ":test")) else data)
+    if not path.exists():  # a named source (retinamnist:test, synthetic): its name is unique
+        return folder / "evaluations" / _slug(table_name)
+    where = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]
+    return folder / "evaluations" / f"{_slug(table_name)}-{where}"
+
+
 def evaluate_spec(classifier: Path, data: str, recipe_for: Callable[[Optional[Path]], Recipe],
                   out: Optional[Path] = None) -> dict[str, Any]:
     """Evaluate a classifier (folder, or run with ``classifier/``) on ``data`` (a spec as
-    :func:`odmaug.data.table_from_spec` reads it) into ``out`` (default ``<classifier>/evaluations/<data>``).
+    :func:`odmaug.data.table_from_spec` reads it) into ``out`` (default: :func:`default_evaluation_dir`).
 
     ``recipe_for`` gives the recipe whose data settings read ``data``; it is called with the recipe
     the classifier was trained with (its ``config.yaml``; None when it kept none).
@@ -137,6 +150,6 @@ def evaluate_spec(classifier: Path, data: str, recipe_for: Callable[[Optional[Pa
         if "outside 0.." in str(err):
             raise OdmaugError(f"{err} (the classifier was trained for grades 0..{meta.num_classes - 1})") from None
         raise
-    target = out or folder / "evaluations" / _slug(table.name)
+    target = out or default_evaluation_dir(folder, data, table.name)
     result = evaluate_classifier(folder, table, target, device, cfg.classifier.precision)
     return {**result, "folder": folder, "meta": meta, "table_name": table.name, "target": target}
