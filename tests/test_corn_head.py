@@ -131,7 +131,7 @@ def test_unknown_head_is_one_line(smoke_recipe_path):
 
     with pytest.raises(OdmaugError) as err:
         load_recipe(smoke_recipe_path, ["classifier.head=coral"])
-    assert "classifier.head" in str(err.value) and "\n" not in str(err.value)
+    assert "classifier.head: Input should be 'softmax' or 'corn'" in str(err.value) and "\n" not in str(err.value)
 
 
 # ------------------------------------------------------------------------ a CORN classifier

@@ -139,12 +139,12 @@ def test_the_stage_lock_waits_for_a_live_holder_and_takes_over_a_dead_ones(tmp_p
 
 
 @pytest.mark.parametrize("override, message", [
-    ("benchmark.executor.generator.gpus=-1", "benchmark.executor.generator.gpus"),
+    ("benchmark.executor.generator.gpus=-1", "benchmark.executor.generator.gpus: Input should be greater than"),
     ("benchmark.executor.classifier.partition='gpu a100'", "one word"),
-    ("benchmark.executor.results.time_min=0", "benchmark.executor.results.time_min"),
-    ("benchmark.executor.synthesis.mem=8", "mem"),
-    ("benchmark.executor.lock_wait_min=-1", "lock_wait_min"),
-    ("benchmark.executor.max_jobs=0", "max_jobs"),
+    ("benchmark.executor.results.time_min=0", "benchmark.executor.results.time_min: Input should be greater than"),
+    ("benchmark.executor.synthesis.mem_gb=0", "benchmark.executor.synthesis.mem_gb: Input should be greater than"),
+    ("benchmark.executor.lock_wait_min=-1", "benchmark.executor.lock_wait_min: Input should be greater than"),
+    ("benchmark.executor.max_jobs=0", "benchmark.executor.max_jobs: Input should be greater than"),
 ])
 def test_executor_settings_are_checked(override, message):
     from odmaug.config import load_recipe

@@ -53,7 +53,7 @@ def predict_images(model: torch.nn.Module, meta: Any, read: Callable[[int], np.n
     """Predicted grade (the argmax of a softmax head's logits, CORN's rule for a CORN head) of images
     ``read(0) .. read(n - 1)`` (uint8 or uint16 [H, W, C] with the classifier's channels C, one size
     per batch), [n] int64."""
-    from odmaug.classify.corn import corn_labels
+    from odmaug.classify.corn import predicted_grades
     from odmaug.classify.features import prepare_batch
 
     out = np.empty(n, dtype=np.int64)
@@ -61,7 +61,7 @@ def predict_images(model: torch.nn.Module, meta: Any, read: Callable[[int], np.n
         chunk = range(start, min(n, start + batch_size))
         images = torch.from_numpy(np.stack([read(i) for i in chunk])).permute(0, 3, 1, 2)  # [B, C, H, W]
         logits = model(prepare_batch(images, meta, device)).float()  # [B, C] (corn: [B, C - 1])
-        grades = corn_labels(logits) if getattr(meta, "head", "softmax") == "corn" else logits.argmax(dim=1)
+        grades = predicted_grades(logits, meta.head)
         out[start : start + len(chunk)] = grades.cpu().numpy()
     return out
 

@@ -74,7 +74,7 @@ def _train_one(job: Job, recipe: Recipe, splits: Splits, synthetic: dict[str, Im
     say(f"classifier {job.arm.label}, seed {job.seed}: {len(train)} training images {train.counts().tolist()} "
         f"-> {out_dir.name}")
     result = train_classifier(recipe, train, splits.val, splits.test, out_dir, job.seed, device, show_progress=show_progress)
-    record = {"dir": str(result.out_dir), "test": result.test, "counts": None if counts is None else counts.to_dict("list"),
+    record = {"dir": str(result.out_dir), "test": result.test, "val": result.val, "counts": None if counts is None else counts.to_dict("list"),
               "synthetic_levers": SyntheticLevers.active(recipe.classifier, train).record(),
               "training": dict(job.arm.kind.training)}
     atomic_write_json(bench_run.subdir("classifiers") / f"{splits.prefix}{job.file_name}.json", record)

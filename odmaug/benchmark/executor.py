@@ -169,9 +169,7 @@ def _selection_wave(recipe: Recipe, plans: list[Plan], passes: list[Splits], dev
     wave, chosen = [], {}
     strengths = sorted(recipe.benchmark.translate.strengths)
     for i, (plan, splits) in enumerate(zip(plans, passes)):
-        for arm in translation_arms(plan):
-            if (i, arm.synthetic_name) in chosen or (i, arm.synthetic_name) in {(s.index, s.target) for s, _ in wave}:
-                continue  # a combination (odm-translate+corn) takes the strength its images' first arm chose
+        for arm in translation_arms(plan):  # one per set of images: a combination shares its first arm's strength
             if len(strengths) == 1:
                 chosen[(i, arm.synthetic_name)] = strengths[0]
                 continue

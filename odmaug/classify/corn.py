@@ -76,13 +76,16 @@ def corn_probabilities(logits: torch.Tensor) -> torch.Tensor:
     return (above[:, :-1] - above[:, 1:]).clamp_min(0.0)
 
 
+def predicted_grades(logits: torch.Tensor, head: str) -> torch.Tensor:
+    """Predicted grades int64 [N] from a head's logits [N, C] (softmax: argmax) or [N, C - 1] (corn: its rule)."""
+    return corn_labels(logits) if head == "corn" else logits.argmax(dim=1)
+
+
 def grade_outputs(logits: torch.Tensor, head: str) -> tuple[np.ndarray, np.ndarray]:
     """(grade probabilities float32 [N, K], predicted grades int64 [N]) from a head's logits:
     softmax and its argmax, or CORN's probabilities and its rule (see the module docstring)."""
-    if head == "corn":
-        return corn_probabilities(logits).numpy(), corn_labels(logits).numpy().astype(np.int64)
-    probs = torch.softmax(logits.float(), dim=1)
-    return probs.numpy(), probs.argmax(1).numpy().astype(np.int64)
+    probs = corn_probabilities(logits) if head == "corn" else torch.softmax(logits.float(), dim=1)
+    return probs.numpy(), predicted_grades(logits, head).numpy().astype(np.int64)
 
 
 def grades_from_probabilities(probs: np.ndarray, head: str) -> np.ndarray:

@@ -19,7 +19,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 import torch
 
-from odmaug.classify.corn import corn_labels, head_loss, head_outputs
+from odmaug.classify.corn import head_loss, head_outputs, predicted_grades
 from odmaug.classify.losses import build_criterion
 from odmaug.classify.mixing import Mixer
 from odmaug.classify.levers import SyntheticLevers, mixed_epoch_order, row_smoothing, synthetic_rows
@@ -134,7 +134,7 @@ def _prepare(recipe: Recipe, train: ImageTable, val: ImageTable, seed: int, devi
     meta = ClassifierMeta(cfg.model, num_classes, size, *classifier_norm(pixels.channels), recipe.data.crop_box,
                           extra=extra, channels=pixels.channels, head=cfg.head)
     stepper = Stepper.build(model, meta, cfg, device)
-    stepper.criterion = build_criterion(cfg, np.bincount(train.labels, minlength=num_classes), device)
+    stepper.criterion = build_criterion(cfg, train.counts(), device)
     crop = recipe.data.crop_box
     batch_size = min(cfg.batch_size, len(train))
     if cfg.mixup_alpha > 0 or cfg.cutmix_alpha > 0:
@@ -249,7 +249,7 @@ def _score(stepper: Stepper, images: torch.Tensor, labels, batch_size: int) -> t
     logits = predict_logits(stepper.model, meta, images, stepper.unit.device, batch_size, stepper.amp_dtype)  # [N, outputs]
     target = torch.from_numpy(np.array(labels, dtype=np.int64))
     loss = float(head_loss(logits, target, meta.head))
-    predicted = corn_labels(logits) if meta.head == "corn" else logits.argmax(1)
+    predicted = predicted_grades(logits, meta.head)
     return classification_metrics(target.numpy(), predicted.numpy(), meta.num_classes), loss
 
 

@@ -111,12 +111,13 @@ def default_evaluation_dir(folder: Path, data: str, table_name: str) -> Path:
     """``<classifier>/evaluations/<data name>``, plus a digest of the spec's path where the spec
     names a file or folder: two manifests both called ``manifest.csv`` get two folders, and no
     evaluation overwrites another one's."""
-    import hashlib
+    from odmaug.data.sources import split_spec
+    from odmaug.digest import bytes_digest
 
-    path = Path(data.rsplit(":", 1)[0] if data.endswith((":train", ":val", ":test")) else data)
+    path = Path(split_spec(data)[0])
     if not path.exists():  # a named source (retinamnist:test, synthetic): its name is unique
         return folder / "evaluations" / _slug(table_name)
-    where = hashlib.sha256(str(path.resolve()).encode()).hexdigest()[:8]
+    where = bytes_digest(str(path.resolve()).encode(), 8)
     return folder / "evaluations" / f"{_slug(table_name)}-{where}"
 
 

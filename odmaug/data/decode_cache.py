@@ -14,6 +14,7 @@ mis-shaped entry is a miss and is rewritten. Nothing is pickled (``np.load(allow
 
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 from typing import Optional
 
@@ -53,6 +54,7 @@ def prep_identity(pixels: Optional[dict] = None) -> dict:
             "crop_code": file_digest(crops.__file__), "pixels": pixels}
 
 
+@lru_cache(maxsize=1)  # read per image (every cache entry's key): the installed version does not change
 def _pydicom_version() -> Optional[str]:
     from importlib.metadata import PackageNotFoundError, version
 

@@ -98,8 +98,6 @@ def _load_synthetic(cfg: DataConfig, check_images: bool) -> ImageTable:
 
 
 def _load_path(cfg: DataConfig, check_images: bool) -> ImageTable:
-    if not cfg.path:
-        raise OdmaugError(f"data.path is required when data.source is '{cfg.source}'")
     table, drawn = path_table(Path(cfg.path), cfg, draw=True)
     _ready(table, cfg, str(cfg.path))
     check_table(table, cfg, str(cfg.path), drawn, check_images)
@@ -121,7 +119,16 @@ def load_table(cfg: DataConfig, check_images: bool = True) -> ImageTable:
             manifest paths, a grade with no images in the training split, a set too small for the
             asked val/test splits.
     """
-    return DATA_SOURCES.get(cfg.source).load(cfg, check_images)
+    source = DATA_SOURCES.get(cfg.source)
+    if source.needs_path and not cfg.path:
+        raise OdmaugError(f"data.path is required when data.source is '{cfg.source}'")
+    return source.load(cfg, check_images)
+
+
+def split_spec(spec: str) -> tuple[str, str | None]:
+    """``retinamnist:test`` -> (``retinamnist``, ``test``); a spec without a split suffix -> (spec, None)."""
+    head, sep, tail = spec.rpartition(":")
+    return (head, tail) if sep and tail in ("train", "val", "test") and head else (spec, None)
 
 
 def table_from_spec(spec: str, cfg: DataConfig, draw_splits: bool | str = False, check_images: bool = True) -> ImageTable:
@@ -139,10 +146,7 @@ def table_from_spec(spec: str, cfg: DataConfig, draw_splits: bool | str = False,
     Raises:
         OdmaugError: as :func:`load_table`; a named split that is empty.
     """
-    split = None
-    head, sep, tail = spec.rpartition(":")
-    if sep and tail in ("train", "val", "test") and head:
-        spec, split = head, tail
+    spec, split = split_spec(spec)
     named = spec in DATA_SOURCES and DATA_SOURCES.get(spec).named
     if spec == "recipe":
         table = load_table(cfg, check_images)
