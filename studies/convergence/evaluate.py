@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from convergence.diagnose import eps_diagnosis
-from convergence.judge import Reference, judge_set
+from convergence.judge import FAR_FACTOR, Reference, judge_set
 from convergence.options import SAMPLERS
 from convergence.sampling import grid, request, synthesize
 
@@ -20,7 +20,7 @@ def protocol(args) -> dict:
     """The settings an evaluation depends on; a stored evaluation is reused only when they match."""
     return {"n": args.n, "kid_subset_size": args.kid_subset_size, "resamples": args.resamples,
             "swd_per_image": args.swd_per_image, "swd_directions": args.swd_directions, "samplers": SAMPLERS,
-            "diagnose_per_bucket": args.diagnose_per_bucket, "buckets": args.buckets}
+            "diagnose_per_bucket": args.diagnose_per_bucket, "buckets": args.buckets, "far_factor": FAR_FACTOR}
 
 
 def ratio(a, b):
@@ -28,10 +28,11 @@ def ratio(a, b):
     return a / b if a is not None and b not in (None, 0) else None
 
 
-def fid_gap(figures: dict) -> dict:
-    """FID(UniPC-10) / FID(DDIM-50), overall and per grade: > 1 means the deterministic solver
-    lands further from the real set than stochastic DDIM on the same weights and seeds."""
-    det, sto = figures["unipc10"]["fid_kid"], figures["ddim50"]["fid_kid"]
+def fid_gap(figures: dict, key: str = "fid_kid") -> dict:
+    """FID(UniPC-10) / FID(DDIM-50), overall and per grade (``key`` "bulk": without the judge's far
+    cluster): > 1 means the deterministic solver lands further from the real set than stochastic
+    DDIM on the same weights and seeds."""
+    det, sto = figures["unipc10"][key], figures["ddim50"][key]
     return {"overall": ratio(det["overall"]["fid"], sto["overall"]["fid"]),
             "per_grade": [ratio(d["fid"], s["fid"]) for d, s in zip(det["per_grade"], sto["per_grade"])]}
 
@@ -53,10 +54,12 @@ def evaluate_checkpoint(run: Path, name: str, multiple: str, ref: Reference, arg
         fk = figures[sampler]["fid_kid"]["overall"]
         print(f"  {name} {multiple}x {LABELS[sampler]}: FID {fk['fid']:.1f} [{fk['fid_lo']:.1f}, {fk['fid_hi']:.1f}], "
               f"SWD {figures[sampler]['swd']['overall']['swd_x1e3']:.1f}e-3, fidelity QWK "
-              f"{figures[sampler]['fidelity']['qwk']:.3f} (sampling {made['wall_s']:.0f} s)", flush=True)
+              f"{figures[sampler]['fidelity']['qwk']:.3f}, bulk FID {figures[sampler]['bulk']['overall']['fid']:.1f}, far share "
+              f"{figures[sampler]['bulk']['generated_far_share']:.3f} (sampling {made['wall_s']:.0f} s)", flush=True)
     path = args.work / "grids" / f"{name}-x{multiple}-step{gen.step:06d}.png"
     grid(sets, args.n, args.grid_per_grade, path, f"{name} at {multiple}x (step {gen.step}, EMA): rows DDIM-50 / UniPC-10")
     diagnosis = eps_diagnosis(gen, ref.real_images, ref.real_labels, args.buckets, args.diagnose_per_bucket)
     return {"step": gen.step, "checkpoint_id": gen.checkpoint_id, "prediction": gen.schedule.prediction,
-            "samplers": figures, "unipc_over_ddim_fid": fid_gap(figures), "grid": str(path),
+            "samplers": figures, "unipc_over_ddim_fid": fid_gap(figures),
+            "unipc_over_ddim_bulk_fid": fid_gap(figures, "bulk"), "grid": str(path),
             "eps_diagnosis": diagnosis, "protocol": protocol(args)}

@@ -38,6 +38,24 @@ HEADER = ("| run | steps | train min | FID DDIM-50 [95%] | KID x1e3 | FID UniPC-
           "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 
 
+BULK_HEADER = ("| run | steps | far share real | far share DDIM-50 | far share UniPC-10 | bulk FID DDIM-50 [95%] | "
+               "bulk FID UniPC-10 [95%] | UniPC/DDIM bulk | bulk FID g3 DDIM / UniPC | bulk FID g4 DDIM / UniPC |\n"
+               "|---|---|---|---|---|---|---|---|---|---|")
+
+
+def bulk_row(name: str, entry: dict) -> str | None:
+    """One row of the far-cluster table (None for an evaluation made before it existed)."""
+    ev = entry["evaluation"]
+    ddim, unipc = (ev["samplers"][s].get("bulk") for s in ("ddim50", "unipc10"))
+    if ddim is None:
+        return None
+    pair = lambda g: f"{_num(ddim['per_grade'][g]['fid'])} / {_num(unipc['per_grade'][g]['fid'])}"  # noqa: E731
+    cells = [name, str(entry["steps"]), f"{ddim['real_far_share']:.3f}", f"{ddim['generated_far_share']:.3f}",
+             f"{unipc['generated_far_share']:.3f}", _fid(ddim["overall"]), _fid(unipc["overall"]),
+             _num(ev["unipc_over_ddim_bulk_fid"]["overall"], ".2f"), pair(3), pair(4)]
+    return "| " + " | ".join(cells) + " |"
+
+
 def print_report(record: dict) -> None:
     """Markdown: the judge, the probes, then per multiple one row per run, and the eps diagnosis."""
     judge, probes = record.get("judge", {}), record.get("probes", {})
@@ -58,6 +76,12 @@ def print_report(record: dict) -> None:
             entry = run["checkpoints"].get(m)
             if entry and "evaluation" in entry:
                 print(checkpoint_row(name, entry))
+        rows = [bulk_row(name, run["checkpoints"][m]) for name, run in record["runs"].items()
+                if "evaluation" in run["checkpoints"].get(m, {})]
+        if any(rows):
+            print(f"\nWithout the judge's far cluster (feature norm > {judge['far_cluster']['factor']:g}x the real median):\n")
+            print(BULK_HEADER)
+            print("\n".join(r for r in rows if r))
     print_diagnoses(record, multiples)
 
 
