@@ -165,6 +165,29 @@ def test_stage_times_are_units_left_times_unit_times(tmp_path, smoke_recipe_path
     assert total == pytest.approx(sum(v for (kind, _), v in by_name.items() if kind in ("generator", "synthesis")))
 
 
+def test_dry_run_says_which_real_image_classifiers_are_stored(tmp_path, smoke_recipe_path):
+    sets = ("benchmark.arms=[real, class-weighted, dm]", "classifier.epochs=1", "train.steps=2", "benchmark.seeds=[0]")
+    store = tmp_path / "runs" / "store"
+    recipe = load_recipe(smoke_recipe_path, list(sets))
+    splits = Splits.of(load_table(recipe.data))
+    before = {s.name: s for s in make_plan(recipe, store, splits).stages if s.kind == "classifier"}
+    assert {n: s.status for n, s in before.items()} == {"real seed 0": "new", "class-weighted seed 0": "new",
+                                                         "dm seed 0": "planned"}
+    assert _bench(tmp_path, smoke_recipe_path, *sets, extra=("--quiet",)).exit_code == 0
+    after = {s.name: s for s in make_plan(recipe, store, splits).stages if s.kind == "classifier"}
+    # stored and finished: reused, no time; the generated images' classifier keys on its images
+    assert {n: (s.status, s.left) for n, s in after.items()} == {"real seed 0": ("reuse", 0),
+                                                                   "class-weighted seed 0": ("reuse", 0),
+                                                                   "dm seed 0": ("planned", 1)}
+    more = load_recipe(smoke_recipe_path, [*sets, "classifier.epochs=2"])  # another key: trains anew
+    assert {s.status for s in make_plan(more, store, splits).stages if s.kind == "classifier"} == {"new", "planned"}
+    units = UnitTimes(generator_step={"dm": 1.0}, generator_setup=1.0, sample_step=1.0, sample_setup=1.0,
+                      sample_batch=16, classifier_batch=1.0, classifier_setup=1.0, classifier_image=1.0)
+    plan = make_plan(recipe, store, splits)
+    estimate_stages(plan, recipe, splits, units, synthesis_counts(recipe, splits.train.counts()))
+    assert [s.seconds for s in plan.stages if s.status == "reuse" and s.kind == "classifier"] == [0.0, 0.0]
+
+
 # ------------------------------------------------------------------------ one line per event
 
 

@@ -219,8 +219,11 @@ def test_the_readme_sbatch_script_uses_real_sbatch_options_and_a_parsed_torchrun
     assert any("--executor slurm" in c for c in commands) and any("--executor local" in c for c in commands)
 
 
-def test_the_waves_cover_every_stage_of_every_fold(tmp_path):
+def test_the_waves_cover_every_stage_of_every_fold(tmp_path, monkeypatch):
+    import odmaug.benchmark.classifiers as classifiers
     from odmaug.benchmark.executor import _classifier_wave, _first_waves, _selection_wave
+
+    monkeypatch.setattr(classifiers, "is_stored", lambda *args: False)  # the images here are names, not tables
     from odmaug.benchmark.plan import make_plan
     from odmaug.benchmark.protocol import benchmark_splits
     from odmaug.config import load_recipe
@@ -245,3 +248,30 @@ def test_the_waves_cover_every_stage_of_every_fold(tmp_path):
     given = {s.name: args[-1]["synthetic"] for s, args in classifiers}
     assert given["fold1-classifier-odm-translate-seed1"] == {"odm-translate": "images fold1-synthesis-odm-translate@0.7"}
     assert given["fold0-classifier-real-seed0"] == {}
+
+
+def test_a_rerun_submits_jobs_only_for_stages_not_stored(tmp_path):
+    from typer.testing import CliRunner
+
+    from odmaug.benchmark.executor import _classifier_wave, _first_waves
+    from odmaug.benchmark.plan import make_plan
+    from odmaug.benchmark.stage import Splits
+    from odmaug.cli import app
+    from odmaug.config import load_recipe
+    from odmaug.data import load_table
+
+    sets = ["benchmark.arms=[real, class-weighted, dm]", "classifier.epochs=1", "train.steps=2", "benchmark.seeds=[0]"]
+    recipe = load_recipe(SMOKE, sets)
+    splits = Splits.of(load_table(recipe.data))
+
+    def waves() -> tuple[list[str], list[str]]:
+        plans = [make_plan(recipe, tmp_path / "runs" / "store", splits)]
+        generators, _ = _first_waves(recipe, plans, [splits], "cpu")
+        classifiers = _classifier_wave(recipe, plans, [splits], "cpu", "bench", {}, {})
+        return [s.name for s, _ in generators], [s.name for s, _ in classifiers]
+
+    assert waves() == (["generator-dm"], ["classifier-real-seed0", "classifier-class-weighted-seed0", "classifier-dm-seed0"])
+    args = ["benchmark", "--recipe", str(SMOKE), "--runs-dir", str(tmp_path / "runs"), "--quiet"]
+    assert CliRunner().invoke(app, [*args, *(x for item in sets for x in ("--set", item))]).exit_code == 0
+    # stored: no job; the dm classifier's key needs its images, which the synthesis wave hands over
+    assert waves() == ([], ["classifier-dm-seed0"])

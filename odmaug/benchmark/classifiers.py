@@ -51,12 +51,48 @@ def classifier_jobs(plan: Plan, recipe: Recipe) -> list[Job]:
     return jobs + [Job(arm, seed) for arm in plan.arms if arm.label != "real" for seed in seeds]
 
 
-def plan_classifiers(plan: Plan, recipe: Recipe) -> None:
-    """One ``planned`` stage per job (their keys need the synthetic images, not made yet)."""
+def job_folder(job: Job, recipe: Recipe, splits: Splits, synthetic: dict[str, ImageTable], store: Path):
+    """The job's own recipe (a remedy arm's classifier options), training table, per-grade counts
+    and the store folder it trains in (keyed by its settings, its tables and its seed)."""
+    from odmaug.benchmark.remedies import arm_recipe
+
+    own = arm_recipe(recipe, job.arm)
+    table, counts = training_table(job.arm, splits, synthetic, own, job.seed)
+    folder = classifier_folder(store, job.arm.file_label, own, (table.split("train"), splits.val, splits.test), job.seed)
+    return own, table, counts, folder
+
+
+def is_stored(job: Job, recipe: Recipe, splits: Splits, synthetic: dict[str, ImageTable], store: Path) -> bool:
+    """Whether the job's classifier is in the store, finished, under its key (reads only)."""
+    from odmaug.classify.state import fingerprint, is_finished
+
+    own, table, _, folder = job_folder(job, recipe, splits, synthetic, store)
+    return is_finished(folder, fingerprint(own, table.split("train"), splits.val, splits.test, job.seed))
+
+
+def images_known(job: Job, recipe: Recipe, plan: Plan, generated: dict[str, ImageTable]) -> dict | None:
+    """The synthetic images the job's key depends on, where known before it runs: none (an arm of
+    real images), its set in ``generated``, or external images (unless ``benchmark.filter`` grades
+    them first); None where they are not known yet."""
+    name = job.arm.synthetic_name
+    if name is None:
+        return {}
+    if name in generated:
+        return generated
+    return plan.externals if name in plan.externals and recipe.benchmark.filter is None else None
+
+
+def plan_classifiers(plan: Plan, recipe: Recipe, splits: Splits) -> None:
+    """One stage per job: ``reuse`` (stored and finished) or ``new`` where its table is known now
+    (real images, a remedy, oversampling, external images); ``planned`` for a job whose table
+    waits on its generator's images (its key needs them)."""
     n_epochs = recipe.classifier.epochs
     for job in classifier_jobs(plan, recipe):
-        plan.stages.append(Stage("classifier", f"{job.arm.label} seed {job.seed}", plan.store, "planned",
-                                 f"{n_epochs} epochs", n_epochs, arm=job.arm.label))
+        status, left = "planned", n_epochs
+        if (known := images_known(job, recipe, plan, {})) is not None:
+            status, left = ("reuse", 0) if is_stored(job, recipe, splits, known, plan.store) else ("new", n_epochs)
+        plan.stages.append(Stage("classifier", f"{job.arm.label} seed {job.seed}", plan.store, status,
+                                 f"{n_epochs} epochs" if left else "stored", left, arm=job.arm.label))
 
 
 def _train_one(job: Job, recipe: Recipe, splits: Splits, synthetic: dict[str, ImageTable], bench_run: Run,
@@ -64,13 +100,9 @@ def _train_one(job: Job, recipe: Recipe, splits: Splits, synthetic: dict[str, Im
     from odmaug.classify.levers import SyntheticLevers
     from odmaug.classify.train import train_classifier
 
-    from odmaug.benchmark.remedies import arm_recipe
-
-    recipe = arm_recipe(recipe, job.arm)  # the arm's own classifier options (remedy arms), if any
-    table, counts = training_table(job.arm, splits, synthetic, recipe, job.seed)
+    recipe, table, counts, out_dir = job_folder(job, recipe, splits, synthetic, store)  # a remedy arm's own options
     write_dataset(table, splits, bench_run.subdir("datasets") / f"{splits.prefix}{job.file_name}.csv")
     train = table.split("train")
-    out_dir = classifier_folder(store, job.arm.file_label, recipe, (train, splits.val, splits.test), job.seed)
     say(f"classifier {job.arm.label}, seed {job.seed}: {len(train)} training images {train.counts().tolist()} "
         f"-> {out_dir.name}")
     result = train_classifier(recipe, train, splits.val, splits.test, out_dir, job.seed, device, show_progress=show_progress)

@@ -14,7 +14,7 @@ probe takes a few seconds at smoke size.
 
 Not counted: reading and decoding the data, checkpoints, torch.compile warm-ups, Inception
 features (their weights may be absent), and several processes under torchrun (the probe is one
-process). Classifier stages are assumed not stored yet (their keys need the synthetic images).
+process). Classifier stages of generated images are assumed not stored yet (their keys need the images).
 """
 
 from __future__ import annotations
@@ -197,7 +197,8 @@ def estimate_stages(plan: Plan, recipe: Recipe, splits: Splits, units: UnitTimes
             n_train = arm.kind.table.size(real_counts, recipe.benchmark)
             batch = max(2, min(recipe.classifier.batch_size, n_train))
             per_epoch = (n_train // batch) * units.classifier_batch + n_val * units.classifier_image
-            stage.seconds = units.classifier_setup + stage.left * per_epoch + (n_val + n_test) * units.classifier_image
+            evaluation = (n_val + n_test) * units.classifier_image
+            stage.seconds = units.classifier_setup + stage.left * per_epoch + evaluation if stage.left else 0.0
         elif stage.kind == "metrics":  # grade fidelity; domain features of real, generated, grade-mix subset
             n_gen = len(plan.externals[stage.name]) if stage.name in plan.externals else sum(counts)
             n_images = n_gen + (real_counts.sum() + 2 * n_gen if "domain" in recipe.benchmark.extractors else 0)
@@ -217,4 +218,4 @@ def estimate_plan(plan: Plan, recipe: Recipe, passes: list[Splits], plans: list[
     skipped = ", Inception features" if "inception" in recipe.benchmark.extractors else ""
     plan.note = (f"time: {format_duration(total)} in all, an estimate from a {units.probe_s:.1f} s probe on this machine "
                  f"({device}, {threads} CPU thread{'s' if threads != 1 else ''}, one process); not counted: data loading, "
-                 f"checkpoints{skipped}; classifiers assumed not stored yet. --no-estimate skips the probe.")
+                 f"checkpoints{skipped}; classifiers of generated images assumed not stored yet. --no-estimate skips the probe.")

@@ -150,8 +150,9 @@ def _first_waves(recipe: Recipe, plans: list[Plan], passes: list[Splits], device
     generators, synthesis = [], []
     for i, (plan, splits) in enumerate(zip(plans, passes)):
         p = splits.prefix
+        reused = {s.name for s in plan.stages if s.kind == "generator" and s.status == "reuse"}
         generators += [(StageJob("generator", f"{p}generator-{g}", i, g), (recipe, plan, splits, device))
-                       for g in plan.generator_arms()]
+                       for g in plan.generator_arms() if g not in reused]  # a job only for work left
         if recipe.benchmark.filter is not None and any(a.synthetic_name is not None for a in plan.arms):
             generators.append((StageJob("filter", f"{p}filter-real-seed{recipe.benchmark.seeds[0]}", i),
                                (recipe, plan, splits, device)))
@@ -181,8 +182,9 @@ def _selection_wave(recipe: Recipe, plans: list[Plan], passes: list[Splits], dev
 
 def _classifier_wave(recipe: Recipe, plans: list[Plan], passes: list[Splits], device: str, bench_root: str,
                      images: dict[tuple[int, str], Any], chosen: dict[tuple[int, str], float]) -> list:
-    """Wave 4: one job per classifier, each given its arm's images (translation arms: the chosen strength's)."""
-    from odmaug.benchmark.classifiers import classifier_jobs
+    """Wave 4: one job per classifier not stored yet, each given its arm's images (translation arms:
+    the chosen strength's); the results job collects the stored ones."""
+    from odmaug.benchmark.classifiers import classifier_jobs, images_known, is_stored
 
     wave = []
     for i, (plan, splits) in enumerate(zip(plans, passes)):
@@ -191,6 +193,9 @@ def _classifier_wave(recipe: Recipe, plans: list[Plan], passes: list[Splits], de
             if (i, name) in chosen:
                 key = f"{name}@{chosen[(i, name)]:g}"
             synthetic = {name: images[(i, key)]} if (i, key) in images else {}
+            known = images_known(one, recipe, plan, synthetic)
+            if known is not None and is_stored(one, recipe, splits, known, plan.store):
+                continue
             given = {"synthetic": synthetic, "bench_root": bench_root}
             wave.append((StageJob("classifier", f"{splits.prefix}classifier-{one.file_name}", i, one.arm.label, one.seed),
                          (recipe, plan, splits, device, given)))

@@ -52,7 +52,7 @@ def make_plan(recipe: Recipe, store: Path, splits: Splits) -> Plan:
     plan_filter(plan, recipe)  # benchmark.filter: the real arm's first classifier, before synthesis
     plan_synthesis(plan, recipe, splits)
     plan_selection(plan, recipe)  # translation arms: one classifier per candidate strength
-    plan_classifiers(plan, recipe)
+    plan_classifiers(plan, recipe, splits)
     if splits.fold is None or splits.fold == 0:  # cv: generative metrics on the first fold only
         plan_judge(plan, recipe)
         plan_metrics(plan, recipe)

@@ -104,13 +104,9 @@ def classifier_dir(arm, synthetic: dict, recipe: Recipe, splits: Splits, store: 
     """The store folder of ``arm``'s classifier with ``seed`` on ``synthetic`` images: what
     :func:`~odmaug.benchmark.classifiers.train_classifiers` and
     :func:`~odmaug.benchmark.selection.train_first_seed` train in."""
-    from odmaug.benchmark.datasets import training_table
-    from odmaug.benchmark.remedies import arm_recipe
-    from odmaug.benchmark.store import classifier_folder
+    from odmaug.benchmark.classifiers import Job, job_folder
 
-    own = arm_recipe(recipe, arm)
-    train = training_table(arm, splits, synthetic, own, seed)[0].split("train")
-    return classifier_folder(store, arm.file_label, own, (train, splits.val, splits.test), seed)
+    return job_folder(Job(arm, seed), recipe, splits, synthetic, store)[3]
 
 
 def _wait_s(recipe: Recipe) -> float:

@@ -52,6 +52,15 @@ def fingerprint(recipe: Recipe, train: ImageTable, val: ImageTable, test: Option
     return stage_key(settings, [train, val, test], seed)
 
 
+def is_finished(out_dir: Path, key: str) -> bool:
+    """Whether ``out_dir`` holds a finished run with this key (reads only: for plans and dry runs)."""
+    try:
+        record = json.loads((out_dir / "metrics.json").read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return False
+    return isinstance(record, dict) and record.get("key") == key and (out_dir / "model.safetensors").is_file()
+
+
 def load_finished(out_dir: Path, key: str) -> Optional[dict[str, Any]]:
     """The recorded results of a finished run with this key, else None.
 
