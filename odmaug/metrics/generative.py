@@ -13,7 +13,9 @@ Formulas come from torch-fidelity 0.4.0 (the reference implementation of all thr
   2048 dimensions: its eigendecomposition of a 2048x2048 product takes ~25 s on 2 CPU cores.
 
 Figures on few images are flagged: FID below ``cfg.small_set`` images is biased (``fid_small_set``),
-and a grade with fewer than ``cfg.min_per_grade`` real or generated images is ``too_few`` (no numbers).
+FID whose real features' spread sits in a few images is ``fid_tail_dominated``
+(:mod:`odmaug.metrics.tail`), and a grade with fewer than ``cfg.min_per_grade`` real or generated
+images is ``too_few`` (no numbers).
 """
 
 from __future__ import annotations
@@ -33,6 +35,7 @@ from odmaug.errors import OdmaugError
 from odmaug.metrics.feature_cache import cached_features
 from odmaug.metrics.features import as_extractor
 from odmaug.metrics.spread import kid_spread_omitted
+from odmaug.metrics.tail import TAIL_DOMINATED, real_tail_share
 
 
 def _centred_root(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -104,10 +107,13 @@ def _figures(real: np.ndarray, generated: np.ndarray, cfg: MetricsConfig, seed: 
     """Every figure for one pair of feature sets (or ``too_few`` without numbers)."""
     row: dict[str, Any] = {"n_real": int(len(real)), "n_generated": int(len(generated))}
     if min(len(real), len(generated)) < minimum:
-        return row | {"too_few": True, "fid": None, "fid_small_set": None, "kid_mean": None, "kid_std": None,
+        return row | {"too_few": True, "fid": None, "fid_small_set": None, "real_tail_share": None,
+                      "fid_tail_dominated": None, "kid_mean": None, "kid_std": None,
                       "kid_std_omitted": None, "kid_subset_size": None, "precision": None, "recall": None}
+    tail = real_tail_share(real)
     row |= {"too_few": False, "fid": fid_from_features(real, generated),
-            "fid_small_set": bool(min(len(real), len(generated)) < cfg.small_set)}
+            "fid_small_set": bool(min(len(real), len(generated)) < cfg.small_set),
+            "real_tail_share": tail, "fid_tail_dominated": bool(tail >= TAIL_DOMINATED)}
     row |= kid_from_features(real, generated, cfg.kid_subsets, cfg.kid_subset_size, seed)
     row |= precision_recall(real, generated, cfg.nearest_k)
     return row
@@ -138,9 +144,10 @@ def metrics_from_features(
 
     Returns:
         ``{"extractor", "overall": row, "per_grade": [row for each grade]}``; a row holds
-        ``grade, n_real, n_generated, too_few, fid, fid_small_set, kid_mean, kid_std,
-        kid_std_omitted, kid_subset_size, precision, recall, extractor`` (``kid_std`` None with
-        the reason in ``kid_std_omitted`` when the subsets cannot vary).
+        ``grade, n_real, n_generated, too_few, fid, fid_small_set, real_tail_share,
+        fid_tail_dominated, kid_mean, kid_std, kid_std_omitted, kid_subset_size, precision, recall,
+        extractor`` (``kid_std`` None with the reason in ``kid_std_omitted`` when the subsets cannot
+        vary; ``real_tail_share``: :func:`odmaug.metrics.tail.real_tail_share` of the real rows).
     """
     cfg = cfg or MetricsConfig()
     real, generated = np.asarray(real), np.asarray(generated)

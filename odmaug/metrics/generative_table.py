@@ -8,8 +8,15 @@ from typing import Any
 from rich.table import Table
 
 from odmaug.metrics.spread import KID_ADVICE, KID_ONE_SUBSET, OMITTED_MARK, footnotes
+from odmaug.metrics.tail import TAIL_MARK, TAIL_NOTE
 
 SMALL_MARK = "*"
+
+
+def fid_marks(row: dict[str, Any]) -> str:
+    """The marks after a metrics row's FID: ``*`` on a small set (biased upward), ``‡`` resting on
+    a few real images (:mod:`odmaug.metrics.tail`)."""
+    return (SMALL_MARK if row.get("fid_small_set") else "") + (TAIL_MARK if row.get("fid_tail_dominated") else "")
 
 
 def _number(value: Any, digits: int = 2) -> str:
@@ -69,7 +76,8 @@ def kid_footnotes(rows: list[dict[str, Any]]) -> list[str]:
 def generative_table(result: dict[str, Any]) -> Table:
     """Grade | n real | n gen | FID | KID ×10³ | precision | recall for one extractor's result.
 
-    FID on fewer than ``small_set`` images carries ``*`` (biased: compare KID); KID without a
+    FID on fewer than ``small_set`` images carries ``*`` (biased: compare KID), FID resting on a few
+    real images ``‡`` (:mod:`odmaug.metrics.tail`); KID without a
     meaningful spread carries ``†`` and a footnote with the reason; grades with too few images read
     "too few". The extractor is named in the title and the caption.
     """
@@ -79,7 +87,8 @@ def generative_table(result: dict[str, Any]) -> Table:
                f"Features: {result['extractor']} ({result['feature_dim']}-d). "
                f"{KID_HEADER}: mean ± std over {settings.get('kid_subsets', '?')} subsets of "
                f"min({settings.get('kid_subset_size', '?')}, n real, n gen) images; "
-               f"precision/recall k={settings.get('nearest_k', '?')}.", *kid_footnotes(rows)]
+               f"precision/recall k={settings.get('nearest_k', '?')}.", *kid_footnotes(rows),
+               *([TAIL_NOTE] if any(r.get("fid_tail_dominated") for r in rows) else [])]
     table = Table(
         title=f"{result['extractor']}: {result['generated']['name']} vs {result['real']['name']} "
               f"({result['image_size']}px)",
@@ -94,7 +103,7 @@ def generative_table(result: dict[str, Any]) -> Table:
         if row["too_few"]:
             table.add_row(*counts, "too few", "too few", "-", "-", style="dim")
             continue
-        fid = _number(row["fid"]) + (SMALL_MARK if row["fid_small_set"] else "")
+        fid = _number(row["fid"]) + fid_marks(row)
         table.add_row(*counts, fid, kid_cell(row), _number(row["precision"], 3), _number(row["recall"], 3),
                       end_section=row["grade"] == "all")
     return table

@@ -14,8 +14,15 @@ from typing import Any, Optional
 import numpy as np
 from rich.table import Table
 
-from odmaug.metrics.generative_table import KID_HEADER, KID_SCALE_NOTE, kid_cell, kid_footnotes, kid_text
+from odmaug.metrics.generative_table import KID_HEADER, KID_SCALE_NOTE, fid_marks, kid_cell, kid_footnotes, kid_text
 from odmaug.metrics.spread import OMITTED_MARK, kid_spread_omitted
+from odmaug.metrics.tail import TAIL_NOTE
+
+
+def _marks(row: dict[str, Any]) -> str:
+    """`` *``, `` ‡`` or `` *‡`` after a FID (see :func:`odmaug.metrics.generative_table.fid_marks`)."""
+    marks = fid_marks(row)
+    return f" {marks}" if marks else ""
 
 
 def _fmt(value: Any, digits: int = 3) -> str:
@@ -195,7 +202,7 @@ def generator_rows(results: dict[str, Any]) -> list[list[str]]:
             if o.get("too_few"):
                 fid, kid = "too few", "–"
             else:
-                fid = _fmt(o.get("fid"), 2) + (" *" if o.get("fid_small_set") else "")
+                fid = _fmt(o.get("fid"), 2) + _marks(o)
                 kid = kid_cell(o) if o.get("kid_mean") is not None else f"– {OMITTED_MARK}"
             rows.append([name, features_label(results, extractor), fid, kid, _fmt(o.get("precision")), _fmt(o.get("recall")),
                          f"{_fmt(o.get('n_real'))}/{_fmt(o.get('n_generated'))}",
@@ -204,10 +211,14 @@ def generator_rows(results: dict[str, Any]) -> list[list[str]]:
 
 
 def generator_footnotes(results: dict[str, Any]) -> list[str]:
-    """Why KID ± is omitted in :func:`generator_rows`, per reason: ``† KID ± omitted for <gen/features>: ...``."""
+    """Why KID ± is omitted in :func:`generator_rows`, per reason (``† KID ± omitted for
+    <gen/features>: ...``), and what ``‡`` means where a FID carries it."""
     rows = [{**_kid_row(g["metrics"][e].get("overall", {})), "grade": f"{n}/{e}"}
             for n, g in results.get("generators", {}).items() for e in g.get("metrics", {})]
-    return kid_footnotes([r for r in rows if "kid_mean" in r])
+    every = [r for g in results.get("generators", {}).values() for m in g.get("metrics", {}).values()
+             for r in [m.get("overall", {}), *m.get("per_grade", [])]]
+    tail = [TAIL_NOTE] if any(r.get("fid_tail_dominated") for r in every) else []
+    return kid_footnotes([r for r in rows if "kid_mean" in r]) + tail
 
 
 def per_grade_generator_rows(results: dict[str, Any]) -> list[list[str]]:
@@ -221,7 +232,7 @@ def per_grade_generator_rows(results: dict[str, Any]) -> list[list[str]]:
                 if r.get("too_few"):
                     fid = kid = prec = rec = "too few"
                 else:
-                    fid = _fmt(r.get("fid"), 2) + (" *" if r.get("fid_small_set") else "")
+                    fid = _fmt(r.get("fid"), 2) + _marks(r)
                     kid, prec, rec = _kid(r.get("kid_mean")), _fmt(r.get("precision")), _fmt(r.get("recall"))
                 rows.append([name, features_label(results, extractor), str(g), f"{_fmt(r.get('n_real'))}/{_fmt(r.get('n_generated'))}", fid, kid,
                              prec, rec, _fmt(recalls[g] if g < len(recalls) else None)])
@@ -240,7 +251,8 @@ def generator_table(results: dict[str, Any]) -> Table:
     which = " of fold 0 (each fold trains its own)" if results.get("protocol") == "cv" else ""
     large = any(("×10" in row[3]) for row in generator_rows(results))  # a KID written as a power of ten
     caption = generator_footnotes(results) + ([KID_SCALE_NOTE] if large else [])
-    table = Table(title=f"Generators{which} (* FID on a small set is biased upward: compare KID)", title_justify="left",
+    table = Table(title=f"Generators{which} (* FID on a small set is biased upward: compare KID; ‡ FID rests on a few "
+                        "real images)", title_justify="left",
                   caption="\n".join(caption) or None, caption_justify="left")
     for i, name in enumerate(GENERATOR_HEADER):
         table.add_column(name, justify="left" if i < 2 else "right")
