@@ -172,3 +172,13 @@ def judge_set(ref: Reference, images: torch.Tensor, labels: np.ndarray, args) ->
             "bulk": bulk_fid(ref, gen_x, labels, args.resamples),
             "swd": swd_figures(ref, images, labels, args.swd_directions),
             "fidelity": fidelity(ref, images, labels, args.resamples)}
+
+
+def same_judge(stored: dict, new: dict) -> None:
+    """A judge retrained in a new work folder must be the one the stored checkpoints were judged
+    by (same test QWK and accuracy, and the same weights' digest where recorded): FIDs from two
+    judges' features are not comparable."""
+    keys = [k for k in ("test_qwk", "test_accuracy", "weights_sha256") if k in stored and k in new]
+    if differ := [k for k in keys if stored[k] != new[k]]:
+        raise SystemExit(f"the judge differs from the stored study's ({', '.join(f'{k}: {stored[k]} vs {new[k]}' for k in differ)}): "
+                         "its figures would not be comparable; use another --out")

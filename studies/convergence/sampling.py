@@ -22,6 +22,7 @@ def request(n: int, grades: int) -> tuple[list[int], list[int]]:
 def synthesize(gen, sampler: str, n: int, cache: Path) -> dict:
     """uint8 images [C * n, 3, H, W] of ``SAMPLERS[sampler]`` from a loaded generator (the run's own
     guidance and precision), with wall seconds; cached as ``cache/<checkpoint id>-<sampler>-n<n>.npz``."""
+    from odmaug.config.options import merge_options
     from odmaug.data import to_uint8
     from odmaug.diffusion import generate
 
@@ -31,7 +32,8 @@ def synthesize(gen, sampler: str, n: int, cache: Path) -> dict:
         return {"images": torch.from_numpy(saved["images"]), **json.loads(str(saved["timing"]))}
     labels, seeds = request(n, gen.num_classes)
     t0 = time.perf_counter()
-    images = to_uint8(generate(gen.model, gen.schedule, labels, seeds, gen.recipe.sample, **SAMPLERS[sampler]))
+    settings = merge_options(gen.recipe.sample, None, **SAMPLERS[sampler])  # the run's guidance and precision
+    images = to_uint8(generate(gen.model, gen.schedule, labels, seeds, settings))
     timing = {"wall_s": time.perf_counter() - t0}
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tmp.npz")

@@ -13,6 +13,7 @@ import torch
 
 from convergence import launch, probes
 from convergence.evaluate import evaluate_checkpoint, protocol
+from convergence.judge import same_judge
 from convergence.options import lscpu_bf16_flags, parse_args, run_names
 from convergence.report import figure, print_report
 
@@ -79,16 +80,6 @@ def train_and_evaluate(state: dict, args, the_plan: dict, launcher: str, referen
             save(state, args)
 
 
-def same_judge(stored: dict, new: dict) -> None:
-    """A judge retrained in a new work folder must be the one the stored checkpoints were judged
-    by (same test QWK and accuracy, and the same weights' digest where recorded): FIDs from two
-    judges' features are not comparable."""
-    keys = [k for k in ("test_qwk", "test_accuracy", "weights_sha256") if k in stored and k in new]
-    if differ := [k for k in keys if stored[k] != new[k]]:
-        raise SystemExit(f"the judge differs from the stored study's ({', '.join(f'{k}: {stored[k]} vs {new[k]}' for k in differ)}): "
-                         "its figures would not be comparable; use another --out")
-
-
 def study(args) -> None:
     runs = run_names(args.configs)
     base_name = next(iter(runs)).replace("-dm", "-odm")
@@ -151,6 +142,18 @@ def diagnose(args) -> None:
         print(f"stored in {args.out}")
 
 
+def sweep(args) -> None:
+    """``--ema-sweep RUN``: every EMA of the run's last checkpoint judged, stored in ``--out``."""
+    from convergence.ema_sweep import ema_sweep, print_sweep
+
+    if not args.out.exists():
+        raise SystemExit(f"no study at {args.out}: the sweep is judged by the study's judge")
+    state = json.loads(args.out.read_text())
+    print_sweep(ema_sweep(args, state))
+    save(state, args)
+    print(f"stored in {args.out}")
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -162,5 +165,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"\nfigure: {figure(state, args.out.with_name(args.out.stem + '_fid_vs_wall.png'))}")
     elif args.diagnose:
         diagnose(args)
+    elif args.ema_sweep:
+        sweep(args)
     else:
         study(args)
