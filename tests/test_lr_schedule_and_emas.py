@@ -164,6 +164,30 @@ def test_extra_emas_are_hand_rolled_averages_of_the_weights(ema_run):
         load_generator(run.root, use_ema=False, ema=0.9)
 
 
+def test_sample_and_augment_take_an_extra_ema_by_its_decay(ema_run, tmp_path):
+    from typer.testing import CliRunner
+
+    from odmaug.cli import app
+
+    run, _ = ema_run
+    runner = CliRunner()
+    grids = {}
+    for name, extra in (("primary", []), ("0.5", ["--ema-decay", "0.5"])):
+        grids[name] = tmp_path / f"{name}.png"
+        done = runner.invoke(app, ["sample", "--run", str(run.root), "--out", str(grids[name]), "--per-grade", "1",
+                                   "--steps", "2", *extra])
+        assert done.exit_code == 0, done.output
+    assert grids["primary"].read_bytes() != grids["0.5"].read_bytes()  # other weights, other images
+    out = tmp_path / "synthetic"
+    done = runner.invoke(app, ["augment", "--run", str(run.root), "--out", str(out), "--n", "1", "--steps", "2",
+                               "--ema-decay", "0.9"])
+    assert done.exit_code == 0, done.output
+    assert yaml.safe_load((out / "synthesis.json").read_text())["weights"] == "ema-0.9.safetensors"
+    missing = runner.invoke(app, ["sample", "--run", str(run.root), "--out", str(tmp_path / "x.png"), "--ema-decay", "0.7"])
+    assert missing.exit_code == 2 and missing.output.count("error:") == 1 and "no EMA of decay 0.7" in missing.output
+    assert load_recipe(None, []).sample.model_dump().keys().isdisjoint({"ema_decay"})  # store keys unchanged
+
+
 def test_checkpoints_without_extra_emas_still_load_and_resume(tmp_path):
     recipe = smoke("train.steps=2", "train.ema_warmup=0")  # the defaults: the format of every older run
     run = create_run(recipe, tmp_path)

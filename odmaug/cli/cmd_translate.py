@@ -16,7 +16,7 @@ from odmaug.console import console
 
 @app.command("translate")
 @recipe_options("device")
-@sample_options("sampler", "steps", "guidance_scale", "eta", "use_ema")
+@sample_options("sampler", "steps", "guidance_scale", "eta", "use_ema", "ema_decay")
 def translate_command(
     run: GeneratorRunOption,
     sample: dict,
@@ -71,7 +71,7 @@ def _rho(path: dict) -> str:
 
 @app.command("translate-check")
 @recipe_options("device")
-@sample_options("sampler", "steps", "guidance_scale", "eta", "use_ema")
+@sample_options("sampler", "steps", "guidance_scale", "eta", "use_ema", "ema_decay")
 def translate_check_command(
     run: GeneratorRunOption,
     sample: dict,

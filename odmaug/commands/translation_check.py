@@ -249,7 +249,7 @@ def translation_check(run: str | Path, classifier: str | Path, out: str | Path, 
     report = _finite({
         "generator": {"run": str(Path(run)), "step": loaded.step, "checkpoint_id": loaded.checkpoint_id},
         "classifier": about,
-        "settings": {k: getattr(settings, k) for k in ("sampler", "steps", "eta", "guidance_scale", "use_ema",
+        "settings": {k: getattr(settings, k) for k in ("sampler", "steps", "eta", "guidance_scale", "use_ema", "ema_decay",
                                                        "precision", "timestep_spacing")},
         "seed": seed, "grades": chosen, "strengths": chosen_strengths,
         "effective_strengths": {f"{k:g}": effective[k] for k in chosen_strengths},

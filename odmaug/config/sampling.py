@@ -47,6 +47,10 @@ class SampleConfig(Section):
     """Images denoised together (results do not depend on it)."""
     use_ema: bool = True
     """Sample with the EMA weights (else the raw training weights)."""
+    ema_decay: Optional[float] = Field(None, ge=0.0, lt=1.0)
+    """Which EMA to sample with: None, the run's primary (``train.ema_decay``); else one of the extra
+    decays the run kept (``train.ema_decays``), the EMA length chosen after training (EDM2,
+    Karras et al. 2024, section 3) without retraining. A decay the checkpoint lacks is one error line."""
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     """Autocast precision of the network while sampling (as train.precision)."""
     compile: Union[bool, Literal["auto"]] = False
@@ -60,7 +64,10 @@ class SampleConfig(Section):
         "sampler", "steps", "eta", "guidance_scale", "clip_x0", "precision", "timestep_spacing",
     )
     """The settings that decide an image's pixels: batch_size does not (batches are aligned),
-    compile changes only float rounding, and the weights (use_ema) are recorded on their own."""
+    compile changes only float rounding, and the weights (use_ema, ema_decay) are recorded on their own
+    (the synthesis folder records the weights file's digest)."""
+
+    LATER_DEFAULTS: ClassVar[dict[str, Any]] = {"ema_decay": None}
 
     def pixel_settings(self) -> dict[str, Any]:
         """``{name: value}`` of :data:`PIXEL_FIELDS`, in that order (a synthesis folder's identity)."""
