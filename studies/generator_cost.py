@@ -67,7 +67,7 @@ class Case:
     def __init__(self, name: str) -> None:
         import torch
 
-        from odmaug.config import TrainConfig, load_recipe
+        from odmaug.config import SampleConfig, TrainConfig, load_recipe
         from odmaug.diffusion import DiffusionLoss, NoiseSchedule, build_generator, sample
         from odmaug.diffusion.trainer import generator_train_step
         from odmaug.precision import autocast, resolve_precision
@@ -99,10 +99,12 @@ class Case:
         else:
             noise = torch.randn(batch, 3, size, size, generator=g).contiguous(memory_format=torch.channels_last)
             model.eval()
+            # precision fp32: sample() adds no autocast of its own, the case's autocast below decides
+            settings = SampleConfig(sampler="ddim", steps=self.sampling_steps, guidance_scale=2.0, precision="fp32")
 
             def work():  # a few guided DDIM denoising steps of the batch (2 x batch network passes each)
                 with autocast(device, dtype):
-                    sample(model, noise, labels, schedule, sampler="ddim", steps=self.sampling_steps, guidance_scale=2.0)
+                    sample(model, noise, labels, schedule, settings)
         self.work = work
         self.times: list[float] = []
 

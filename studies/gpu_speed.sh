@@ -67,7 +67,7 @@ fi
 timeout 180 "$PY" - "$DEVICE" <<'EOF'
 import sys, time
 import torch
-from odmaug.config import DiffusionConfig, GeneratorConfig, OrdinalConfig, TrainConfig
+from odmaug.config import DiffusionConfig, GeneratorConfig, OrdinalConfig, SampleConfig, TrainConfig
 from odmaug.diffusion import DiffusionLoss, NoiseSchedule, build_generator, sample
 from odmaug.diffusion.trainer import generator_train_step
 from odmaug.precision import autocast, precision_name, resolve_precision
@@ -93,7 +93,7 @@ for name, cfg in (("DM", DiffusionConfig(ordinal=OrdinalConfig(gamma=0.0))), ("O
 model.eval()
 with torch.no_grad(), autocast(device, dtype):
     x = sample(model, torch.randn(4, 3, 32, 32, generator=g).to(device), torch.arange(4).to(device), schedule,
-               sampler="ddim", steps=2, guidance_scale=2.0)
+               SampleConfig(sampler="ddim", steps=2, guidance_scale=2.0, precision="fp32"))  # the autocast above decides
 assert torch.isfinite(x).all(), "samples not finite"
 print(f"guided DDIM sample ok: {tuple(x.shape)} on {x.device}")
 if device.type == "cuda":

@@ -89,11 +89,13 @@ def diffusers_loop(model: torch.nn.Module, schedule, guidance: float, eta: float
 
 def odmaug_work(gen, settings, sampler: str, steps: int, eta: float):
     """``work(labels, seeds)``: :func:`odmaug.diffusion.generate` with one sampler setting."""
+    from odmaug.config import merge_options
     from odmaug.diffusion import generate
 
+    case = merge_options(settings, None, sampler=sampler, steps=steps, eta=eta)
+
     def work(labels: torch.Tensor, seeds: list[int]) -> torch.Tensor:
-        return generate(gen.model, gen.schedule, labels, seeds, settings, sampler=sampler, steps=steps, eta=eta,
-                        batch_size=len(labels))
+        return generate(gen.model, gen.schedule, labels, seeds, merge_options(case, None, batch_size=len(labels)))
 
     return work
 

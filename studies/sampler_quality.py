@@ -42,7 +42,7 @@ import torch
 
 from _common import ROOT, RESULTS_DIR, machine_record
 from odmaug.atomic import atomic_write_json
-from odmaug.config import MetricsConfig, load_recipe
+from odmaug.config import MetricsConfig, load_recipe, merge_options
 from odmaug.data import load_table, to_uint8
 from odmaug.diffusion import generate, load_generator
 from odmaug.metrics.features import build_extractor
@@ -117,8 +117,8 @@ def synthesize(gen, recipe, config: str, n: int, work: Path) -> dict:
     labels, seeds = request(n, gen.num_classes)
     load_before = os.getloadavg()[0]
     wall, cpu = time.perf_counter(), time.process_time()
-    images = to_uint8(generate(gen.model, gen.schedule, labels, seeds, recipe.sample, sampler=sampler, steps=int(steps),
-                               eta=float(eta[0]) if eta else None))
+    settings = merge_options(recipe.sample, None, sampler=sampler, steps=int(steps), eta=float(eta[0]) if eta else None)
+    images = to_uint8(generate(gen.model, gen.schedule, labels, seeds, settings))
     timing = {"wall_s": time.perf_counter() - wall, "cpu_s": time.process_time() - cpu,
               "load_before": load_before, "load_after": os.getloadavg()[0]}
     np.savez(cache, images=images.numpy(), timing=json.dumps(timing))
@@ -268,7 +268,7 @@ def main() -> None:
     classifier = trained_classifier(args.work, args.epochs)
     gen = load_generator(run, device="cpu")
     for sampler in ("ddim", "unipc"):  # warm-up (first-call costs, diffusers' import), untimed
-        generate(gen.model, gen.schedule, [0, 1], [0, 1], recipe.sample, sampler=sampler, steps=3)
+        generate(gen.model, gen.schedule, [0, 1], [0, 1], merge_options(recipe.sample, None, sampler=sampler, steps=3))
     extractor, real_x, real_y = feature_sets(recipe, classifier)
     cfg = MetricsConfig(kid_subset_size=args.kid_subset_size)
     results = run_configs(gen, recipe, args, extractor, (real_x, real_y), cfg)

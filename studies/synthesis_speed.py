@@ -68,21 +68,25 @@ def plan(n: int, num_classes: int = 5) -> tuple[list[int], list[int]]:
 def time_generate(gen, n: int, settings, batch_size: int) -> tuple[float, float]:
     """(wall seconds, CPU seconds of this process) of the sampler alone for ``n`` images."""
     from odmaug.augment.sampler import aligned
+    from odmaug.config import merge_options
     from odmaug.diffusion import generate
 
     labels, seeds = plan(n)
+    settings = merge_options(settings, None, batch_size=aligned(batch_size))
     start, cpu = time.perf_counter(), time.process_time()
-    generate(gen.model, gen.schedule, labels, seeds, settings, batch_size=aligned(batch_size), device="cpu")
+    generate(gen.model, gen.schedule, labels, seeds, settings, device="cpu")
     return time.perf_counter() - start, time.process_time() - cpu
 
 
 def time_synthesis(run: Path, out: Path, n: int, settings, batch_size: int) -> tuple[float, float, float]:
     """(wall seconds, CPU seconds, seconds of the generation loop) of ``run_synthesis`` for ``n`` new images."""
-    from odmaug.augment import run_synthesis
+    from odmaug.augment import SynthesisRequest, run_synthesis
+    from odmaug.config import merge_options
 
+    request = SynthesisRequest(run=run, out_dir=out, target_classes=[4], n_per_grade=n,
+                               settings=merge_options(settings, None, batch_size=batch_size))
     start, cpu = time.perf_counter(), time.process_time()
-    summary = run_synthesis(run, out, [4], n, settings=settings, batch_size=batch_size, device="cpu",
-                            show_progress=False)
+    summary = run_synthesis(request, device="cpu", show_progress=False)
     wall, cpu = time.perf_counter() - start, time.process_time() - cpu
     assert summary.generated == n and summary.manifest_rows >= n, summary
     return wall, cpu, summary.seconds

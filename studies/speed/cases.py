@@ -170,18 +170,19 @@ class Case:
             forward = torch.compile(model) if self.setting == "compiled" else model
             return peer_sample_work(forward, noise, labels, self.sampling_steps, net["weights_dtype"], ctx,
                                     lambda x: setattr(self, "last", x))
-        from odmaug.config import DiffusionConfig
+        from odmaug.config import DiffusionConfig, SampleConfig
         from odmaug.diffusion import NoiseSchedule, sample
         from odmaug.diffusion.sampling import compile_for_sampling
 
         schedule, labels_dev = NoiseSchedule.from_config(DiffusionConfig()), labels.to(device)
         if self.setting == "compiled":  # what generate / augment do with sample.compile (in place)
             compile_for_sampling(model, True, 0, device)
+        # precision fp32: sample() adds no autocast of its own, the case's ctx() below decides
+        settings = SampleConfig(sampler="ddim", steps=self.sampling_steps, guidance_scale=GUIDANCE, precision="fp32")
 
         def work():  # odmaug's sampler: cond + uncond in one batch of 2 x batch per step
             with ctx():
-                self.last = sample(model, noise, labels_dev, schedule, sampler="ddim", steps=self.sampling_steps,
-                                   guidance_scale=GUIDANCE)
+                self.last = sample(model, noise, labels_dev, schedule, settings)
             return self.last
         return work
 

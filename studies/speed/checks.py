@@ -183,19 +183,20 @@ def loss_guard(steps: int, batch: int, compiled: bool) -> dict:
 
 def sampling_scaling(sizes: list[int], steps: int) -> list[dict]:
     """Wall time of ``generate`` (fast path, batch 64, DDIM ``steps`` steps, guidance) for n images."""
-    from odmaug.config import DiffusionConfig
+    from odmaug.config import DiffusionConfig, SampleConfig
     from odmaug.diffusion import NoiseSchedule, generate
 
     model = odmaug_generator(32).to(memory_format=torch.channels_last).eval()
     schedule = NoiseSchedule.from_config(DiffusionConfig())
-    generate(model, schedule, [0] * 4, list(range(4)), steps=1, guidance_scale=GUIDANCE, precision="auto")  # warm-up
+    warm_up = SampleConfig(steps=1, guidance_scale=GUIDANCE, precision="auto")
+    settings = SampleConfig(sampler="ddim", steps=steps, guidance_scale=GUIDANCE, batch_size=64, precision="auto")
+    generate(model, schedule, [0] * 4, list(range(4)), warm_up)  # warm-up
     out = []
     for n in sizes:
         print(f"sampling scaling: n = {n} ...", file=sys.stderr, flush=True)
         labels = [i % NUM_CLASSES for i in range(n)]
         t0 = time.perf_counter()
-        generate(model, schedule, labels, list(range(n)), sampler="ddim", steps=steps, guidance_scale=GUIDANCE,
-                 batch_size=64, precision="auto")
+        generate(model, schedule, labels, list(range(n)), settings)
         sec = time.perf_counter() - t0
         out.append({"n": n, "steps": steps, "seconds": sec, "seconds_per_image": sec / n,
                     "image_steps_per_second": n * steps / sec})
