@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from convergence.diagnose import eps_diagnosis
 from convergence.judge import FAR_FACTOR, Reference, judge_set
@@ -63,3 +64,21 @@ def evaluate_checkpoint(run: Path, name: str, multiple: str, ref: Reference, arg
             "samplers": figures, "unipc_over_ddim_fid": fid_gap(figures),
             "unipc_over_ddim_bulk_fid": fid_gap(figures, "bulk"), "grid": str(path),
             "eps_diagnosis": diagnosis, "protocol": protocol(args)}
+
+
+def rejudge(entry: dict, ref: Reference, args) -> bool:
+    """Judge a stored evaluation's cached sample sets again under today's protocol (same images,
+    same seeds: a figure added to the judge reaches checkpoints whose weights were trained on
+    since); its eps diagnosis and grid stay. False (unchanged) when a set is not cached."""
+    ev = entry["evaluation"]
+    paths = {s: args.work / "samples" / f"{ev['checkpoint_id']}-{s}-n{args.n}.npz" for s in SAMPLERS}
+    if ev.get("protocol", {}).get("n") != args.n or not all(p.exists() for p in paths.values()):
+        return False
+    labels = np.asarray(request(args.n, ref.num_classes)[0])
+    for sampler, path in paths.items():
+        images = torch.from_numpy(np.load(path)["images"])
+        ev["samplers"][sampler] = {"sampling_wall_s": ev["samplers"][sampler]["sampling_wall_s"],
+                                   **judge_set(ref, images, labels, args)}
+    ev["unipc_over_ddim_fid"], ev["unipc_over_ddim_bulk_fid"] = fid_gap(ev["samplers"]), fid_gap(ev["samplers"], "bulk")
+    ev["protocol"] = protocol(args) | {"rejudged_from_cache": True}
+    return True

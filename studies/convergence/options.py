@@ -94,6 +94,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--smoke", action="store_true", help="tiny sizes (" + ", ".join(f"{k}={v}" for k, v in SMOKE.items()) + ")")
     p.add_argument("--probe-only", action="store_true", help="stop after the probes and the plan (steps, wall time)")
     p.add_argument("--report", action="store_true", help="print the tables of --out and (re)draw its figure beside it; no training or sampling")
+    p.add_argument("--rejudge", action="store_true", help="judge stored evaluations again from their cached sample "
+                   "sets (a figure added to the judge reaches checkpoints trained on since); no sampling")
     p.add_argument("--ema-sweep", metavar="RUN", help="judge every EMA (train.ema_decay and train.ema_decays) of a "
                    "run's last checkpoint with UniPC-10; stored in --out; no training")
     p.add_argument("--diagnose", metavar="RUN", help="eps-norm diagnosis of a run folder or a study run name; no work")

@@ -142,6 +142,28 @@ def diagnose(args) -> None:
         print(f"stored in {args.out}")
 
 
+def rejudge_all(args) -> None:
+    """``--rejudge``: every stored evaluation whose sample sets are cached under ``--work``, judged
+    again under today's protocol (see :func:`convergence.evaluate.rejudge`); the JSON rewritten."""
+    from convergence.evaluate import rejudge
+    from convergence.judge import build_reference, trained_judge
+    from odmaug.config import load_recipe
+
+    if not args.out.exists():
+        raise SystemExit(f"no study at {args.out}")
+    state = json.loads(args.out.read_text())
+    judge = trained_judge(args.work, args.recipe, args.judge_epochs, args.threads)
+    ref = build_reference(load_recipe(args.recipe, ["device=cpu"]), judge, args.swd_per_image)
+    same_judge(state.get("judge", {}), ref.record)
+    state["judge"] = ref.record | {"epochs": args.judge_epochs}
+    for name, run in state["runs"].items():
+        for m, entry in run["checkpoints"].items():
+            if "evaluation" in entry and entry["evaluation"].get("protocol", {}).get("far_factor") is None:
+                print(f"  {name} {m}x: {'rejudged' if rejudge(entry, ref, args) else 'samples not cached, kept'}", flush=True)
+    save(state, args)
+    print_report(state)
+
+
 def sweep(args) -> None:
     """``--ema-sweep RUN``: every EMA of the run's last checkpoint judged, stored in ``--out``."""
     from convergence.ema_sweep import ema_sweep, print_sweep
@@ -167,5 +189,7 @@ def main(argv: list[str] | None = None) -> None:
         diagnose(args)
     elif args.ema_sweep:
         sweep(args)
+    elif args.rejudge:
+        rejudge_all(args)
     else:
         study(args)
