@@ -8,8 +8,6 @@ these figures tunes nothing on a test split."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
-
 import numpy as np
 
 from convergence import launch
@@ -35,11 +33,7 @@ def ema_sweep(args, state: dict) -> dict:
     from odmaug.diffusion import load_generator
     from odmaug.diffusion.checkpoint import read_pointer, stored_ema_decays
 
-    run = Path(args.ema_sweep)
-    if not run.is_dir():
-        run = launch.run_folder(args.work / "runs", args.ema_sweep)
-        if run is None:
-            raise SystemExit(f"--ema-sweep {args.ema_sweep}: neither a run folder nor a run under {args.work / 'runs'}")
+    run = launch.given_run(args.work, args.ema_sweep, "--ema-sweep")
     primary = load_generator(run, device="cpu")
     decays = [primary.recipe.train.ema_decay, *stored_ema_decays(read_pointer(run / "generator"))]
     ref = build_reference(load_recipe(args.recipe, ["device=cpu"]), trained_judge(args.work, args.recipe, args.judge_epochs,

@@ -68,6 +68,17 @@ def run_folder(runs: Path, name: str) -> Path | None:
     return found[-1] if found else None
 
 
+def given_run(work: Path, given: str, option: str) -> Path:
+    """A run folder named on the command line (``option``: ``--diagnose``...): a folder, or a run of
+    this study by name under ``work/runs``; SystemExit when neither."""
+    run = Path(given)
+    if not run.is_dir():
+        run = run_folder(work / "runs", given)
+        if run is None:
+            raise SystemExit(f"{option} {given}: neither a run folder nor a run under {work / 'runs'}")
+    return run
+
+
 def log_events(run: Path, event: str) -> list[dict]:
     """The run's ``log.jsonl`` records of one event type, in order."""
     lines = (run / "log.jsonl").read_text().splitlines()

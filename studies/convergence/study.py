@@ -125,11 +125,7 @@ def diagnose(args) -> None:
     from odmaug.data import load_table, load_uint8
     from odmaug.diffusion import load_generator
 
-    run = Path(args.diagnose)
-    if not run.is_dir():
-        run = launch.run_folder(args.work / "runs", args.diagnose)
-        if run is None:
-            raise SystemExit(f"--diagnose {args.diagnose}: neither a run folder nor a run under {args.work / 'runs'}")
+    run = launch.given_run(args.work, args.diagnose, "--diagnose")
     gen = load_generator(run, device="cpu")
     train = load_table(gen.recipe.data).split("train")
     images = load_uint8(train, gen.recipe.data.image_size, gen.recipe.data.crop_box)
