@@ -104,14 +104,19 @@ def figure(record: dict, path: Path) -> Path | None:
     identical for every run by design), one line per run; None when nothing is evaluated yet."""
     from odmaug.figures import plt, save_figure
 
+    def bulk(sampler: str):  # None for an evaluation made before the far cluster was set apart
+        return lambda e: e["samplers"][sampler].get("bulk", {}).get("overall", {}).get("fid")
+
     panels = (("FID DDIM-50", lambda e: e["samplers"]["ddim50"]["fid_kid"]["overall"]["fid"]),
               ("FID UniPC-10", lambda e: e["samplers"]["unipc10"]["fid_kid"]["overall"]["fid"]),
               ("SWD x1e3 (DDIM-50)", lambda e: e["samplers"]["ddim50"]["swd"]["overall"]["swd_x1e3"]),
+              ("bulk FID DDIM-50 (far cluster apart)", bulk("ddim50")),
+              ("bulk FID UniPC-10 (far cluster apart)", bulk("unipc10")),
               ("grade fidelity QWK (DDIM-50)", lambda e: e["samplers"]["ddim50"]["fidelity"]["qwk"]))
     budget = record["probes"].get("budget_s_1x")
     if not budget or not any("evaluation" in c for r in record["runs"].values() for c in r["checkpoints"].values()):
         return None
-    fig, axes = plt.subplots(2, 2, figsize=(10, 7))
+    fig, axes = plt.subplots(2, 3, figsize=(15, 7))
     for ax, (title, get) in zip(axes.flat, panels):
         for name, run in record["runs"].items():
             points = sorted((float(m) * budget / 60, get(c["evaluation"])) for m, c in run["checkpoints"].items()
@@ -120,7 +125,7 @@ def figure(record: dict, path: Path) -> Path | None:
                 ax.plot(*zip(*points), marker="o", linestyle="--" if name.endswith("-dm") else "-", label=name)
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("training wall time (min, equal for every run)")
-        if title.startswith("FID"):
+        if "FID" in title:
             ax.set_yscale("log")
     axes.flat[0].legend(fontsize=8)
     return save_figure(fig, path)
