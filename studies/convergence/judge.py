@@ -112,6 +112,19 @@ def fid_kid(ref: Reference, gen_x: np.ndarray, gen_y: np.ndarray, kid_subset_siz
             "per_grade": [interval(row, row["grade"], 1 + row["grade"]) for row in out["per_grade"]]}
 
 
+def far_cluster_grid(ref: Reference, path: Path, per_row: int = 12) -> Path:
+    """The real training images of largest, smallest and median judge feature norm, a row each
+    (docs/figures/judge-far-cluster.png)."""
+    from odmaug.figures import grade_grid
+
+    norms = np.linalg.norm(ref.real_x, axis=1)
+    order = np.argsort(-norms)
+    median = np.argsort(np.abs(norms - np.median(norms)))[:per_row]
+    rows = [ref.real_images[order[:per_row]], ref.real_images[order[-per_row:]], ref.real_images[median]]
+    return grade_grid(rows, path, row_labels=["largest norm", "smallest norm", "median norm"],
+                      title=f"judge feature norm (far cluster: above {ref.far_cut:.0f})")
+
+
 def bulk_fid(ref: Reference, gen_x: np.ndarray, gen_y: np.ndarray, resamples: int) -> dict:
     """The far cluster's share in the real and the generated set (overall and per grade), and FID
     [bootstrap interval] overall and per grade between the two sets without their far images."""

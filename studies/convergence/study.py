@@ -99,7 +99,7 @@ def study(args) -> None:
     if args.probe_only:
         print(f"wrote {args.out} (probes and plan only)")
         return
-    from convergence.judge import build_reference, trained_judge
+    from convergence.judge import build_reference, far_cluster_grid, trained_judge
     from odmaug.config import load_recipe
 
     judge_dir = trained_judge(args.work, args.recipe, args.judge_epochs, args.threads)
@@ -110,6 +110,7 @@ def study(args) -> None:
             cache["ref"] = build_reference(load_recipe(args.recipe, ["device=cpu"]), judge_dir, args.swd_per_image)
             same_judge(state.get("judge", {}), cache["ref"].record)
             state["judge"] = cache["ref"].record | {"epochs": args.judge_epochs}
+            far_cluster_grid(cache["ref"], args.work / "grids" / "judge-far-cluster.png")
         return cache["ref"]
 
     train_and_evaluate(state, args, the_plan, launcher, reference_of)
@@ -142,7 +143,7 @@ def rejudge_all(args) -> None:
     """``--rejudge``: every stored evaluation whose sample sets are cached under ``--work``, judged
     again under today's protocol (see :func:`convergence.evaluate.rejudge`); the JSON rewritten."""
     from convergence.evaluate import rejudge
-    from convergence.judge import build_reference, trained_judge
+    from convergence.judge import build_reference, far_cluster_grid, trained_judge
     from odmaug.config import load_recipe
 
     if not args.out.exists():
@@ -152,6 +153,7 @@ def rejudge_all(args) -> None:
     ref = build_reference(load_recipe(args.recipe, ["device=cpu"]), judge, args.swd_per_image)
     same_judge(state.get("judge", {}), ref.record)
     state["judge"] = ref.record | {"epochs": args.judge_epochs}
+    print(f"  far cluster: {far_cluster_grid(ref, args.work / 'grids' / 'judge-far-cluster.png')}", flush=True)
     for name, run in state["runs"].items():
         for m, entry in run["checkpoints"].items():
             if "evaluation" in entry and entry["evaluation"].get("protocol", {}).get("far_factor") is None:
