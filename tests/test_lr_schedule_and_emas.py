@@ -183,9 +183,20 @@ def test_sample_and_augment_take_an_extra_ema_by_its_decay(ema_run, tmp_path):
                                "--ema-decay", "0.9"])
     assert done.exit_code == 0, done.output
     assert yaml.safe_load((out / "synthesis.json").read_text())["weights"] == "ema-0.9.safetensors"
+    raw = runner.invoke(app, ["sample", "--run", str(run.root), "--out", str(tmp_path / "raw.png"), "--per-grade", "1",
+                              "--steps", "2", "--ema-decay", "0.5", "--no-ema"])  # --no-ema: the raw weights, no decay
+    assert raw.exit_code == 0, raw.output
     missing = runner.invoke(app, ["sample", "--run", str(run.root), "--out", str(tmp_path / "x.png"), "--ema-decay", "0.7"])
     assert missing.exit_code == 2 and missing.output.count("error:") == 1 and "no EMA of decay 0.7" in missing.output
     assert load_recipe(None, []).sample.model_dump().keys().isdisjoint({"ema_decay"})  # store keys unchanged
+
+
+def test_a_recipe_sampling_an_ema_its_training_does_not_keep_is_refused_when_loaded():
+    with pytest.raises(OdmaugError, match=r"sample.ema_decay 0.5 is an EMA training does not keep.*0.999.*none"):
+        load_recipe(SMOKE, ["sample.ema_decay=0.5"])  # before a benchmark trains a generator it cannot sample
+    assert load_recipe(SMOKE, ["sample.ema_decay=0.5", "train.ema_decays=[0.5]"]).sample.loaded_ema_decay == 0.5
+    assert load_recipe(SMOKE, ["sample.ema_decay=0.5", "train.ema_decays=[0.5]", "sample.use_ema=false"]).sample \
+        .loaded_ema_decay is None
 
 
 def test_checkpoints_without_extra_emas_still_load_and_resume(tmp_path):

@@ -6,7 +6,8 @@ import pytest
 
 from odmaug.metrics.generative import metrics_from_features
 from odmaug.metrics.generative_table import generative_table
-from odmaug.metrics.tail import TAIL_FRACTION, real_tail_share
+from odmaug.config import MetricsConfig
+from odmaug.metrics.tail import TAIL_FRACTION, real_tail_share, tail_dominated
 
 
 def _with_far_cluster(rng, n: int = 1000, d: int = 32) -> np.ndarray:
@@ -60,6 +61,16 @@ def test_the_table_marks_a_tail_dominated_fid_and_explains_the_mark():
     console.print(generative_table(out))
     text = console.export_text()
     assert "*‡" in text and "FID rests on a few real images" in text
+
+
+def test_a_set_too_small_for_a_2_percent_tail_is_not_marked():
+    rng = np.random.default_rng(4)
+    for n in (2, 3, 49):
+        real = rng.standard_normal((n, 8))
+        row = metrics_from_features(real, np.zeros(n, int), rng.standard_normal((n, 8)), np.zeros(n, int), 1,
+                                    MetricsConfig(min_per_grade=2, nearest_k=1))["overall"]
+        assert row["fid_tail_dominated"] is False and row["real_tail_share"] is not None
+    assert tail_dominated(0.9, 50) and not tail_dominated(0.9, 49) and not tail_dominated(0.4, 1000)
 
 
 def test_bad_features_are_refused():

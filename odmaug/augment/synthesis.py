@@ -154,7 +154,7 @@ def _synthesize(context: Context, job: SynthesisRequest, show_progress: bool) ->
     Request({}, job.seed_start)  # checks --seed-start
     settings = job.settings or recipe.sample
     dev = context.device
-    loaded = load_generator(gen_run.root, use_ema=settings.use_ema, device=dev, ema=settings.ema_decay)
+    loaded = load_generator(gen_run.root, use_ema=settings.use_ema, device=dev, ema=settings.loaded_ema_decay)
     real, request = _plan(loaded, recipe, settings, amounts, job.seed_start, job.data_dir)
     pools = _pools(job.from_real, recipe, job.data_dir, request, settings, loaded.image_size)
     out = Path(job.out_dir) if job.out_dir is not None else gen_run.root / "synthetic"

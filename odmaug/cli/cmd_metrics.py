@@ -38,7 +38,12 @@ def metrics(
     no_cache: Annotated[bool, typer.Option(
         "--no-cache", help="Recompute the real set's features instead of reusing them.")] = False,
 ) -> None:
-    """Compare generated images with real ones: FID, KID, precision and recall, overall and per grade."""
+    """Compare generated images with real ones: FID, KID, precision and recall, overall and per grade.
+
+    FID marked * rests on fewer than metrics.small_set images (biased upward: compare KID); marked ‡,
+    the 2% of real images farthest from the rest hold half or more of the real features' variance
+    (real_tail_share in the JSON), so whether a set holds a few images like them decides it.
+    """
     from odmaug.commands.metrics import compare_specs
     from odmaug.metrics.generative_table import generative_table
 

@@ -48,8 +48,9 @@ SAMPLE_OPTIONS: dict[str, Any] = {
     "precision": _option(str, "--precision", help="auto (bf16 where the device computes it natively), bf16, fp16 or fp32."),
     "batch_size": _option(int, "--batch-size", help="Images denoised together (does not change the images)."),
     "use_ema": _option(bool, "--ema/--no-ema", help="Use the EMA weights or the raw ones."),
-    "ema_decay": _option(float, "--ema-decay", help="Sample with the EMA of this decay, one of the run's "
-                         "train.ema_decays (default: its train.ema_decay)."),
+    "ema_decay": _option(float, "--ema-decay", help="Sample with the EMA of this decay: the run's train.ema_decay "
+                         "or one of its train.ema_decays (default: the recipe's sample.ema_decay, else "
+                         "train.ema_decay); ignored with --no-ema."),
     "compile": _option(bool, "--compile/--no-compile", help="torch.compile the network (auto: when the job pays for it)."),
 }
 """The fields of the recipe's ``sample`` section as options, named as the fields, so that an error

@@ -46,7 +46,7 @@ def load_for_sampling(run: str | Path, device: Optional[str], sample: Mapping[st
 
     recipe = merge_options(open_run(run).recipe(), device=device)
     settings = sample_settings(recipe.sample, **sample)
-    loaded = load_generator(run, use_ema=settings.use_ema, device=recipe.device, ema=settings.ema_decay)
+    loaded = load_generator(run, use_ema=settings.use_ema, device=recipe.device, ema=settings.loaded_ema_decay)
     return loaded, settings
 
 
@@ -59,7 +59,8 @@ def sample_grid_for_run(run: str | Path, out: Path, per_grade: int = 8, seed: in
     """
     png_out(out)  # before the generator is loaded and sampled
     loaded, settings = load_for_sampling(run, device, sample or {})
-    weights = ("EMA" + ("" if settings.ema_decay is None else f" {settings.ema_decay:g}")) if settings.use_ema else "raw"
+    decay = loaded.recipe.train.ema_decay if settings.ema_decay is None else settings.ema_decay
+    weights = f"EMA {decay:g}" if settings.use_ema else "raw"
     title = (f"{Path(run).name} step {loaded.step} ({weights}, {settings.sampler} {settings.steps}, "
              f"s={settings.guidance_scale})")
     started = time.perf_counter()

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator, model_validator
 
 from odmaug.config.data import DataConfig
 from odmaug.config.evaluation import BenchmarkConfig, ClassifierConfig, MetricsConfig
@@ -49,6 +49,16 @@ class Recipe(Section):
         if not value or any(ch in value for ch in "/\\\0") or value.startswith("."):
             raise ValueError("must be a plain folder name (no slashes, not starting with '.')")
         return value
+
+    @model_validator(mode="after")
+    def _sampled_ema_is_kept(self) -> "Recipe":
+        # checked with the recipe, so a benchmark does not train a generator whose synthesis then fails
+        kept = (self.train.ema_decay, *self.train.ema_decays)
+        if self.sample.ema_decay is not None and self.sample.ema_decay not in kept:
+            raise ValueError(f"sample.ema_decay {self.sample.ema_decay:g} is an EMA training does not keep: use "
+                             f"train.ema_decay ({self.train.ema_decay:g}) or one of train.ema_decays "
+                             f"({', '.join(f'{d:g}' for d in self.train.ema_decays) or 'none'})")
+        return self
 
     def to_dict(self) -> dict[str, Any]:
         """Plain, YAML-serialisable dict of every setting (defaults included)."""

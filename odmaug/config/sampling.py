@@ -50,7 +50,9 @@ class SampleConfig(Section):
     ema_decay: Optional[float] = Field(None, ge=0.0, lt=1.0)
     """Which EMA to sample with: None, the run's primary (``train.ema_decay``); else one of the extra
     decays the run kept (``train.ema_decays``), the EMA length chosen after training (EDM2,
-    Karras et al. 2024, section 3) without retraining. A decay the checkpoint lacks is one error line."""
+    Karras et al. 2024, section 3) without retraining. A recipe whose ``sample.ema_decay`` its
+    training does not keep is refused when loaded; a decay the checkpoint lacks is one error line.
+    Ignored with ``use_ema`` false."""
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
     """Autocast precision of the network while sampling (as train.precision)."""
     compile: Union[bool, Literal["auto"]] = False
@@ -68,6 +70,12 @@ class SampleConfig(Section):
     (the synthesis folder records the weights file's digest)."""
 
     LATER_DEFAULTS: ClassVar[dict[str, Any]] = {"ema_decay": None}
+
+    @property
+    def loaded_ema_decay(self) -> Optional[float]:
+        """The ``ema`` argument of :func:`odmaug.diffusion.load_generator`: ``ema_decay``, or None
+        with ``use_ema`` false (``--no-ema`` samples the raw weights whatever decay the recipe names)."""
+        return self.ema_decay if self.use_ema else None
 
     def pixel_settings(self) -> dict[str, Any]:
         """``{name: value}`` of :data:`PIXEL_FIELDS`, in that order (a synthesis folder's identity)."""

@@ -35,7 +35,7 @@ from odmaug.errors import OdmaugError
 from odmaug.metrics.feature_cache import cached_features
 from odmaug.metrics.features import as_extractor
 from odmaug.metrics.spread import kid_spread_omitted
-from odmaug.metrics.tail import TAIL_DOMINATED, real_tail_share
+from odmaug.metrics.tail import real_tail_share, tail_dominated
 
 
 def _centred_root(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -113,7 +113,7 @@ def _figures(real: np.ndarray, generated: np.ndarray, cfg: MetricsConfig, seed: 
     tail = real_tail_share(real)
     row |= {"too_few": False, "fid": fid_from_features(real, generated),
             "fid_small_set": bool(min(len(real), len(generated)) < cfg.small_set),
-            "real_tail_share": tail, "fid_tail_dominated": bool(tail >= TAIL_DOMINATED)}
+            "real_tail_share": tail, "fid_tail_dominated": tail_dominated(tail, len(real))}
     row |= kid_from_features(real, generated, cfg.kid_subsets, cfg.kid_subset_size, seed)
     row |= precision_recall(real, generated, cfg.nearest_k)
     return row

@@ -12,8 +12,8 @@ borderless, zoomed-in photographs with feature norms ~165 against a median of 20
 
 :func:`real_tail_share` is the share of the trace held by the :data:`TAIL_FRACTION` of real images
 farthest from their mean (Gaussian features: about that fraction, 2.4% at 512 dimensions). From
-:data:`TAIL_DOMINATED` up, tables mark the FID with :data:`TAIL_MARK`: compare KID, precision and
-recall, or a measure on pixels (SWD), and look at those images.
+:data:`TAIL_DOMINATED` up (on at least :data:`TAIL_MIN_IMAGES` real images), tables mark the FID
+with :data:`TAIL_MARK`: compare KID, precision and recall, and look at those images.
 """
 
 from __future__ import annotations
@@ -22,10 +22,13 @@ import numpy as np
 
 TAIL_FRACTION = 0.02
 TAIL_DOMINATED = 0.5
+TAIL_MIN_IMAGES = 50
+"""Below 1 / TAIL_FRACTION real images the tail is a single image (of two images, one always holds
+half the trace): the share is reported, the FID not marked."""
 TAIL_MARK = "‡"
 TAIL_NOTE = (f"{TAIL_MARK} FID rests on a few real images: the {TAIL_FRACTION:.0%} farthest from the rest hold "
              f"{TAIL_DOMINATED:.0%} or more of the real features' variance, so whether a generated set holds a few "
-             "images like them moves FID more than the rest of it does; compare KID, precision/recall and SWD.")
+             "images like them moves FID more than the rest does; compare KID and precision/recall.")
 
 
 def real_tail_share(real: np.ndarray, fraction: float = TAIL_FRACTION) -> float:
@@ -47,3 +50,9 @@ def real_tail_share(real: np.ndarray, fraction: float = TAIL_FRACTION) -> float:
         return 0.0
     k = int(np.ceil(fraction * len(real)))
     return float(np.sort(distances)[-k:].sum() / total)
+
+
+def tail_dominated(share: float, n_real: int) -> bool:
+    """Whether a FID is marked :data:`TAIL_MARK`: ``share`` (:func:`real_tail_share` of ``n_real``
+    real images) at least :data:`TAIL_DOMINATED`, on at least :data:`TAIL_MIN_IMAGES` images."""
+    return n_real >= TAIL_MIN_IMAGES and share >= TAIL_DOMINATED

@@ -251,8 +251,7 @@ def generator_table(results: dict[str, Any]) -> Table:
     which = " of fold 0 (each fold trains its own)" if results.get("protocol") == "cv" else ""
     large = any(("×10" in row[3]) for row in generator_rows(results))  # a KID written as a power of ten
     caption = generator_footnotes(results) + ([KID_SCALE_NOTE] if large else [])
-    table = Table(title=f"Generators{which} (* FID on a small set is biased upward: compare KID; ‡ FID rests on a few "
-                        "real images)", title_justify="left",
+    table = Table(title=f"Generators{which} (* FID on a small set is biased upward: compare KID)", title_justify="left",
                   caption="\n".join(caption) or None, caption_justify="left")
     for i, name in enumerate(GENERATOR_HEADER):
         table.add_column(name, justify="left" if i < 2 else "right")
