@@ -183,6 +183,9 @@ def test_sample_and_augment_take_an_extra_ema_by_its_decay(ema_run, tmp_path):
                                "--ema-decay", "0.9"])
     assert done.exit_code == 0, done.output
     assert yaml.safe_load((out / "synthesis.json").read_text())["weights"] == "ema-0.9.safetensors"
+    other = runner.invoke(app, ["augment", "--run", str(run.root), "--out", str(out), "--n", "1", "--steps", "2",
+                                "--no-ema"])  # other weights into the same folder: refused, the files named
+    assert other.exit_code == 2 and "weights ema-0.9.safetensors, now model.safetensors" in other.output
     raw = runner.invoke(app, ["sample", "--run", str(run.root), "--out", str(tmp_path / "raw.png"), "--per-grade", "1",
                               "--steps", "2", "--ema-decay", "0.5", "--no-ema"])  # --no-ema: the raw weights, no decay
     assert raw.exit_code == 0, raw.output

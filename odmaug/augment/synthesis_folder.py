@@ -133,9 +133,11 @@ class SynthesisFolder:
             if not force:
                 keys = [*IDENTITY_KEYS, *sorted(set(old["identity"]) | set(identity))]
                 key = next(k for k in keys if old["identity"].get(k) != identity.get(k))
+                weights = (f" (weights {old.get('weights')}, now {record.get('weights')})"
+                           if key == "checkpoint_id" and old.get("weights") != record.get("weights") else "")
                 raise OdmaugError(
-                    f"{self.root} holds images made with {key}={old['identity'].get(key)!r} (now {identity.get(key)!r}); "
-                    "use another --out, or --force to replace them"
+                    f"{self.root} holds images made with {key}={old['identity'].get(key)!r} (now {identity.get(key)!r})"
+                    f"{weights}; use another --out, or --force to replace them"
                 )
             return True
         images = self.scan().images
