@@ -12,6 +12,7 @@ Weights, optimizer state, EMA and losses stay fp32 in every precision (see :mod:
 from __future__ import annotations
 
 import copy
+import math
 from typing import Callable, Optional, Sequence, TypeVar
 
 import torch
@@ -28,6 +29,28 @@ def ema_decay_at(step: int, decay: float, warmup: int) -> float:
         return 0.0
     s = step - warmup
     return min(decay, (1 + s) / (10 + s))
+
+
+def ramp_end(decay: float, warmup: int) -> int:
+    """The first optimizer step at which :func:`ema_decay_at` reaches ``decay`` (before it, every
+    decay at or above the ramp's value gives the same average): the smallest s with
+    (1 + s) / (10 + s) >= decay, after the warm-up."""
+    s = max(1, math.ceil((10 * decay - 1) / (1 - decay)))
+    while s > 1 and s / (9 + s) >= decay:  # the closed form can land one step late in float rounding
+        s -= 1
+    return warmup + s
+
+
+def same_emas_note(cfg) -> str | None:
+    """A warning when two of a run's EMAs (``cfg``: TrainConfig) are one and the same over its
+    ``steps``: both follow the ramp to the end, so keeping both measures nothing."""
+    ramped = sorted(d for d in (cfg.ema_decay, *cfg.ema_decays) if ramp_end(d, cfg.ema_warmup) > cfg.steps)
+    if len(ramped) < 2:
+        return None
+    ends = ", ".join(f"{ramp_end(d, cfg.ema_warmup):,}" for d in ramped)
+    return (f"the EMAs of decay {', '.join(f'{d:g}' for d in ramped)} are one and the same in a {cfg.steps:,}-step run: "
+            f"each follows the ramp min(decay, (1 + s) / (10 + s)) until step {ends}; lower decays or more "
+            "train.steps make them differ")
 
 
 class EMA:

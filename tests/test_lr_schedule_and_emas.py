@@ -4,6 +4,7 @@ resume exactness, validation, unchanged store keys at the defaults, and old chec
 from __future__ import annotations
 
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -19,7 +20,7 @@ from odmaug.diffusion.lr_schedule import learning_rate
 from odmaug.errors import OdmaugError
 from odmaug.runs import create_run
 from odmaug.train_state import TrainingState, load_state_file, load_state_folder, save_state_file, save_state_folder
-from odmaug.train_step import ema_decay_at
+from odmaug.train_step import ema_decay_at, ramp_end, same_emas_note
 
 SMOKE = Path(__file__).resolve().parents[1] / "recipes" / "smoke.yaml"
 NEW_TRAIN_OPTIONS = ("lr_schedule", "lr_decay_steps", "lr_min_ratio", "ema_decays")
@@ -134,7 +135,7 @@ def test_resume_continues_the_schedule_and_the_emas_exactly(tmp_path):
 @pytest.fixture(scope="module")
 def ema_run(tmp_path_factory):
     recipe = smoke("train.steps=4", "train.checkpoint_every=1", "train.keep_checkpoints=10", "train.ema_warmup=1",
-                   "train.lr=3e-3", "train.ema_decay=0.99", "train.ema_decays=[0.5,0.9]")
+                   "train.lr=3e-3", "train.ema_decay=0.99", "train.ema_decays=[0.1,0.9]")
     run = create_run(recipe, tmp_path_factory.mktemp("runs"))
     train_generator(run, recipe, show_progress=False)
     return run, recipe
@@ -144,7 +145,7 @@ def test_extra_emas_are_hand_rolled_averages_of_the_weights(ema_run):
     run, recipe = ema_run
     weights = [load_file(str(run.root / "generator" / f"step-{s:08d}" / "model.safetensors")) for s in range(1, 5)]
     final = run.root / "generator" / "step-00000004"
-    for decay, name in ((0.99, "ema"), (0.5, "ema-0.5"), (0.9, "ema-0.9")):
+    for decay, name in ((0.99, "ema"), (0.1, "ema-0.1"), (0.9, "ema-0.9")):
         average = {k: v.clone() for k, v in weights[0].items()}  # ema_warmup=1: step 1 copies
         for step in range(2, 5):
             d = ema_decay_at(step, decay, recipe.train.ema_warmup)
@@ -158,7 +159,7 @@ def test_extra_emas_are_hand_rolled_averages_of_the_weights(ema_run):
         assert loaded.weights_path.name == f"{name}.safetensors"
         assert all(torch.equal(p, average[k]) for k, p in loaded.model.state_dict().items())
     assert load_generator(run.root).weights_path.name == "ema.safetensors"
-    with pytest.raises(OdmaugError, match="no EMA of decay 0.7 .*0.99, 0.5, 0.9"):
+    with pytest.raises(OdmaugError, match="no EMA of decay 0.7 .*0.99, 0.1, 0.9"):
         load_generator(run.root, ema=0.7)
     with pytest.raises(OdmaugError, match="raw"):
         load_generator(run.root, use_ema=False, ema=0.9)
@@ -171,13 +172,14 @@ def test_sample_and_augment_take_an_extra_ema_by_its_decay(ema_run, tmp_path):
 
     run, _ = ema_run
     runner = CliRunner()
-    grids = {}
-    for name, extra in (("primary", []), ("0.5", ["--ema-decay", "0.5"])):
-        grids[name] = tmp_path / f"{name}.png"
-        done = runner.invoke(app, ["sample", "--run", str(run.root), "--out", str(grids[name]), "--per-grade", "1",
-                                   "--steps", "2", *extra])
+    checkpoints = {}
+    for name, extra in (("primary", []), ("0.1", ["--ema-decay", "0.1"])):
+        done = runner.invoke(app, ["sample", "--run", str(run.root), "--out", str(tmp_path / f"{name}.png"),
+                                   "--per-grade", "1", "--steps", "2", *extra])
         assert done.exit_code == 0, done.output
-    assert grids["primary"].read_bytes() != grids["0.5"].read_bytes()  # other weights, other images
+        checkpoints[name] = re.search(r"checkpoint ([0-9a-f]{16})", done.output).group(1)  # the weights file's digest
+    # 0.1 leaves the ramp (1 + s) / (10 + s) at once, the primary 0.99 never in 4 steps: other weights
+    assert checkpoints["primary"] != checkpoints["0.1"]
     out = tmp_path / "synthetic"
     done = runner.invoke(app, ["augment", "--run", str(run.root), "--out", str(out), "--n", "1", "--steps", "2",
                                "--ema-decay", "0.9"])
@@ -187,7 +189,7 @@ def test_sample_and_augment_take_an_extra_ema_by_its_decay(ema_run, tmp_path):
                                 "--no-ema"])  # other weights into the same folder: refused, the files named
     assert other.exit_code == 2 and "weights ema-0.9.safetensors, now model.safetensors" in other.output
     raw = runner.invoke(app, ["sample", "--run", str(run.root), "--out", str(tmp_path / "raw.png"), "--per-grade", "1",
-                              "--steps", "2", "--ema-decay", "0.5", "--no-ema"])  # --no-ema: the raw weights, no decay
+                              "--steps", "2", "--ema-decay", "0.1", "--no-ema"])  # --no-ema: the raw weights, no decay
     assert raw.exit_code == 0, raw.output
     missing = runner.invoke(app, ["sample", "--run", str(run.root), "--out", str(tmp_path / "x.png"), "--ema-decay", "0.7"])
     assert missing.exit_code == 2 and missing.output.count("error:") == 1 and "no EMA of decay 0.7" in missing.output
@@ -235,3 +237,26 @@ def test_both_containers_round_trip_extra_emas(tmp_path):
             assert all(torch.equal(loaded.emas[name][k], v) for k, v in emas[name].items())
     with pytest.raises(ValueError, match="malformed"):
         save_state_file(tmp_path / "t.safetensors", TrainingState(1, {}, optimizer.state_dict(), emas={"x/y": {}}))
+
+
+@pytest.mark.parametrize("decay", [0.0, 0.5, 0.9, 0.99, 0.995, 0.998, 0.999, 0.9995])
+def test_ramp_end_is_the_first_step_at_the_decay(decay):
+    end = ramp_end(decay, 7)
+    assert ema_decay_at(end, decay, 7) == decay
+    assert end == 8 or ema_decay_at(end - 1, decay, 7) < decay
+
+
+def test_emas_that_only_follow_the_ramp_are_named_before_training(ema_run, monkeypatch):
+    import odmaug.diffusion.trainer as trainer
+
+    said = []
+    monkeypatch.setattr(trainer, "warn", said.append)
+    quick = load_recipe(SMOKE, ["train.steps=2000", "train.ema_warmup=100", "train.ema_decay=0.998",
+                                "train.ema_decays=[0.99, 0.999]"])
+    trainer.check_training_recipe(quick)
+    assert said == [same_emas_note(quick.train)] and "0.998, 0.999 are one and the same in a 2,000-step run" in said[0]
+    # the checkpoint agrees: EMAs that only followed the ramp are byte-identical (ema_run: 4 steps, decays 0.99, 0.1, 0.9)
+    run, recipe = ema_run
+    digests = read_pointer(run.root / "generator")["sha256"]
+    assert digests["ema.safetensors"] == digests["ema-0.9.safetensors"] != digests["ema-0.1.safetensors"]
+    assert same_emas_note(load_recipe(SMOKE, ["train.steps=20000", "train.ema_decays=[0.99]"]).train) is None

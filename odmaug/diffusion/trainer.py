@@ -37,7 +37,7 @@ from odmaug.diffusion.unet import build_generator, unreached_attention
 from odmaug.diffusion.checkpointer import Checkpointer, InterruptGuard, TrainResult, peak_memory_mb
 from odmaug.errors import OdmaugError
 from odmaug.runs import Run
-from odmaug.train_step import EMA, TrainStep
+from odmaug.train_step import EMA, TrainStep, same_emas_note
 
 
 def generator_train_step(model: nn.Module, cfg: TrainConfig, device: torch.device,
@@ -75,6 +75,8 @@ def check_training_recipe(recipe: Recipe, device: torch.device | None = None) ->
     with torch.random.fork_rng(devices=[]):  # a CPU build + one forward pass (odmaug.probe); RNG untouched
         build_generator(recipe.generator, recipe.data.num_classes, recipe.image_size("generator"))
     if note := unreached_attention(recipe.generator, recipe.image_size("generator")):
+        warn(note)
+    if note := same_emas_note(recipe.train):
         warn(note)
     local_batch_size(recipe.train.batch_size, ddp_utils.launch_env().world_size)
     if recipe.sample.steps > recipe.diffusion.timesteps:
