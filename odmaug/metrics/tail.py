@@ -11,7 +11,7 @@ borderless, zoomed-in photographs with feature norms ~165 against a median of 20
 (none); without those images, 23 and 28.
 
 :func:`real_tail_share` is the share of the trace held by the :data:`TAIL_FRACTION` of real images
-farthest from their mean (Gaussian features: about that fraction, 2.3% for 1,080 images in 512 dimensions). From
+farthest from their mean (Gaussian features: about that fraction; tests/test_metrics_tail.py). From
 :data:`TAIL_DOMINATED` up (on at least :data:`TAIL_MIN_IMAGES` real images), tables mark the FID
 with :data:`TAIL_MARK`: compare KID, precision and recall, and look at those images.
 """

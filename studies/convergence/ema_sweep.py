@@ -11,7 +11,7 @@ import json
 import numpy as np
 
 from convergence import launch
-from convergence.judge import build_reference, judge_set, same_judge, trained_judge
+from convergence.judge import judge_set, study_reference
 from convergence.sampling import request, synthesize
 
 SAMPLER = "unipc10"
@@ -29,16 +29,13 @@ def _row(decay: float, figures: dict, wall_s: float) -> dict:
 def ema_sweep(args, state: dict) -> dict:
     """Judge every EMA of ``args.ema_sweep`` (a run folder or a study run name); returns the record
     ``{"run", "step", "sampler", "n", "emas": [row per decay]}`` and stores it in ``state``."""
-    from odmaug.config import load_recipe
     from odmaug.diffusion import load_generator
     from odmaug.diffusion.checkpoint import read_pointer, stored_ema_decays
 
     run = launch.given_run(args.work, args.ema_sweep, "--ema-sweep")
     primary = load_generator(run, device="cpu")
     decays = [primary.recipe.train.ema_decay, *stored_ema_decays(read_pointer(run / "generator"))]
-    ref = build_reference(load_recipe(args.recipe, ["device=cpu"]), trained_judge(args.work, args.recipe, args.judge_epochs,
-                                                                                  args.threads), args.swd_per_image)
-    same_judge(state.get("judge", {}), ref.record)
+    ref = study_reference(args, state)
     labels = np.asarray(request(args.n, primary.num_classes)[0])
     rows = []
     for decay in sorted(decays):

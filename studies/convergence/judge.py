@@ -71,6 +71,7 @@ def build_reference(recipe, judge: Path, per_image: int) -> Reference:
     from odmaug.data import load_table, load_uint8
     from odmaug.metrics.features import build_extractor
     from odmaug.metrics.swd import swd_reference
+    from odmaug.metrics.tail import real_tail_share
 
     extractor = build_extractor(f"domain:{judge}", MetricsConfig(), "cpu")
     train = load_table(recipe.data).split("train")
@@ -92,7 +93,10 @@ def build_reference(recipe, judge: Path, per_image: int) -> Reference:
     norms = np.linalg.norm(real_x, axis=1)
     cut = FAR_FACTOR * float(np.median(norms))
     record["far_cluster"] = {"factor": FAR_FACTOR, "cut": cut, "real_per_grade":
-                             np.bincount(labels[norms > cut], minlength=recipe.data.num_classes).tolist()}
+                             np.bincount(labels[norms > cut], minlength=recipe.data.num_classes).tolist(),
+                             "real_norm_median": float(np.median(norms)),
+                             "far_norm_median": float(np.median(norms[norms > cut])) if (norms > cut).any() else None,
+                             "real_tail_share": real_tail_share(real_x)}  # odmaug.metrics.tail: 2% of the images
     return Reference(extractor, base.model, base.meta, images, labels, real_x, refs, recipe.data.num_classes, record, cut)
 
 
@@ -110,6 +114,19 @@ def fid_kid(ref: Reference, gen_x: np.ndarray, gen_y: np.ndarray, kid_subset_siz
 
     return {"overall": interval(out["overall"], None, 0),
             "per_grade": [interval(row, row["grade"], 1 + row["grade"]) for row in out["per_grade"]]}
+
+
+def study_reference(args, state: dict) -> Reference:
+    """The study's judge (trained once, ``work/judge``) and its reference, checked against the judge
+    the stored figures came from and recorded in ``state["judge"]``; writes the far-cluster grid."""
+    from odmaug.config import load_recipe
+
+    judge = trained_judge(args.work, args.recipe, args.judge_epochs, args.threads)
+    ref = build_reference(load_recipe(args.recipe, ["device=cpu"]), judge, args.swd_per_image)
+    same_judge(state.get("judge", {}), ref.record)
+    state["judge"] = ref.record | {"epochs": args.judge_epochs}
+    far_cluster_grid(ref, args.work / "grids" / "judge-far-cluster.png")
+    return ref
 
 
 def far_cluster_grid(ref: Reference, path: Path, per_row: int = 12) -> Path:

@@ -13,7 +13,6 @@ import torch
 
 from convergence import launch, probes
 from convergence.evaluate import evaluate_checkpoint, protocol
-from convergence.judge import same_judge
 from convergence.options import lscpu_bf16_flags, parse_args, run_names
 from convergence.report import figure, print_report
 
@@ -99,18 +98,14 @@ def study(args) -> None:
     if args.probe_only:
         print(f"wrote {args.out} (probes and plan only)")
         return
-    from convergence.judge import build_reference, far_cluster_grid, trained_judge
-    from odmaug.config import load_recipe
+    from convergence.judge import study_reference, trained_judge
 
-    judge_dir = trained_judge(args.work, args.recipe, args.judge_epochs, args.threads)
+    trained_judge(args.work, args.recipe, args.judge_epochs, args.threads)  # before the runs, as the study began
     cache: dict = {}
 
     def reference_of():  # built on first need: a study with nothing left to evaluate loads no data
         if "ref" not in cache:
-            cache["ref"] = build_reference(load_recipe(args.recipe, ["device=cpu"]), judge_dir, args.swd_per_image)
-            same_judge(state.get("judge", {}), cache["ref"].record)
-            state["judge"] = cache["ref"].record | {"epochs": args.judge_epochs}
-            far_cluster_grid(cache["ref"], args.work / "grids" / "judge-far-cluster.png")
+            cache["ref"] = study_reference(args, state)
         return cache["ref"]
 
     train_and_evaluate(state, args, the_plan, launcher, reference_of)
@@ -143,17 +138,13 @@ def rejudge_all(args) -> None:
     """``--rejudge``: every stored evaluation whose sample sets are cached under ``--work``, judged
     again under today's protocol (see :func:`convergence.evaluate.rejudge`); the JSON rewritten."""
     from convergence.evaluate import rejudge
-    from convergence.judge import build_reference, far_cluster_grid, trained_judge
-    from odmaug.config import load_recipe
+    from convergence.judge import study_reference
 
     if not args.out.exists():
         raise SystemExit(f"no study at {args.out}")
     state = json.loads(args.out.read_text())
-    judge = trained_judge(args.work, args.recipe, args.judge_epochs, args.threads)
-    ref = build_reference(load_recipe(args.recipe, ["device=cpu"]), judge, args.swd_per_image)
-    same_judge(state.get("judge", {}), ref.record)
-    state["judge"] = ref.record | {"epochs": args.judge_epochs}
-    print(f"  far cluster: {far_cluster_grid(ref, args.work / 'grids' / 'judge-far-cluster.png')}", flush=True)
+    ref = study_reference(args, state)
+    print(f"  judge: {json.dumps(state['judge']['far_cluster'])}", flush=True)
     for name, run in state["runs"].items():
         for m, entry in run["checkpoints"].items():
             if "evaluation" in entry and entry["evaluation"].get("protocol", {}).get("far_factor") is None:
